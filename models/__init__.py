@@ -1,0 +1,1 @@
+"""Backbone registry, pretrained weight sources, adaptation and transfer strategies."""

@@ -1,0 +1,36 @@
+"""Progress for long work: a tqdm bar on a terminal, plain log lines otherwise."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger("radpipe")
+
+
+def progress(items: Iterable[T], total: int | None = None, desc: str = "", every_s: float = 10.0) -> Iterator[T]:
+    """Yield ``items`` while showing progress.
+
+    On a terminal this is a tqdm bar; otherwise (CI, logs, pipes) a log line at most every
+    ``every_s`` seconds and one at the end, so a log file stays readable.
+    """
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        yield from tqdm(items, total=total, desc=desc, leave=False)
+        return
+    start = last = time.monotonic()
+    count = 0
+    for count, item in enumerate(items, 1):
+        yield item
+        now = time.monotonic()
+        if now - last >= every_s:
+            last = now
+            of = f"/{total}" if total else ""
+            log.info("%s: %d%s (%.0f s)", desc, count, of, now - start)
+    log.debug("%s: %d done in %.1f s", desc, count, time.monotonic() - start)

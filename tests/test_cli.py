@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from pipeline import __version__
+from pipeline.cli import COMMANDS, build_parser, main
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"radpipe {__version__}"
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "usage: radpipe" in capsys.readouterr().out
+
+
+def test_every_command_has_help():
+    parser = build_parser()
+    for command in COMMANDS:
+        with pytest.raises(SystemExit) as e:
+            parser.parse_args([command.name, "--help"])
+        assert e.value.code == 0
+
+
+def test_help_does_not_import_heavy_packages():
+    code = (
+        "import sys; from pipeline.cli import build_parser; build_parser().format_help(); "
+        "heavy = [m for m in ('torch', 'monai', 'pydicom', 'pandas', 'nibabel') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
+
+
+def test_python_m_pipeline_runs():
+    result = subprocess.run([sys.executable, "-m", "pipeline", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and __version__ in result.stdout
+
+
+def test_pipeline_error_is_one_line_exit_2(capsys, monkeypatch):
+    from pipeline import cli
+    from pipeline.errors import ConfigError
+
+    def handler(args):
+        raise ConfigError("config key 'train.epochz' unknown;\n  fix it")
+
+    monkeypatch.setattr(cli, "_resolve", lambda name: handler)
+    assert main(["demo"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("radpipe demo: error: config key 'train.epochz' unknown; fix it")
+
+
+def test_other_errors_keep_traceback(monkeypatch):
+    from pipeline import cli
+
+    def handler(args):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(cli, "_resolve", lambda name: handler)
+    with pytest.raises(RuntimeError, match="bug"):
+        main(["demo"])

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import pytest
+
+from pipeline import errors
+
+
+@pytest.mark.parametrize(
+    "cls, builtin",
+    [
+        (errors.ConfigError, ValueError),
+        (errors.ManifestError, ValueError),
+        (errors.DicomReadError, OSError),
+        (errors.ImageReadError, OSError),
+        (errors.UnknownModelError, KeyError),
+        (errors.WeightsError, ValueError),
+        (errors.RunError, ValueError),
+    ],
+)
+def test_hierarchy(cls, builtin):
+    e = cls("what; where; fix")
+    assert isinstance(e, errors.PipelineError) and isinstance(e, builtin)
+
+
+def test_unknown_model_message_is_not_quoted():
+    assert str(errors.UnknownModelError("no model 'resnt18'")) == "no model 'resnt18'"
+
+
+def test_format_problems_caps_at_limit():
+    text = errors.format_problems([f"p{i}" for i in range(25)])
+    assert text.startswith("25 problem(s): p0; p1")
+    assert "p19" in text and "p20" not in text and "and 5 more" in text
