@@ -13,6 +13,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -46,12 +47,246 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export-only", action="store_true", help="only write the synthetic hospital export and labels")
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), found {text}")
+    return value
+
+
+def _import_medmnist_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("npz", metavar="FILE.npz", help="MedMNIST file (2D or 3D, any size variant, e.g. pneumoniamnist.npz)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for images/, manifest.csv, labels.json, config.yaml")
+    p.add_argument("--format", default="nifti", choices=("nifti", "nifti-raw"),
+                   help="image files: nifti (.nii.gz) or nifti-raw (.nii, faster to read) (default: %(default)s)")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="import only the first N cases of each split")
+    p.add_argument("--workers", type=_positive_int, default=1, help="threads writing files (default: %(default)s)")
+
+
+def _manifest_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("index", metavar="INDEX.csv", help="series index written by 'radpipe scan'")
+    p.add_argument("--labels", required=True, metavar="LABELS.csv", help="label sheet, one row per study or patient")
+    p.add_argument("--key", required=True, help="identifier column of the label sheet: accession_number, patient_id, "
+                   "study_instance_uid (hashed like 'radpipe scan' does), or an index key column like accession_key")
+    p.add_argument("--out", required=True, metavar="MANIFEST.csv", help="manifest to write")
+    p.add_argument("--where", metavar="EXPR", help="filter of the index series, e.g. \"modality == 'CT'\"")
+    p.add_argument("--select", default="largest-series", metavar="RULE",
+                   help="one series per study: largest-series, first or description:REGEX (default: %(default)s)")
+    p.add_argument("--label-column", default="label", metavar="COL[,COL]",
+                   help="label column(s) of the sheet (default: %(default)s)")
+
+
+def _validate_manifest_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest", metavar="MANIFEST.csv", help="CSV manifest to check")
+    p.add_argument("--config", metavar="CFG.yaml", help="run config (columns, task, classes); without it the task "
+                   "is inferred")
+    p.add_argument("--no-file-check", action="store_true", help="skip checking that image files exist and read")
+
+
+def _split_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest", metavar="MANIFEST.csv", help="CSV manifest to split")
+    p.add_argument("--out", required=True, metavar="OUT.csv", help="manifest with a split (or fold) column to write")
+    p.add_argument("--group", help="column keeping a patient's cases together (default: patient_id or patient_key)")
+    p.add_argument("--stratify", default="label", metavar="COL[,COL]",
+                   help="column(s) whose class ratios each side keeps; '' for none (default: %(default)s)")
+    p.add_argument("--val", type=_fraction, help="fraction of cases in val, whole patients (default: 0.1)")
+    p.add_argument("--test", type=_fraction, help="fraction of cases in test, whole patients (default: 0.2; 0 with --folds)")
+    p.add_argument("--folds", type=_positive_int, metavar="K", help="write a fold column 0..K-1 instead of val")
+    p.add_argument("--seed", type=int, default=0, help="seed of the assignment (default: %(default)s)")
+
+
+def _preview_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, metavar="CFG.yaml", help="run config whose transform chains are shown")
+    p.add_argument("--manifest", metavar="M.csv", help="CSV manifest (default: data.manifest of the config)")
+    p.add_argument("--out", required=True, metavar="PREVIEW.png", help="PNG montage to write")
+    p.add_argument("--n", type=_positive_int, default=16, help="cases shown (default: %(default)s)")
+    p.add_argument("--split", default="train", choices=("train", "val", "test", "all"),
+                   help="manifest split the cases come from (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the case draw and the augmentation")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. "
+                   "transforms.augment=heavy (repeat)")
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("predictions", metavar="PREDICTIONS.csv", help="predictions written by 'radpipe evaluate'")
+    p.add_argument("--cohort", action="append", default=[], metavar="COL",
+                   help="column reported per value (repeat; default: the run's eval.cohorts)")
+    p.add_argument("--out", required=True, metavar="REPORT_DIR",
+                   help="folder for report.html, report.json, metrics.csv")
+    p.add_argument("--threshold-from", metavar="VAL_PREDICTIONS.csv",
+                   help="validation predictions fixing the operating point (without it: 0.5, flagged)")
+    p.add_argument("--run", metavar="RUN_DIR", help="run directory: labels, eval settings, config and weights summary")
+    p.add_argument("--bootstrap", type=int, metavar="N", help="bootstrap resamples (default: eval.bootstrap, 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: %(default)s)")
+    p.add_argument("--compare", metavar="OTHER.csv", help="another model's predictions on the same cases (DeLong)")
+    p.add_argument("--id-column", default="image", help="column matching cases with --compare (default: %(default)s)")
+    p.add_argument("--positive", metavar="CLASS", help="positive class of a binary task (default: second prob_ column)")
+    p.add_argument("--target-sensitivity", type=float, metavar="X",
+                   help="operating point: highest threshold reaching this sensitivity on validation (default: Youden)")
+    p.add_argument("--patient-column", help="column grouping a patient's cases (default: patient_id or patient_key)")
+    p.add_argument("--min-cases", type=int, metavar="N",
+                   help="flag groups with fewer positives or negatives than this (default: eval.min_cases, 10)")
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="CFG.yaml", help="run config (with --resume: default RUN_DIR/config.yaml)")
+    p.add_argument("--manifest", metavar="M.csv", help="CSV manifest with train and val rows (default: data.manifest)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<timestamp>)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. train.epochs=5")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
+    p.add_argument("--deterministic", action="store_true", help="deterministic algorithms and seeds (train.deterministic)")
+
+
+def _models_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the registry as JSON instead of a table")
+
+
+def _workers_count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 (read in the main process) or more workers, found {text}")
+    return value
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="run directory written by 'radpipe train'")
+    p.add_argument("--manifest", required=True, metavar="M.csv", help="CSV manifest holding the cases")
+    p.add_argument("--split", help="split evaluated (default: the run's eval.split; every row without a split column)")
+    p.add_argument("--out", required=True, metavar="PREDICTIONS.csv", help="predictions CSV to write")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average over flips along each spatial axis (default: the run's eval.tta)")
+    p.add_argument("--batch-size", type=_positive_int, metavar="B", help="cases per batch (default: train.batch_size)")
+    p.add_argument("--workers", type=_workers_count, metavar="W", help="loader processes (default: CPUs - 1, at most 4)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the model runs (default: train.device)")
+
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="run directory written by 'radpipe train'")
+    p.add_argument("input", metavar="INPUT", help="DICOM export folder, folder of NIfTI files, or manifest .csv")
+    p.add_argument("--out", required=True, metavar="PREDICTIONS.csv",
+                   help="predictions CSV (appended as series finish; a re-run resumes it)")
+    p.add_argument("--batch-size", type=_positive_int, metavar="B", help="series per batch (default: train.batch_size)")
+    p.add_argument("--workers", type=_workers_count, metavar="W", help="processes reading and preprocessing (default: CPUs - 1, "
+                   "at most 4)")
+    p.add_argument("--shard", metavar="i/n", help="predict shard i of n (i from 0; default: torchrun's RANK/WORLD_SIZE) "
+                   "into <out>.part-i-of-n.csv; join the parts with 'radpipe predict-merge'")
+    p.add_argument("--cam", metavar="DIR", help="write Grad-CAM maps per series there (NIfTI + PNG overlay)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the model runs (default: train.device)")
+    p.add_argument("--modality", metavar="MOD[,MOD]", help="DICOM input: modalities predicted, or 'any' "
+                   "(default: the run's selection.json, else the modality its intensity preset implies)")
+    p.add_argument("--series", metavar="RULE", help="DICOM input: all, largest-series, first or description:REGEX "
+                   "(one series per study; default: the run's selection.json, else all)")
+
+
+def _scan_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("export_dir", metavar="EXPORT_DIR", help="DICOM export folder (any nesting, any file names)")
+    p.add_argument("--out", required=True, metavar="INDEX.csv", help="series index to write; beside it go "
+                   "<stem>.skipped.csv, <stem>.series/ (one .series.json per series) and a header cache")
+    p.add_argument("--workers", type=_positive_int, metavar="N", help="header-reading processes "
+                   "(default: min(4, CPUs); 1 reads in this process)")
+    p.add_argument("--keep-identifiers", action="store_true", help="write patient IDs and accession numbers in "
+                   "clear instead of pseudonymised keys (the outputs then hold patient data)")
+
+
+def _convert_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("export_dir", metavar="EXPORT_DIR", help="DICOM export folder (any nesting, any file names)")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="folder for <patient_key>_<series_key>.nii.gz + .json and "
+                   "index.csv")
+    p.add_argument("--workers", type=_positive_int, metavar="N", help="processes (default: min(4, CPUs))")
+    p.add_argument("--keep-identifiers", action="store_true", help="name files by identifiers in clear instead of "
+                   "pseudonymised keys")
+
+
+def _predict_merge_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("parts", nargs="*", metavar="PART", help="part files <out>.part-i-of-n.csv (default: those next "
+                   "to --out)")
+    p.add_argument("--out", required=True, metavar="PREDICTIONS.csv", help="merged predictions CSV to write")
+
+
 COMMANDS: list[Command] = [
     Command(
         "demo",
         "run the whole pipeline on a synthetic hospital export it writes itself",
         _demo_args,
         "pipeline.demo:run_demo_command",
+    ),
+    Command(
+        "scan",
+        "index a DICOM export, one row per series (header-only, parallel, incremental, pseudonymised)",
+        _scan_args,
+        "pipeline.scan:run_scan_command",
+    ),
+    Command(
+        "convert",
+        "convert every DICOM series of an export to NIfTI (.nii.gz) plus a BIDS-style JSON sidecar",
+        _convert_args,
+        "pipeline.convert:run_convert_command",
+    ),
+    Command(
+        "import-medmnist",
+        "turn a MedMNIST .npz into NIfTI images plus manifest.csv (official splits kept)",
+        _import_medmnist_args,
+        "pipeline.medmnist:import_medmnist_command",
+    ),
+    Command(
+        "manifest",
+        "join a scan index to a label sheet into a manifest, one series per study",
+        _manifest_args,
+        "pipeline.manifest_join:manifest_command",
+    ),
+    Command(
+        "validate-manifest",
+        "check a manifest (columns, files, labels, leakage, class counts) before training",
+        _validate_manifest_args,
+        "pipeline.manifest:validate_manifest_command",
+    ),
+    Command(
+        "split",
+        "patient-grouped, label-stratified train/val/test split (or K folds) of a manifest",
+        _split_args,
+        "pipeline.split:split_command",
+    ),
+    Command(
+        "preview",
+        "montage of what the model sees: each case before (eval chain) and after augmentation (train chain)",
+        _preview_args,
+        "pipeline.preview:run_preview_command",
+    ),
+    Command(
+        "train",
+        "train a model (MONAI engines, AMP, checkpoints, resume, early stop, DDP under torchrun) into a run directory",
+        _train_args,
+        "pipeline.train:train_command",
+    ),
+    Command(
+        "models",
+        "list the backbones: name, 2D/3D, pretrained weight sources accepted, notes",
+        _models_args,
+        "pipeline.catalog:run_models_command",
+    ),
+    Command(
+        "report",
+        "per-cohort validation report (AUC with bootstrap CIs, operating point, calibration) as HTML/JSON/CSV",
+        _report_args,
+        "pipeline.report_command:report_command",
+    ),
+    Command(
+        "evaluate",
+        "predict one split of a manifest with a run's best checkpoint (optional flip TTA) into a predictions CSV",
+        _evaluate_args,
+        "pipeline.evaluate:evaluate_command",
+    ),
+    Command(
+        "predict",
+        "batch inference over a DICOM export, NIfTI folder or manifest: one row per series, resumable, shardable",
+        _predict_args,
+        "pipeline.predict:predict_command",
+    ),
+    Command(
+        "predict-merge",
+        "join the part files of a sharded 'radpipe predict' into one file (equal to an unsharded run's)",
+        _predict_merge_args,
+        "pipeline.predict:merge_command",
     ),
 ]
 
@@ -77,6 +312,13 @@ def _resolve(handler: str) -> Callable[[argparse.Namespace], int]:
     return getattr(importlib.import_module(module_name), function)
 
 
+def _quiet_third_party() -> None:
+    """Silence MONAI's GPU-decoder notices: ``LoadImage`` builds every known reader, and on a machine without
+    nvImageCodec each construction warns, once per worker and stage, about a decoder we never use."""
+    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``radpipe`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit status."""
     parser = build_parser()
@@ -87,6 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    _quiet_third_party()
     if not getattr(args, "_handler", None):
         parser.print_help()
         return 2

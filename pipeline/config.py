@@ -159,6 +159,7 @@ class TrainConfig:
         val_every: validate every N epochs.
         key_metric: validation metric that selects ``best.pt``.
         patience: early stop after this many validations without improvement (0: off).
+        regression_loss: loss of ``regression`` tasks: ``mse`` or ``l1``.
         amp: mixed precision on CUDA (bf16 where supported, else fp16 with a scaler).
         channels_last: channels-last memory format for 2D models on CUDA.
         compile: ``torch.compile`` the model.
@@ -184,6 +185,7 @@ class TrainConfig:
         default="auc", metadata=_choices("auc", "balanced_accuracy", "f1", "accuracy", "neg_mae", "neg_loss")
     )
     patience: int = field(default=0, metadata=_range(0))
+    regression_loss: str = field(default="mse", metadata=_choices("mse", "l1"))
     amp: bool = True
     channels_last: bool = True
     compile: bool = False

@@ -28,6 +28,10 @@ class DicomReadError(PipelineError, OSError):
     """A DICOM file or series cannot be read or assembled."""
 
 
+class NotAnImageError(DicomReadError):
+    """A valid DICOM file that holds no image (SR, RTSTRUCT, presentation state, DICOMDIR, no pixel data)."""
+
+
 class ImageReadError(PipelineError, OSError):
     """A non-DICOM image file (NIfTI, NRRD, MHA) cannot be read."""
 

@@ -1,0 +1,217 @@
+"""Ingest benchmark: ``radpipe scan`` and series-to-volume loading against the usual tools.
+
+Writes a synthetic hospital export (:func:`pipeline.synthetic_export.write_export`), then measures
+
+* scan throughput (files/s, no cache) with ``--workers`` processes and with one, against a
+  single-process loop of ``pydicom.dcmread`` over the same files (whole files, pixel data included),
+  and a re-scan served by the cache;
+* series-to-volume time per axial CT series: radpipe's ``load_series`` (in memory, and with the
+  ``.nii.gz`` written as ``radpipe convert`` does), ``dcm2niix -z y -b y`` on a folder holding the
+  series, MONAI's ``LoadImage(reader=PydicomReader())`` and ``LoadImage(reader=RadpipeReader())``
+  on the same folder.
+
+Every figure is the median of ``--repeats`` runs; ratios are of medians. Run:
+
+    python benchmarks/ingest.py --patients 60 --workers 2
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pydicom
+
+from pipeline.pseudonym import Pseudonymiser
+from pipeline.scan import output_paths, scan_export
+from pipeline.synthetic_export import write_export
+from transforms.dicom_headers import read_header
+
+DCM2NIIX = Path(sys.executable).parent / "dcm2niix"
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and of its finished children (pool workers end with their pool)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def _median_time(fn: Callable[[], object], repeats: int) -> float:
+    return _median_times(fn, repeats)[0]
+
+
+def _median_times(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median wall seconds and median CPU seconds of ``repeats`` calls."""
+    walls, cpus = [], []
+    for _ in range(repeats):
+        cpu, start = _cpu(), time.perf_counter()
+        fn()
+        walls.append(time.perf_counter() - start)
+        cpus.append(_cpu() - cpu)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def _read_all(files: list[Path], reader: Callable[[Path], object]) -> None:
+    for path in files:
+        try:
+            reader(path)
+        except Exception:  # noqa: BLE001 - the export holds non-DICOM and truncated files on purpose
+            pass
+
+
+def _fresh_scan(export: Path, index: Path, workers: int, ps: Pseudonymiser) -> None:
+    for path in output_paths(index).values():
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    scan_export(export, index, workers=workers, pseudonymiser=ps)
+
+
+def bench_scan(export: Path, work: Path, workers: int, repeats: int) -> list[tuple[str, float, float, str]]:
+    """Rows (what, wall seconds, CPU seconds, note) of the scan part."""
+    ps = Pseudonymiser(b"benchmark-secret-benchmark-secret")
+    files = sorted(p for p in export.rglob("*") if p.is_file())
+    n = len(files)
+    _read_all(files, lambda p: p.read_bytes())  # warm the page cache for everyone
+    t_dcmread, c_dcmread = _median_times(lambda: _read_all(files, pydicom.dcmread), repeats)
+    index = work / "scan" / "index.csv"
+    measured = [
+        ("transforms read_header loop (pydicom, header only), 1 process",
+         _median_times(lambda: _read_all(files, read_header), repeats)),
+        ("radpipe scan, 1 worker (in process), no cache", _median_times(lambda: _fresh_scan(export, index, 1, ps),
+                                                                       repeats)),
+        (f"radpipe scan, {workers} workers, no cache", _median_times(lambda: _fresh_scan(export, index, workers, ps),
+                                                                     repeats)),
+        (f"radpipe scan, {workers} workers, re-scan from cache",
+         _median_times(lambda: scan_export(export, index, workers=workers, pseudonymiser=ps), repeats)),
+    ]
+    rows = [(f"pydicom.dcmread loop, whole files, 1 process ({n} files)", t_dcmread, c_dcmread,
+             f"{n / t_dcmread:,.0f} files/s")]
+    for what, (wall, cpu) in measured:
+        rows.append((what, wall, cpu, f"{n / wall:,.0f} files/s  wall {t_dcmread / wall:.2f}x, "
+                                      f"CPU {c_dcmread / cpu:.2f}x dcmread"))
+    return rows
+
+
+def bench_volumes(export: Path, work: Path, n_series: int, repeats: int) -> list[tuple[str, float, str]]:
+    """Rows (what, seconds per series, note) of the series-to-volume part."""
+    from monai.data import PydicomReader
+    from monai.transforms import LoadImage
+
+    from pipeline.convert import write_nifti
+    from transforms.dicom_volume import load_series
+    from transforms.readers import RadpipeReader
+
+    ps = Pseudonymiser(b"benchmark-secret-benchmark-secret")
+    summary = scan_export(export, work / "scan" / "index.csv", workers=1, pseudonymiser=ps)
+    series = [s for s in summary.series if s.orientation_label == "axial"][:n_series]
+    folders = []
+    for k, info in enumerate(series):
+        folder = work / "series" / f"s{k:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for f in info.files:
+            target = folder / Path(f).name
+            if not target.exists():
+                os.link(f, target)
+        folders.append(folder)
+    monai_reader = LoadImage(reader=PydicomReader(), image_only=True)
+    radpipe_reader = LoadImage(reader=RadpipeReader(), image_only=True)
+    nifti_dir = work / "nifti"
+    nifti_dir.mkdir(exist_ok=True)
+
+    def radpipe_load() -> None:
+        for info in series:
+            load_series(info)
+
+    def radpipe_convert() -> None:
+        for k, info in enumerate(series):
+            volume, affine, _ = load_series(info)
+            write_nifti(volume, affine, nifti_dir / f"s{k:03d}.nii.gz")
+
+    def dcm2niix() -> None:
+        for k, folder in enumerate(folders):
+            out = work / "dcm2niix" / f"s{k:03d}"
+            out.mkdir(parents=True, exist_ok=True)
+            subprocess.run([str(DCM2NIIX), "-z", "y", "-b", "y", "-f", "%s", "-o", str(out), str(folder)],
+                           check=True, capture_output=True)
+
+    def monai_pydicom() -> None:
+        for folder in folders:
+            monai_reader(str(folder))
+
+    def monai_radpipe() -> None:
+        for folder in folders:
+            radpipe_reader(str(folder))
+
+    monai_pydicom()  # first call imports pydicom's pixel handlers; not part of the figure
+    radpipe_load()
+    per = len(series)
+    rows = [
+        ("radpipe load_series (SeriesInfo from scan -> array + RAS affine)", _median_time(radpipe_load, repeats) / per,
+         ""),
+        ("radpipe load_series + write .nii.gz (what convert does per series)",
+         _median_time(radpipe_convert, repeats) / per, ""),
+        ("LoadImage(RadpipeReader) on a series folder (headers + assembly + pixels)",
+         _median_time(monai_radpipe, repeats) / per, ""),
+        ("LoadImage(PydicomReader) (MONAI) on a series folder", _median_time(monai_pydicom, repeats) / per, ""),
+    ]
+    if DCM2NIIX.is_file():
+        rows.append(("dcm2niix -z y -b y on a series folder (process start included)",
+                     _median_time(dcm2niix, repeats) / per, ""))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print its table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--patients", type=int, default=60, help="patients of the synthetic export (default: 60)")
+    parser.add_argument("--workers", type=int, default=2, help="scan worker processes (default: 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per figure; the median is shown (default: 3)")
+    parser.add_argument("--series", type=int, default=10, help="axial series loaded per run (default: 10)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the export (default: 0)")
+    parser.add_argument("--work", help="working folder (default: a temporary folder, removed afterwards)")
+    args = parser.parse_args(argv)
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="radpipe-bench-"))
+    try:
+        start = time.perf_counter()
+        summary = write_export(work, n_patients=args.patients, seed=args.seed)
+        t_export = time.perf_counter() - start
+        print(f"synthetic export: {args.patients} patients, {summary.n_files} files, {summary.n_image_series} image "
+              f"series, written in {t_export:.1f} s; CPUs: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; "
+              f"median of {args.repeats} runs\n")
+        scan_rows = bench_scan(summary.export_dir, work, args.workers, args.repeats)
+        volume_rows = bench_volumes(summary.export_dir, work, args.series, args.repeats)
+        width = max(len(r[0]) for r in scan_rows + volume_rows)
+        print(f"{'scan (whole export)':<{width}}  {'wall s':>7}  {'CPU s':>7}  throughput (ratios: dcmread / this)")
+        for what, wall, cpu, note in scan_rows:
+            print(f"{what:<{width}}  {wall:7.3f}  {cpu:7.3f}  {note}")
+        print(f"\n{'series to volume (' + str(min(args.series, summary.n_patients)) + ' axial CTs)':<{width}}  "
+              f"{'ms/series':>8}  ratio")
+        by_name = {r[0]: r[1] for r in volume_rows}
+        ours = volume_rows[0][1]
+        for what, seconds, _ in volume_rows:
+            print(f"{what:<{width}}  {seconds * 1000:8.1f}  {seconds / ours:5.2f}x load_series")
+        monai = next(v for k, v in by_name.items() if "PydicomReader" in k)
+        print(f"\nload_series vs MONAI PydicomReader: {monai / ours:.2f}x faster")
+        d2n = next((v for k, v in by_name.items() if k.startswith("dcm2niix")), None)
+        if d2n is not None:
+            ours_convert = volume_rows[1][1]
+            print(f"load_series + .nii.gz vs dcm2niix: {ours_convert / d2n:.2f}x dcm2niix's time "
+                  f"(load_series alone: {ours / d2n:.2f}x)")
+    finally:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

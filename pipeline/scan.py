@@ -1,0 +1,399 @@
+"""``radpipe scan``: index a hospital DICOM export, one row per series, reading headers only.
+
+Every file under the export is accounted for: image files end up in a series of the index
+(``INDEX.csv``), everything else (not DICOM, DICOMDIR, reports, structure sets, presentation
+states, damaged or truncated files) in ``<INDEX stem>.skipped.csv`` with its reason. Headers are
+read in parallel worker processes and cached beside the index (``<INDEX stem>.scan-cache.json``,
+keyed by path, size and modification time), so a re-run reads only new or changed files.
+
+Patient name, patient ID, birth date and accession number never reach an output in clear: the
+index carries keyed pseudonyms (:class:`~pipeline.pseudonym.Pseudonymiser`) and the cache holds
+headers whose identifiers were replaced by those keys (names and birth dates dropped) before
+they were written. ``keep_identifiers=True`` opts out, loudly.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import DicomReadError, NotAnImageError
+from pipeline.progress import progress
+from pipeline.pseudonym import Pseudonymiser
+from pipeline.scan_headers import read_header_fast
+from pipeline.scan_cache import ScanEntry, cache_identity, header_to_json, load_cache, save_cache
+from transforms.dicom_headers import SliceHeader
+from transforms.dicom_series import SeriesInfo, assemble_series
+
+log = logging.getLogger("radpipe")
+
+INDEX_COLUMNS = (
+    "patient_key", "study_key", "series_key", "accession_key", "sex", "age", "modality", "body_part",
+    "series_number", "series_description", "manufacturer", "model", "institution", "rows", "columns",
+    "n_slices", "n_frames", "n_timepoints", "spacing", "orientation", "transfer_syntax", "series_ref", "n_files",
+    "status", "problems",
+)
+SKIPPED_COLUMNS = ("path", "reason", "detail")
+SERIES_REF_FORMAT, SERIES_REF_VERSION = "radpipe.series-ref", 1  # as transforms.readers reads them
+
+
+@dataclass
+class ScanSummary:
+    """What a scan found and wrote.
+
+    Attributes:
+        index_csv: the series index.
+        skipped_csv: the files that are in no series, with their reason.
+        n_files: files walked.
+        n_series: rows of the index.
+        n_indexed_files: files that are in a series of the index.
+        skipped: skipped files per reason.
+        n_read: headers read in this run (the rest came from the cache).
+        n_cached: headers taken from the cache.
+        status: series per status (``ok``, ``warning``, ``error``).
+        seconds: wall time of the scan.
+        series: the assembled series (pseudonymised headers), for ``convert``.
+    """
+
+    index_csv: Path
+    skipped_csv: Path
+    n_files: int
+    n_series: int
+    n_indexed_files: int
+    skipped: dict[str, int]
+    n_read: int
+    n_cached: int
+    status: dict[str, int]
+    seconds: float
+    series: list[SeriesInfo] = field(default_factory=list, repr=False)
+
+    def lines(self) -> list[str]:
+        """The summary as printed by ``radpipe scan``."""
+        skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped.items())) or "none"
+        status = ", ".join(f"{self.status.get(s, 0)} {s}" for s in ("ok", "warning", "error"))
+        rate = self.n_files / self.seconds if self.seconds > 0 else 0.0
+        return [
+            f"files: {self.n_files} walked, {self.n_read} headers read, {self.n_cached} from cache",
+            f"series: {self.n_series} ({status}) holding {self.n_indexed_files} files",
+            f"skipped: {sum(self.skipped.values())} files ({skipped})",
+            f"time: {self.seconds:.1f} s ({rate:.0f} files/s)",
+            f"index: {self.index_csv}",
+            f"skipped list: {self.skipped_csv}",
+        ]
+
+
+def output_paths(index_csv: str | Path) -> dict[str, Path]:
+    """The files a scan writes beside ``index_csv``: skipped list, cache and series reference folder."""
+    index_csv = Path(index_csv)
+    stem = index_csv.with_suffix("") if index_csv.suffix else index_csv
+    return {"index": index_csv, "skipped": Path(f"{stem}.skipped.csv"), "cache": Path(f"{stem}.scan-cache.json"),
+            "series": Path(f"{stem}.series")}
+
+
+def walk_files(root: Path, exclude: Sequence[Path] = ()) -> list[tuple[str, int, int]]:
+    """Every regular file under ``root`` (resolved) as (POSIX path relative to root, size, mtime_ns), sorted.
+
+    Folder symlinks are not followed; ``exclude`` (files or folders) are left out.
+    """
+    excluded = {os.path.realpath(p) for p in exclude}
+    prefix = len(str(root)) + 1
+    out: list[tuple[str, int, int]] = []
+    stack = [str(root)]
+    while stack:
+        folder = stack.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.path in excluded:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.is_file():
+                    st = entry.stat()
+                    out.append((entry.path[prefix:].replace(os.sep, "/"), st.st_size, st.st_mtime_ns))
+    return sorted(out)
+
+
+def _reason(error: Exception, path: str) -> tuple[str, str]:
+    """A reason code and a detail (without the path, which has its own column) for a skipped file."""
+    detail = " ".join(str(error).split())
+    if detail.startswith(path):
+        detail = detail[len(path):].lstrip(": ")
+    if isinstance(error, NotAnImageError):
+        return ("dicomdir" if "DICOMDIR" in detail else "non-image object"), detail
+    if isinstance(error, DicomReadError):
+        if "not a DICOM file" in detail:
+            return "not DICOM", detail
+        if "truncated" in detail or "damaged" in detail:
+            return "damaged or truncated", detail
+        return "unreadable", detail
+    return "unreadable", f"{type(error).__name__}: {detail}"
+
+
+def _read_chunk(root: str, items: list[tuple[str, int, int]], pseudonymiser: Pseudonymiser) -> list[
+        tuple[str, ScanEntry]]:
+    """Read and pseudonymise the headers of ``items`` (in a worker process); failures become skip reasons."""
+    out = []
+    memo: dict[tuple[str, str], str] = {}
+    for rel, size, mtime in items:
+        path = os.path.join(root, rel)
+        try:
+            header = pseudonymise_header(read_header_fast(path), pseudonymiser, memo)
+        except Exception as e:  # noqa: BLE001 - one bad file never stops the scan
+            reason, detail = _reason(e, path)
+            out.append((rel, ScanEntry(size, mtime, None, reason, detail)))
+            continue
+        out.append((rel, ScanEntry(size, mtime, header, cached=header_to_json(header))))
+    return out
+
+
+def _chunks(items: list[Any], n: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), n):
+        yield items[start:start + n]
+
+
+def read_headers(root: Path, items: list[tuple[str, int, int]], workers: int,
+                 pseudonymiser: Pseudonymiser) -> Iterator[tuple[str, ScanEntry]]:
+    """Read and pseudonymise the headers of ``items`` (relative to ``root``) in ``workers`` processes."""
+    if not items:
+        return
+    if workers <= 1 or len(items) < 64:
+        for item in progress(items, desc="reading headers"):
+            yield from _read_chunk(str(root), [item], pseudonymiser)
+        return
+    size = max(16, min(256, len(items) // (workers * 8) or 1))
+    chunks = list(_chunks(items, size))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_read_chunk, str(root), chunk, pseudonymiser) for chunk in chunks]
+        for future in progress(futures, desc="reading headers"):
+            yield from future.result()
+
+
+def _age(text: str) -> str:
+    """DICOM age (``054Y``) as whole years; ages of 90 and over become ``90+`` (HIPAA safe harbour)."""
+    text = text.strip().upper()
+    if len(text) == 4 and text[:3].isdigit() and text[3] in "DWMY":
+        years = int(text[:3]) / {"D": 365.25, "W": 52.18, "M": 12.0, "Y": 1.0}[text[3]]
+        return "90+" if years >= 90 else str(int(years))
+    return ""
+
+
+def pseudonymise_header(header: SliceHeader, pseudonymiser: Pseudonymiser,
+                        memo: dict[tuple[str, str], str] | None = None) -> SliceHeader:
+    """The header with patient ID and accession number replaced by keys, name and birth date dropped.
+
+    ``memo`` caches keys across the headers of one scan (a study's files share them).
+    """
+    if pseudonymiser.keep_identifiers:
+        return header
+    memo = {} if memo is None else memo
+    keys = []
+    for value, kind in ((header.patient_id, "patient"), (header.accession_number, "accession")):
+        if (value, kind) not in memo:
+            memo[(value, kind)] = pseudonymiser.key(value, kind)
+        keys.append(memo[(value, kind)])
+    return dataclasses.replace(header, patient_name="", patient_birth_date="", patient_id=keys[0],
+                               accession_number=keys[1])
+
+
+def _spacing_text(info: SeriesInfo) -> str:
+    n = 2 if len(info.shape) == 2 else 3
+    return "x".join(f"{v:.3f}" for v in info.spacing[:n])
+
+
+def _transfer_syntax_name(uid: str) -> str:
+    from pydicom.uid import UID
+
+    name = UID(uid).name if uid else ""
+    return name if name and name != uid else uid
+
+
+def series_problems(info: SeriesInfo) -> tuple[str, list[str]]:
+    """Status and problems of a series: the assembler's, plus scan-level ones (localizers)."""
+    problems = list(info.problems)
+    status = info.status
+    if any(h.is_localizer for h in info.headers):
+        problems.append("localizer (scout) images: a planning view, not a diagnostic volume; leave it out of "
+                        "training manifests")
+        status = "warning" if status == "ok" else status
+    return status, problems
+
+
+def series_row(info: SeriesInfo, pseudonymiser: Pseudonymiser, series_ref: str) -> dict[str, Any]:
+    """One index row for a series whose headers are already pseudonymised."""
+    h = info.header
+    status, problems = series_problems(info)
+    return {
+        "patient_key": h.patient_id, "study_key": pseudonymiser.key(h.study_uid, "study"),
+        "series_key": pseudonymiser.key(info.uid, "series"), "accession_key": h.accession_number,
+        "sex": h.patient_sex, "age": _age(h.patient_age) if not pseudonymiser.keep_identifiers else h.patient_age,
+        "modality": h.modality, "body_part": h.body_part,
+        "series_number": "" if h.series_number is None else h.series_number,
+        "series_description": h.series_description, "manufacturer": h.manufacturer, "model": h.model,
+        "institution": h.institution, "rows": h.rows, "columns": h.cols, "n_slices": info.n_slices,
+        "n_frames": len(info.planes), "n_timepoints": info.n_timepoints, "spacing": _spacing_text(info),
+        "orientation": info.orientation_label, "transfer_syntax": _transfer_syntax_name(h.transfer_syntax),
+        "series_ref": series_ref, "n_files": len(info.files), "status": status, "problems": "; ".join(problems),
+    }
+
+
+def _write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def default_workers() -> int:
+    """Worker processes used when none are asked for: ``min(4, cpu count)``."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def collect_headers(export_dir: str | Path, *, workers: int | None = None, pseudonymiser: Pseudonymiser,
+                    cache_path: Path | None = None, exclude: Sequence[Path] = ()) -> tuple[
+                        int, dict[str, ScanEntry], int]:
+    """Walk ``export_dir`` and read (or take from the cache) every file's pseudonymised header.
+
+    Returns:
+        Files walked, the entry of every file by relative path, and how many came from the cache.
+    """
+    export = Path(export_dir)
+    if not export.is_dir():
+        what = "is a file" if export.exists() else "does not exist"
+        raise DicomReadError(f"export folder {export} {what}; expected a folder of DICOM files (any nesting): "
+                             "check the path")
+    root = export.resolve()
+    files = walk_files(root, exclude=exclude)
+    identity = cache_identity(root, pseudonymiser)
+    cached = load_cache(cache_path, identity, root) if cache_path is not None else {}
+    entries: dict[str, ScanEntry] = {}
+    todo = []
+    for rel, size, mtime in files:
+        hit = cached.get(rel)
+        if hit is not None and hit.size == size and hit.mtime_ns == mtime:
+            entries[rel] = hit
+        else:
+            todo.append((rel, size, mtime))
+    n_cached = len(entries)
+    for rel, entry in read_headers(root, todo, workers or default_workers(), pseudonymiser):
+        entries[rel] = entry
+    if cache_path is not None and (todo or len(cached) != len(entries)):
+        save_cache(cache_path, identity, entries)
+    return len(files), dict(sorted(entries.items())), n_cached
+
+
+def scan_export(export_dir: str | Path, out_csv: str | Path, *, workers: int | None = None,
+                keep_identifiers: bool = False, pseudonymiser: Pseudonymiser | None = None,
+                use_cache: bool = True) -> ScanSummary:
+    """Index the DICOM series of ``export_dir`` into ``out_csv`` (plus skipped list, cache and series refs).
+
+    Args:
+        export_dir: the export folder (any nesting, any file names).
+        out_csv: the index to write; its siblings ``<stem>.skipped.csv``, ``<stem>.scan-cache.json`` and
+            ``<stem>.series/`` are written too.
+        workers: header-reading processes (default :func:`default_workers`; 1 reads in this process).
+        keep_identifiers: write identifiers in clear instead of keys (an explicit, logged opt-out).
+        pseudonymiser: the key maker (default: one with the secret of ``$RADPIPE_SECRET_FILE``).
+        use_cache: reuse headers cached by an earlier scan of the same export.
+
+    Returns:
+        A :class:`ScanSummary`.
+
+    Raises:
+        DicomReadError: ``export_dir`` is not a folder.
+    """
+    start = time.monotonic()
+    if pseudonymiser is None:
+        pseudonymiser = Pseudonymiser(keep_identifiers=keep_identifiers)
+    if pseudonymiser.keep_identifiers:
+        log.warning("scan: --keep-identifiers: patient names, IDs, birth dates and accession numbers are written "
+                    "IN CLEAR to the index and its cache; keep these files inside the hospital")
+    paths = output_paths(out_csv)
+    paths["index"].parent.mkdir(parents=True, exist_ok=True)
+    exclude = [paths["index"], paths["skipped"], paths["cache"], paths["series"],
+               paths["cache"].with_name(paths["cache"].name + ".tmp")]
+    n_files, entries, n_cached = collect_headers(export_dir, workers=workers, pseudonymiser=pseudonymiser,
+                                                 cache_path=paths["cache"] if use_cache else None, exclude=exclude)
+    series = assemble_series(e.header for e in entries.values() if e.header is not None)
+    placed = {p for info in series for p in info.files}
+    skipped = [{"path": rel, "reason": e.reason, "detail": e.detail} for rel, e in entries.items()
+               if e.header is None]
+    skipped += [{"path": rel, "reason": "duplicate or unplaced",
+                 "detail": "a copy of an instance already indexed, or a slice the series assembly left out "
+                           "(see the series' problems)"}
+                for rel, e in entries.items() if e.header is not None and e.header.path not in placed]
+    skipped.sort(key=lambda r: r["path"])
+
+    ref_dir = paths["series"]
+    ref_dir.mkdir(exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    written: set[str] = set()
+    folders: dict[str, str] = {}
+    for info in series:
+        key = pseudonymiser.key(info.uid, "series")
+        ref = ref_dir / f"{_safe_name(key)}.series.json"
+        write_series_ref(ref, info, folders)
+        written.add(ref.name)
+        rows.append(series_row(info, pseudonymiser, os.path.relpath(ref, paths["index"].parent)))
+    for stale in ref_dir.glob("*.series.json"):
+        if stale.name not in written:
+            stale.unlink()
+    rows.sort(key=lambda r: (r["patient_key"], r["study_key"], str(r["series_number"]).zfill(6), r["series_key"]))
+    _write_csv(paths["index"], INDEX_COLUMNS, rows)
+    _write_csv(paths["skipped"], SKIPPED_COLUMNS, skipped)
+    return ScanSummary(
+        index_csv=paths["index"], skipped_csv=paths["skipped"], n_files=n_files, n_series=len(rows),
+        n_indexed_files=sum(r["n_files"] for r in rows), skipped=dict(Counter(r["reason"] for r in skipped)),
+        n_read=n_files - n_cached, n_cached=n_cached, status=dict(Counter(r["status"] for r in rows)),
+        seconds=time.monotonic() - start, series=series)
+
+
+def write_series_ref(path: Path, info: SeriesInfo, folders: dict[str, str] | None = None) -> None:
+    """Write the ``*.series.json`` reference of one series, as :func:`transforms.readers.read_series_ref` reads it.
+
+    Written here rather than through ``transforms.readers.write_series_ref`` because importing that
+    module imports MONAI and torch, which would cost a scan more time than reading the headers.
+    ``folders`` caches the relative path of each DICOM folder seen from ``path``'s folder.
+    """
+    part = info.uid[len(info.series_uid) + 1:] if info.uid != info.series_uid else ""
+    base = str(path.parent.resolve())
+    folders = {} if folders is None else folders
+    files = []
+    for f in info.files:
+        folder, name = os.path.split(f)
+        if folder not in folders:
+            folders[folder] = os.path.relpath(folder, base)
+        files.append(f"{folders[folder]}/{name}".replace(os.sep, "/"))
+    data = {
+        "format": SERIES_REF_FORMAT, "version": SERIES_REF_VERSION, "files": files, "part": part,
+        "meta": {"modality": info.modality, "series_description": info.description,
+                 "series_number": info.series_number, "shape": list(info.shape),
+                 "spacing": [round(v, 6) for v in info.spacing], "orientation": info.orientation_label,
+                 "status": info.status, "problems": list(info.problems)},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _safe_name(key: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
+
+
+def run_scan_command(args: Any) -> int:
+    """Handler of ``radpipe scan``."""
+    summary = scan_export(args.export_dir, args.out, workers=args.workers, keep_identifiers=args.keep_identifiers)
+    for line in summary.lines():
+        print(line)
+    return 0
+

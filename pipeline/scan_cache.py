@@ -1,0 +1,94 @@
+"""The header cache of ``radpipe scan``: one JSON file beside the index, keyed by path, size and mtime.
+
+Headers are stored after pseudonymisation (no patient name or birth date; patient ID and accession
+number as keys), as the fields that differ from their defaults. The cache is used only for the same
+export folder, the same secret (checked through the key of a fixed probe, never the secret itself)
+and the same :class:`~transforms.dicom_headers.SliceHeader` layout.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import operator
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.pseudonym import Pseudonymiser
+from transforms.dicom_headers import FrameInfo, SliceHeader
+
+log = logging.getLogger("radpipe")
+
+CACHE_VERSION = 1
+_HEADER_FIELDS = tuple(f.name for f in dataclasses.fields(SliceHeader))
+_FRAME_FIELDS = tuple(f.name for f in dataclasses.fields(FrameInfo))
+_SCHEMA = hashlib.sha256(repr((CACHE_VERSION, _HEADER_FIELDS, _FRAME_FIELDS)).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ScanEntry:
+    """One file: its header, or why it is skipped."""
+
+    size: int
+    mtime_ns: int
+    header: SliceHeader | None  # pseudonymised
+    reason: str = ""
+    detail: str = ""
+    cached: dict[str, Any] | None = None  # the header as the cache stores it
+
+
+_HEADER_DEFAULTS = tuple((f.name, f.default) for f in dataclasses.fields(SliceHeader))
+_HEADER_VALUES = operator.attrgetter(*(name for name, _ in _HEADER_DEFAULTS))
+
+
+def header_to_json(header: SliceHeader) -> dict[str, Any]:
+    """The header as the cache stores it: the fields that differ from their defaults, without the path."""
+    out = {name: value for (name, default), value in zip(_HEADER_DEFAULTS, _HEADER_VALUES(header))
+           if value != default and name != "path"}
+    if "frames" in out:
+        out["frames"] = [dataclasses.asdict(f) for f in header.frames]
+    return out
+
+
+def header_from_json(data: dict[str, Any], path: str) -> SliceHeader:
+    """The header :func:`header_to_json` stored, for the file at ``path``."""
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k != "frames"}
+    frames = tuple(FrameInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in f.items()})
+                   for f in data.get("frames", ()))
+    return SliceHeader(path=path, frames=frames, **values)
+
+
+def cache_identity(root: Path, pseudonymiser: Pseudonymiser) -> dict[str, str]:
+    """What a cache must match to be used: header layout, export folder, secret and identifier mode."""
+    # the key of a fixed probe tells whether the secret or keep_identifiers changed, without storing either
+    return {"schema": _SCHEMA, "root": str(root.resolve()), "probe": pseudonymiser.key("radpipe-cache", "instance")}
+
+
+def load_cache(path: Path, identity: dict[str, str], root: Path) -> dict[str, ScanEntry]:
+    """The cached entries of an earlier scan of the same export (``root``) with the same secret (else empty)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("identity") != identity:
+            log.info("scan cache %s is from another export, secret or radpipe version; reading every header", path)
+            return {}
+        return {rel: ScanEntry(e["size"], e["mtime_ns"],
+                               header_from_json(e["header"], os.path.join(root, rel)) if e["header"] else None,
+                               e["reason"], e["detail"], e["header"]) for rel, e in data["entries"].items()}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        log.warning("scan cache %s is unreadable (%s); reading every header", path, type(e).__name__)
+        return {}
+
+
+def save_cache(path: Path, identity: dict[str, str], entries: dict[str, ScanEntry]) -> None:
+    """Write the cache atomically (headers already pseudonymised)."""
+    data = {"identity": identity, "entries": {
+        rel: {"size": e.size, "mtime_ns": e.mtime_ns, "header": e.cached, "reason": e.reason, "detail": e.detail}
+        for rel, e in sorted(entries.items())}}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
+    os.replace(tmp, path)

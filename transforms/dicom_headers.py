@@ -1,0 +1,484 @@
+"""Header-only DICOM reading: the few tags that series grouping, geometry and ``radpipe scan`` need.
+
+:func:`read_header` reads a file up to (not including) its pixel data, and only the tags listed in
+:data:`HEADER_TAGS`, into a small frozen :class:`SliceHeader`. Enhanced (multi-frame) files carry
+one :class:`FrameInfo` per frame from their functional groups. Identifiers (patient name, ID, birth
+date, accession number) are kept so that the *caller* can pseudonymise them; never write them out
+in clear.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.tag import Tag
+from pydicom.uid import UID
+
+from pipeline.errors import DicomReadError, NotAnImageError
+
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+SIEMENS_MOSAIC_COUNT = Tag(0x0019, 0x100A)
+SIEMENS_CSA_TAGS = (Tag(0x0029, 0x0010), Tag(0x0029, 0x0011), Tag(0x0029, 0x1010), Tag(0x0029, 0x1110))
+
+HEADER_TAGS: tuple[Any, ...] = (
+    "SOPClassUID", "SOPInstanceUID", "Modality", "StudyInstanceUID", "SeriesInstanceUID",
+    "FrameOfReferenceUID", "PatientID", "PatientName", "PatientBirthDate", "PatientSex", "PatientAge",
+    "AccessionNumber", "StudyDate", "StudyTime", "StudyDescription", "SeriesNumber", "SeriesDescription",
+    "ProtocolName", "Manufacturer", "ManufacturerModelName", "InstitutionName", "BodyPartExamined",
+    "ImageType", "Rows", "Columns", "PixelSpacing", "ImagerPixelSpacing", "ImageOrientationPatient",
+    "ImagePositionPatient", "SliceThickness", "SpacingBetweenSlices", "SliceLocation", "InstanceNumber",
+    "EchoNumbers", "EchoTime", "RepetitionTime", "InversionTime", "FlipAngle", "MagneticFieldStrength",
+    "AcquisitionNumber", "AcquisitionTime", "ContentTime", "TemporalPositionIdentifier",
+    "NumberOfTemporalPositions", "TriggerTime", "NumberOfFrames", "PhotometricInterpretation",
+    "SamplesPerPixel", "BitsAllocated", "BitsStored", "PixelRepresentation", "RescaleSlope", "RescaleIntercept",
+    "GantryDetectorTilt", "GridFrameOffsetVector", "ConvolutionKernel", "KVP", "ViewPosition", "PatientPosition",
+    "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence", "DirectoryRecordSequence",
+    SIEMENS_MOSAIC_COUNT, *SIEMENS_CSA_TAGS,
+)
+
+PIXEL_DATA_TAGS = (Tag(0x7FE0, 0x0010), Tag(0x7FE0, 0x0008), Tag(0x7FE0, 0x0009))
+_SPECIFIC_TAGS = [*HEADER_TAGS, *PIXEL_DATA_TAGS]
+_WANTED_TAGS = frozenset(int(Tag(t)) for t in (*HEADER_TAGS, "SpecificCharacterSet"))
+
+# SOP classes that never hold a scan (the UID itself or any UID below it), with what they are.
+NON_IMAGE_SOP_CLASSES: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.88": "structured report (SR/KOS)",
+    "1.2.840.10008.5.1.4.1.1.11": "presentation state",
+    "1.2.840.10008.5.1.4.1.1.481.3": "RT structure set",
+    "1.2.840.10008.5.1.4.1.1.481.4": "RT treatment record",
+    "1.2.840.10008.5.1.4.1.1.481.5": "RT plan",
+    "1.2.840.10008.5.1.4.1.1.66": "raw data / registration / segmentation",
+    "1.2.840.10008.5.1.4.1.1.104": "encapsulated document",
+    "1.2.840.10008.5.1.4.1.1.9": "waveform",
+    "1.2.840.10008.5.1.4.1.1.67": "real world value mapping",
+    MEDIA_STORAGE_DIRECTORY: "DICOMDIR (media directory)",
+}
+_STORAGE_ROOT = "1.2.840.10008.5.1.4.1.1."
+# Storage families (first UID component below the root) whose objects are images: a header of one of
+# these without Rows/Columns is damaged, not a non-image object.
+_IMAGE_FAMILIES = {"1", "2", "3", "4", "6", "7", "12", "13", "20", "77", "128", "130", "481"}
+
+
+def _matches(uid: str, root: str) -> bool:
+    return uid == root or uid.startswith(root + ".")
+
+
+def _is_image_class(uid: str) -> bool:
+    if not uid.startswith(_STORAGE_ROOT):
+        return False
+    parts = uid[len(_STORAGE_ROOT):].split(".")
+    if parts[0] == "481":  # RT: only RT Image (.1) and RT Dose (.2) hold pixels
+        return len(parts) > 1 and parts[1] in ("1", "2")
+    return parts[0] in _IMAGE_FAMILIES
+
+
+Vec3 = tuple[float, float, float]
+Cosines = tuple[float, float, float, float, float, float]
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """Geometry and dimension values of one frame of an enhanced multi-frame file."""
+
+    position: Vec3 | None
+    orientation: Cosines | None
+    pixel_spacing: tuple[float, float] | None
+    temporal_index: int | None = None
+    stack_id: str | None = None
+    in_stack_position: int | None = None
+    echo_time: float | None = None
+    slope: float = 1.0
+    intercept: float = 0.0
+
+
+@dataclass(frozen=True)
+class SliceHeader:
+    """What grouping, geometry and scanning need from one DICOM file (no pixel data).
+
+    Spatial fields follow DICOM: ``pixel_spacing`` is (row spacing, column spacing), ``orientation``
+    the row then column direction cosines, ``position`` the centre of the first voxel, all in LPS mm.
+    """
+
+    path: str
+    sop_class_uid: str = ""
+    sop_instance_uid: str = ""
+    modality: str = ""
+    study_uid: str = ""
+    series_uid: str = ""
+    frame_of_reference_uid: str = ""
+    patient_id: str = ""
+    patient_name: str = ""
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    patient_age: str = ""
+    accession_number: str = ""
+    study_date: str = ""
+    study_description: str = ""
+    series_number: int | None = None
+    series_description: str = ""
+    protocol_name: str = ""
+    manufacturer: str = ""
+    model: str = ""
+    institution: str = ""
+    body_part: str = ""
+    image_type: tuple[str, ...] = ()
+    rows: int = 0
+    cols: int = 0
+    pixel_spacing: tuple[float, float] | None = None
+    orientation: Cosines | None = None
+    position: Vec3 | None = None
+    slice_thickness: float | None = None
+    spacing_between_slices: float | None = None
+    instance_number: int | None = None
+    echo_number: int | None = None
+    echo_time: float | None = None
+    repetition_time: float | None = None
+    inversion_time: float | None = None
+    flip_angle: float | None = None
+    field_strength: float | None = None
+    acquisition_number: int | None = None
+    acquisition_time: str = ""
+    temporal_position: int | None = None
+    n_temporal_positions: int | None = None
+    trigger_time: float | None = None
+    number_of_frames: int = 1
+    transfer_syntax: str = ""
+    photometric: str = ""
+    samples_per_pixel: int = 1
+    bits_allocated: int = 0
+    bits_stored: int = 0
+    pixel_representation: int = 0
+    slope: float = 1.0
+    intercept: float = 0.0
+    gantry_tilt: float = 0.0
+    convolution_kernel: str = ""
+    kvp: float | None = None
+    view_position: str = ""
+    is_mosaic: bool = False
+    mosaic_count: int | None = None
+    mosaic_normal: Vec3 | None = None
+    frame_offsets: tuple[float, ...] | None = None
+    frames: tuple[FrameInfo, ...] = ()
+
+    @property
+    def is_multiframe(self) -> bool:
+        """True for files with more than one frame (enhanced or legacy multi-frame)."""
+        return self.number_of_frames > 1 or bool(self.frames)
+
+    @property
+    def is_localizer(self) -> bool:
+        """True for scout / localizer images (ImageType LOCALIZER)."""
+        return "LOCALIZER" in self.image_type
+
+
+def _str(ds: Dataset | dict[str, Any], keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        return "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def _float(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        value = value[0] if len(value) else None
+        if value is None or value == "":
+            return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int(value: Any) -> int | None:
+    number = _float(value)
+    return None if number is None else int(round(number))
+
+
+def _floats(value: Any, n: int) -> tuple[float, ...] | None:
+    if value is None or isinstance(value, (str, bytes)):
+        return None
+    try:
+        numbers = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return numbers if len(numbers) == n else None
+
+
+def _first_item(ds: Dataset | dict[str, Any] | None, keyword: str) -> Dataset | None:
+    if ds is None:
+        return None
+    seq = ds.get(keyword)
+    return seq[0] if seq else None
+
+
+def _frame_infos(ds: Dataset | dict[str, Any]) -> tuple[FrameInfo, ...]:
+    """Per-frame geometry of an enhanced multi-frame file (per-frame groups override shared ones)."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if not per_frame:
+        return ()
+    shared = _first_item(ds, "SharedFunctionalGroupsSequence")
+
+    def group(frame: Dataset, keyword: str) -> Dataset | None:
+        return _first_item(frame, keyword) or _first_item(shared, keyword)
+
+    infos = []
+    for frame in per_frame:
+        plane_pos = group(frame, "PlanePositionSequence")
+        plane_ori = group(frame, "PlaneOrientationSequence")
+        measures = group(frame, "PixelMeasuresSequence")
+        content = group(frame, "FrameContentSequence")
+        value_tx = group(frame, "PixelValueTransformationSequence")
+        echo = group(frame, "MREchoSequence")
+        infos.append(FrameInfo(
+            position=_floats(plane_pos.get("ImagePositionPatient"), 3) if plane_pos else None,
+            orientation=_floats(plane_ori.get("ImageOrientationPatient"), 6) if plane_ori else None,
+            pixel_spacing=_floats(measures.get("PixelSpacing"), 2) if measures else None,
+            temporal_index=_int(content.get("TemporalPositionIndex")) if content else None,
+            stack_id=str(content.get("StackID", "")) or None if content else None,
+            in_stack_position=_int(content.get("InStackPositionNumber")) if content else None,
+            echo_time=_float(echo.get("EffectiveEchoTime")) if echo else None,
+            slope=_float(value_tx.get("RescaleSlope")) or 1.0 if value_tx else 1.0,
+            intercept=_float(value_tx.get("RescaleIntercept")) or 0.0 if value_tx else 0.0,
+        ))
+    return tuple(infos)
+
+
+def _mosaic_info(ds: Dataset) -> tuple[int | None, Vec3 | None]:
+    """Number of images in a Siemens mosaic and the slice normal, from (0019,100A) and the CSA image header."""
+    count = _int(ds[SIEMENS_MOSAIC_COUNT].value) if SIEMENS_MOSAIC_COUNT in ds else None
+    normal = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nibabel.nicom warns that its readers are experimental
+            from nibabel.nicom import csareader
+
+        csa = csareader.get_csa_header(ds, "image")
+        if csa:
+            count = count or int(csareader.get_n_mosaic(csa))
+            vector = csareader.get_slice_normal(csa)
+            normal = tuple(float(v) for v in vector) if vector is not None else None
+    except Exception:  # noqa: BLE001 - a damaged private header only loses these optional fields
+        pass
+    return count, normal
+
+
+def _values(ds: Dataset) -> dict[str, Any]:
+    """The elements of :data:`HEADER_TAGS` present in ``ds`` by keyword, each converted once."""
+    values: dict[str, Any] = {}
+    for tag in ds.keys():
+        if int(tag) in _WANTED_TAGS:
+            elem = ds[tag]
+            values[elem.keyword or str(tag)] = elem.value
+    return values
+
+
+def _sop_class(ds: Dataset) -> str:
+    return str(ds.get("SOPClassUID", "") or getattr(ds, "file_meta", Dataset()).get("MediaStorageSOPClassUID", ""))
+
+
+def _non_image_reason(ds: Dataset) -> str | None:
+    sop_class = _sop_class(ds)
+    if "DirectoryRecordSequence" in ds:
+        return NON_IMAGE_SOP_CLASSES[MEDIA_STORAGE_DIRECTORY]
+    for root, what in NON_IMAGE_SOP_CLASSES.items():
+        if _matches(sop_class, root):
+            return f"{what} (SOP class {sop_class})"
+    if _matches(sop_class, _STORAGE_ROOT + "481") and not _is_image_class(sop_class):
+        return f"RT object {UID(sop_class).name} (SOP class {sop_class})"
+    if not ds.get("Rows") or not ds.get("Columns"):
+        if _is_image_class(sop_class):
+            return None  # an image class without a matrix: damaged, reported by the caller
+        return f"no image (no Rows/Columns; SOP class {sop_class or 'absent'})"
+    return None
+
+
+def read_dataset(path: Path, *, header_only: bool = True) -> Dataset:
+    """Read a DICOM file with pydicom, accepting old files without preamble but not arbitrary files.
+
+    Args:
+        path: the file.
+        header_only: stop before the pixel data and read only :data:`HEADER_TAGS`.
+
+    Raises:
+        DicomReadError: missing, a folder, not DICOM, gzip-compressed, or damaged.
+    """
+    # header-only: the pixel data element is listed but deferred, so its offset and length are known
+    # (to catch truncated files) without reading it
+    kwargs: dict[str, Any] = {"defer_size": 1024, "specific_tags": _SPECIFIC_TAGS} if header_only else {}
+    try:
+        return pydicom.dcmread(path, **kwargs)
+    except InvalidDicomError:
+        pass  # no 128-byte preamble + "DICM": maybe an old file written without one
+    except FileNotFoundError as e:
+        raise DicomReadError(f"{path}: file not found; check the path") from e
+    except IsADirectoryError as e:
+        raise DicomReadError(f"{path}: is a folder, expected a DICOM file") from e
+    except Exception as e:  # noqa: BLE001 - pydicom raises many types on damaged files
+        raise DicomReadError(f"{path}: cannot read DICOM header ({type(e).__name__}: {e}); the file is damaged or "
+                             "truncated: re-export it or leave it out") from e
+    try:
+        ds = pydicom.dcmread(path, force=True, **kwargs)
+    except Exception as e:  # noqa: BLE001
+        raise DicomReadError(f"{path}: not a DICOM file (no 'DICM' marker and no readable header: "
+                             f"{type(e).__name__}); leave it out of the export") from e
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    if magic == b"\x1f\x8b":
+        raise DicomReadError(f"{path}: gzip-compressed file, not plain DICOM; decompress it (gunzip) first")
+    if not any(k in ds for k in ("SOPClassUID", "Rows", "StudyInstanceUID", "SeriesInstanceUID")):
+        raise DicomReadError(f"{path}: not a DICOM file (no 'DICM' marker and no DICOM identifiers); "
+                             "leave it out of the export")
+    return ds
+
+
+def _check_pixel_data(path: Path, ds: Dataset, header: SliceHeader) -> None:
+    """Catch files without pixel data, or cut short inside it, from the deferred pixel data element."""
+    raw = next((ds.get_item(tag, keep_deferred=True) for tag in PIXEL_DATA_TAGS if tag in ds), None)
+    if raw is None:
+        raise NotAnImageError(f"{path}: {UID(_sop_class(ds)).name or 'object'} without pixel data; not an image, "
+                              "skipped")
+    length, offset = getattr(raw, "length", None), getattr(raw, "value_tell", None)
+    if length is None or offset is None or length == 0xFFFFFFFF:
+        return  # encapsulated (compressed) data: checked when decoded
+    size = os.path.getsize(path)
+    if offset + length > size:
+        raise DicomReadError(f"{path}: truncated: the pixel data should end at byte {offset + length} but the file "
+                             f"has {size} bytes; re-export it")
+    syntax = UID(header.transfer_syntax) if header.transfer_syntax else None
+    if syntax is not None and (syntax.is_compressed or syntax.is_deflated):
+        return
+    expected = (header.rows * header.cols * header.number_of_frames * header.samples_per_pixel
+                * max(header.bits_allocated, 1) + 7) // 8
+    if raw.tag == PIXEL_DATA_TAGS[0] and length < expected:
+        raise DicomReadError(f"{path}: pixel data holds {length} bytes but {header.rows}x{header.cols}x"
+                             f"{header.number_of_frames} frames of {header.bits_allocated} bits need {expected}; "
+                             "the file is damaged: re-export it")
+
+
+def read_header(path: str | Path) -> SliceHeader:
+    """Read the header of one DICOM file (no pixel data) into a :class:`SliceHeader`.
+
+    Args:
+        path: a DICOM file.
+
+    Returns:
+        The header.
+
+    Raises:
+        NotAnImageError: a valid DICOM object that holds no image (SR, RTSTRUCT, presentation
+            state, DICOMDIR, ...); the message says what it is.
+        DicomReadError: not DICOM, damaged or truncated; the message names the file and reason.
+    """
+    path = Path(path)
+    ds = read_dataset(path)
+    header = header_from_dataset(ds, path)
+    _check_pixel_data(path, ds, header)
+    return header
+
+
+def header_from_dataset(ds: Dataset, path: str | Path) -> SliceHeader:
+    """Build a :class:`SliceHeader` from a dataset already read (header-only or complete).
+
+    Raises:
+        NotAnImageError: the dataset holds no image.
+        DicomReadError: an image object without a matrix (damaged).
+    """
+    path = Path(path)
+    reason = _non_image_reason(ds)
+    if reason is not None:
+        raise NotAnImageError(f"{path}: {reason}; not an image, skipped")
+    if not ds.get("Rows") or not ds.get("Columns"):
+        sop_class = UID(_sop_class(ds))
+        raise DicomReadError(f"{path}: {sop_class.name} object without Rows/Columns; the file "
+                             "is damaged or truncated: re-export it")
+    v = _values(ds)
+    meta = getattr(ds, "file_meta", None)
+    transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "")) if meta is not None else ""
+    if not transfer_syntax:
+        implicit = getattr(ds, "original_encoding", (None, None))[0]
+        transfer_syntax = "1.2.840.10008.1.2" if implicit in (True, None) else "1.2.840.10008.1.2.1"
+    image_type = tuple(str(x).upper() for x in (v.get("ImageType") or ()))
+    if isinstance(v.get("ImageType"), str):
+        image_type = tuple(v["ImageType"].upper().split("\\"))
+    frames = _frame_infos(v)
+    first = frames[0] if frames else None
+    pixel_spacing = _floats(v.get("PixelSpacing"), 2) or (first.pixel_spacing if first else None)
+    pixel_spacing = pixel_spacing or _floats(v.get("ImagerPixelSpacing"), 2)
+    shared_measures = _first_item(_first_item(v, "SharedFunctionalGroupsSequence"), "PixelMeasuresSequence")
+    slice_thickness = _float(v.get("SliceThickness"))
+    if slice_thickness is None and shared_measures is not None:
+        slice_thickness = _float(shared_measures.get("SliceThickness"))
+    is_mosaic = "MOSAIC" in image_type
+    mosaic_count, mosaic_normal = _mosaic_info(ds) if is_mosaic else (None, None)
+    return SliceHeader(
+        path=str(path),
+        sop_class_uid=str(v.get("SOPClassUID", "")),
+        sop_instance_uid=str(v.get("SOPInstanceUID", "")),
+        modality=_str(v, "Modality").upper(),
+        study_uid=str(v.get("StudyInstanceUID", "")),
+        series_uid=str(v.get("SeriesInstanceUID", "")),
+        frame_of_reference_uid=str(v.get("FrameOfReferenceUID", "")),
+        patient_id=_str(v, "PatientID"),
+        patient_name=_str(v, "PatientName"),
+        patient_birth_date=_str(v, "PatientBirthDate"),
+        patient_sex=_str(v, "PatientSex"),
+        patient_age=_str(v, "PatientAge"),
+        accession_number=_str(v, "AccessionNumber"),
+        study_date=_str(v, "StudyDate"),
+        study_description=_str(v, "StudyDescription"),
+        series_number=_int(v.get("SeriesNumber")),
+        series_description=_str(v, "SeriesDescription"),
+        protocol_name=_str(v, "ProtocolName"),
+        manufacturer=_str(v, "Manufacturer"),
+        model=_str(v, "ManufacturerModelName"),
+        institution=_str(v, "InstitutionName"),
+        body_part=_str(v, "BodyPartExamined"),
+        image_type=image_type,
+        rows=int(v["Rows"]),
+        cols=int(v["Columns"]),
+        pixel_spacing=pixel_spacing,
+        orientation=_floats(v.get("ImageOrientationPatient"), 6) or (first.orientation if first else None),
+        position=_floats(v.get("ImagePositionPatient"), 3) or (first.position if first else None),
+        slice_thickness=slice_thickness,
+        spacing_between_slices=_float(v.get("SpacingBetweenSlices")),
+        instance_number=_int(v.get("InstanceNumber")),
+        echo_number=_int(v.get("EchoNumbers")),
+        echo_time=_float(v.get("EchoTime")),
+        repetition_time=_float(v.get("RepetitionTime")),
+        inversion_time=_float(v.get("InversionTime")),
+        flip_angle=_float(v.get("FlipAngle")),
+        field_strength=_float(v.get("MagneticFieldStrength")),
+        acquisition_number=_int(v.get("AcquisitionNumber")),
+        acquisition_time=_str(v, "AcquisitionTime") or _str(v, "ContentTime"),
+        temporal_position=_int(v.get("TemporalPositionIdentifier")),
+        n_temporal_positions=_int(v.get("NumberOfTemporalPositions")),
+        trigger_time=_float(v.get("TriggerTime")),
+        number_of_frames=_int(v.get("NumberOfFrames")) or 1,
+        transfer_syntax=transfer_syntax,
+        photometric=_str(v, "PhotometricInterpretation").upper(),
+        samples_per_pixel=_int(v.get("SamplesPerPixel")) or 1,
+        bits_allocated=_int(v.get("BitsAllocated")) or 0,
+        bits_stored=_int(v.get("BitsStored")) or 0,
+        pixel_representation=_int(v.get("PixelRepresentation")) or 0,
+        slope=_float(v.get("RescaleSlope")) or (first.slope if first else 1.0),
+        intercept=_float(v.get("RescaleIntercept")) or (first.intercept if first else 0.0),
+        gantry_tilt=_float(v.get("GantryDetectorTilt")) or 0.0,
+        convolution_kernel=_str(v, "ConvolutionKernel"),
+        kvp=_float(v.get("KVP")),
+        view_position=_str(v, "ViewPosition"),
+        is_mosaic=is_mosaic,
+        mosaic_count=mosaic_count,
+        mosaic_normal=mosaic_normal,
+        frame_offsets=_floats(v.get("GridFrameOffsetVector"), _int(v.get("NumberOfFrames")) or 1),
+        frames=frames,
+    )

@@ -1,0 +1,288 @@
+"""One MONAI ``ImageReader`` for everything radpipe reads: DICOM, series references, NIfTI, NRRD, MHA.
+
+``LoadImage(reader=RadpipeReader())`` / ``LoadImaged(keys, reader=RadpipeReader())`` accept:
+
+* a DICOM file (read alone: a 2D radiograph, a multi-frame file, a single slice);
+* a folder holding one DICOM series (any file names, nested folders, non-DICOM files ignored);
+  a folder with several series is refused with the list of series and how to pick one;
+* a series reference ``*.series.json`` written by ``radpipe scan`` (:func:`write_series_ref`);
+* NIfTI (``.nii``, ``.nii.gz``) through nibabel, NRRD/MHA/MHD through SimpleITK.
+
+Every input gives the same metadata shape: array in (x, y, z[, t]) order ((x, y) for 2D images),
+a 4x4 RAS ``affine`` (= ``original_affine``), ``spatial_shape``, ``pixdim``, ``dim``, ``space``,
+``original_channel_dim`` (-1 for 4D: time becomes MONAI's channel, as with NibabelReader),
+``time_axis`` (-1 unless 4D), ``temporal_spacing`` (NaN unless 4D), ``problems``, ``status`` and
+``filename_or_obj``. No value is None, so MONAI's collate works with metadata tracking on.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.data import ImageReader
+from monai.utils import ensure_tuple
+
+from pipeline.errors import DicomReadError, ImageReadError
+from transforms.dicom_series import LPS_TO_RAS, SeriesInfo
+from transforms.dicom_volume import load_series
+
+SERIES_REF_SUFFIX = ".series.json"
+SERIES_REF_FORMAT = "radpipe.series-ref"
+SERIES_REF_VERSION = 1
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima", "")
+_META_FIELDS = ("modality", "series_description", "manufacturer", "model", "body_part", "orientation_label",
+                "series_kind", "status", "problems", "photometric_original")
+
+
+@dataclass
+class LoadedImage:
+    """An image read by :class:`RadpipeReader`: array (x, y, z[, t]), RAS affine and metadata."""
+
+    array: np.ndarray
+    affine: np.ndarray
+    meta: dict[str, Any]
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    for suffix in (SERIES_REF_SUFFIX, ".nii.gz"):
+        if name.endswith(suffix):
+            return suffix
+    return path.suffix.lower()
+
+
+def read_series_ref(path: str | Path) -> list[Path]:
+    """The files of the series a ``*.series.json`` reference names, checked to exist.
+
+    Format (JSON object): ``format`` (``"radpipe.series-ref"``), ``version`` (1), ``files`` (paths in
+    volume order, relative to the reference's folder or absolute), ``part`` (split tokens choosing one
+    volume when the files hold several, may be empty) and ``meta`` (descriptive, no identifiers).
+
+    Raises:
+        DicomReadError: unreadable JSON, no ``files`` list, or missing files (all listed together).
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DicomReadError(f"{path}: cannot read series reference ({type(e).__name__}: {e}); re-run "
+                             "`radpipe scan` to rewrite it") from e
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
+        raise DicomReadError(f"{path}: series reference needs a non-empty 'files' list of paths; found "
+                             f"{type(files).__name__ if files is not None else 'none'}; re-run `radpipe scan`")
+    resolved = [Path(os.path.normpath(path.parent / f)) for f in files]
+    missing = [str(p) for p in resolved if not p.is_file()]
+    if missing:
+        raise DicomReadError(f"{path}: {len(missing)} of {len(files)} listed files are missing (first: "
+                             f"{missing[0]}); was the export moved? re-run `radpipe scan` on its new place")
+    return resolved
+
+
+def _ref_part(path: Path) -> str:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return str(data.get("part", "") or "") if isinstance(data, dict) else ""
+
+
+def write_series_ref(path: str | Path, series: SeriesInfo | Sequence[str | Path],
+                     meta: Mapping[str, Any] | None = None) -> Path:
+    """Write a ``*.series.json`` reference to one series (what ``radpipe scan`` writes per series).
+
+    Args:
+        path: the reference file to write (atomically).
+        series: a :class:`SeriesInfo` (its files, split part and description are recorded), or the
+            files of one series in volume order.
+        meta: more descriptive fields to record; never put patient identifiers here.
+
+    Returns:
+        ``path``.
+    """
+    path = Path(path)
+    record: dict[str, Any] = {}
+    part = ""
+    if isinstance(series, SeriesInfo):
+        files = list(series.files)
+        part = series.uid[len(series.series_uid) + 1:] if series.uid != series.series_uid else ""
+        record = {"modality": series.modality, "series_description": series.description,
+                  "series_number": series.series_number, "shape": list(series.shape),
+                  "spacing": [round(v, 6) for v in series.spacing], "orientation": series.orientation_label,
+                  "status": series.status, "problems": list(series.problems)}
+    else:
+        files = [str(f) for f in series]
+    record.update(dict(meta or {}))
+    base = path.parent.resolve()
+    rel = []
+    for f in files:
+        try:
+            rel.append(os.path.relpath(Path(f).resolve(), base))
+        except ValueError:  # another drive on Windows
+            rel.append(str(Path(f).resolve()))
+    data = {"format": SERIES_REF_FORMAT, "version": SERIES_REF_VERSION, "files": rel, "part": part, "meta": record}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _common_meta(array: np.ndarray, affine: np.ndarray, spatial_rank: int, filename: str,
+                 spacing: Sequence[float], temporal: float | None) -> dict[str, Any]:
+    pixdim = np.ones(8, dtype=np.float32)
+    pixdim[1:1 + len(spacing)] = spacing
+    dim = np.ones(8, dtype=np.int16)
+    dim[0] = array.ndim
+    dim[1:1 + array.ndim] = array.shape
+    is_4d = array.ndim > spatial_rank
+    meta = {
+        "affine": affine.copy(), "original_affine": affine.copy(),
+        "spatial_shape": np.asarray(array.shape[:spatial_rank]),
+        "pixdim": pixdim, "dim": dim, "space": "RAS", "original_channel_dim": -1 if is_4d else float("nan"),
+        "filename_or_obj": filename, "time_axis": spatial_rank if is_4d else -1,
+        "temporal_spacing": float("nan") if temporal is None else float(temporal), "n_timepoints": int(array.shape[spatial_rank]) if is_4d else 1,
+    }
+    meta.update({k: "" for k in _META_FIELDS})
+    meta.update({"status": "ok", "series_number": -1})
+    return meta
+
+
+def _load_nifti(path: Path) -> LoadedImage:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        slope, inter = img.header.get_slope_inter()
+        scaled = slope not in (None, 1.0) or inter not in (None, 0.0)
+        array = img.get_fdata(dtype=np.float32) if scaled else np.asanyarray(img.dataobj)
+    except Exception as e:  # noqa: BLE001 - nibabel raises many types on damaged files
+        raise ImageReadError(f"{path}: cannot read NIfTI ({type(e).__name__}: {e}); check the file is complete") from e
+    array = array.astype(array.dtype.newbyteorder("="), copy=False)
+    spatial = min(array.ndim, 3)
+    zooms = tuple(float(z) for z in img.header.get_zooms())
+    temporal = None
+    if array.ndim > 3 and len(zooms) > 3:
+        unit = img.header.get_xyzt_units()[1]
+        temporal = zooms[3] * {"msec": 1e-3, "usec": 1e-6}.get(unit, 1.0)
+    affine = np.asarray(img.affine, dtype=np.float64)
+    return LoadedImage(array, affine, _common_meta(array, affine, spatial, str(path), zooms, temporal))
+
+
+def _load_itk(path: Path) -> LoadedImage:
+    import SimpleITK as sitk
+
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        raise ImageReadError(f"{path}: cannot read with SimpleITK ({' '.join(str(e).split())[:300]}); check the "
+                             "file and, for .mhd/.nhdr, that its data file sits beside it") from e
+    array = sitk.GetArrayViewFromImage(img).copy()  # (z, y, x[, c]) for 3D, (y, x[, c]) for 2D
+    rank = img.GetDimension()
+    components = img.GetNumberOfComponentsPerPixel()
+    order = tuple(range(rank - 1, -1, -1)) + ((rank,) if components > 1 else ())
+    array = array.transpose(order)
+    spatial = min(rank, 3)
+    direction = np.asarray(img.GetDirection(), dtype=float).reshape(rank, rank)[:spatial, :spatial]
+    spacing = np.asarray(img.GetSpacing(), dtype=float)
+    lps = np.eye(4)
+    lps[:spatial, :spatial] = direction @ np.diag(spacing[:spatial])
+    lps[:spatial, 3] = np.asarray(img.GetOrigin(), dtype=float)[:spatial]
+    affine = LPS_TO_RAS @ lps
+    temporal = float(spacing[3]) if rank > 3 else None
+    meta = _common_meta(array, affine, spatial, str(path), tuple(spacing), temporal)
+    if components > 1:
+        meta["original_channel_dim"] = -1
+    return LoadedImage(array, affine, meta)
+
+
+def _dicom_files_under(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
+                   and _suffix(p) not in (SERIES_REF_SUFFIX, *NIFTI_SUFFIXES, *ITK_SUFFIXES, ".json", ".txt", ".csv"))
+    if not files:
+        raise DicomReadError(f"{folder}: folder holds no files; expected the DICOM files of one series")
+    return files
+
+
+def _load_dicom(files: Sequence[Path], *, part: str | None = None, skip_non_dicom: bool = False,
+                where: str) -> LoadedImage:
+    array, affine, meta = load_series(list(files), part=part, skip_non_dicom=skip_non_dicom)
+    meta["filename_or_obj"] = where
+    return LoadedImage(array, affine, meta)
+
+
+def load_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Read any input :class:`RadpipeReader` accepts.
+
+    Args:
+        path: DICOM file or series folder, ``*.series.json``, NIfTI, NRRD, MHA or MHD.
+
+    Returns:
+        ``(array, affine, meta)``: array (x, y, z[, t]) or (x, y), 4x4 RAS affine, metadata (module docstring).
+
+    Raises:
+        DicomReadError: DICOM input unreadable or holding several series.
+        ImageReadError: other formats unreadable, or the path does not exist.
+    """
+    image = _read_one(Path(path))
+    return image.array, image.affine, image.meta
+
+
+def _read_one(path: Path) -> LoadedImage:
+    if path.is_dir():
+        return _load_dicom(_dicom_files_under(path), skip_non_dicom=True, where=str(path))
+    if not path.exists():
+        raise ImageReadError(f"{path}: no such file or folder; check the path (relative paths are resolved "
+                             f"from {Path.cwd()})")
+    suffix = _suffix(path)
+    if suffix == SERIES_REF_SUFFIX:
+        return _load_dicom(read_series_ref(path), part=_ref_part(path) or None, where=str(path))
+    if suffix in NIFTI_SUFFIXES:
+        return _load_nifti(path)
+    if suffix in ITK_SUFFIXES:
+        return _load_itk(path)
+    return _load_dicom([path], where=str(path))
+
+
+class RadpipeReader(ImageReader):
+    """MONAI reader for DICOM (file, series folder, ``*.series.json``), NIfTI, NRRD, MHA and MHD.
+
+    A list of DICOM files is read as the slices of one series; any other list (e.g. two NIfTI
+    modalities) is read image by image and stacked as channels, as MONAI's readers do.
+    """
+
+    def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
+        """True when every name is a folder or has a suffix this reader handles (DICOM may have none)."""
+        known = (SERIES_REF_SUFFIX, *NIFTI_SUFFIXES, *ITK_SUFFIXES, *DICOM_SUFFIXES)
+        return all(Path(f).is_dir() or _suffix(Path(f)) in known for f in ensure_tuple(filename))
+
+    def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> Any:
+        """Read one input, or a list (DICOM slices of one series, or several images to stack)."""
+        paths = [Path(p) for p in ensure_tuple(data)]
+        if len(paths) > 1 and all(p.is_file() and _suffix(p) in DICOM_SUFFIXES for p in paths):
+            return _load_dicom(paths, where=os.path.commonpath([str(p) for p in paths]))
+        images = [_read_one(p) for p in paths]
+        return images[0] if len(images) == 1 else images
+
+    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
+        """The array and metadata of what :meth:`read` returned; a list is stacked on a new first (channel) dim.
+
+        Raises:
+            ImageReadError: listed images differ in spatial shape or affine.
+        """
+        images = list(ensure_tuple(img))
+        meta = dict(images[0].meta)
+        if len(images) == 1:
+            return images[0].array, meta
+        for other in images[1:]:
+            if other.array.shape != images[0].array.shape or not np.allclose(other.affine, images[0].affine,
+                                                                              atol=1e-3):
+                raise ImageReadError(f"{other.meta['filename_or_obj']}: shape {other.array.shape} / affine differ "
+                                     f"from {meta['filename_or_obj']} {images[0].array.shape}; images stacked as "
+                                     "channels must share one grid (resample them first)")
+        meta["original_channel_dim"] = 0
+        return np.stack([i.array for i in images]), meta
