@@ -209,7 +209,8 @@ def run_training(
     """Build everything of a validated run and train it (the body of :func:`pipeline.train.train`).
 
     Joins the process group under torchrun (and leaves it at the end, also on errors) and
-    restores MONAI's metadata tracking, which is switched off while training on cached data.
+    restores MONAI's metadata tracking (off while training on cached data) and torch's
+    deterministic-algorithms setting.
     """
     import monai.data
 
@@ -217,10 +218,12 @@ def run_training(
 
     dist_info = init_distributed("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
     track_meta = monai.data.get_track_meta()
+    deterministic = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     try:
         return _train(cfg, run_dir, df, label_map, checkpoint, extra_handlers, dist_info)
     finally:
         monai.data.set_track_meta(track_meta)
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
         shutdown_distributed(dist_info)
 
 
@@ -280,7 +283,8 @@ def _train(
         val_ds, batch_size=cfg.train.batch_size, collate_fn=monai.data.list_data_collate,
         sampler=EpochSampler(len(val_ds), shuffle=False, rank=dist_info.rank, world_size=dist_info.world_size,
                              pad=False),
-        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda", generator=torch.Generator(),
+        num_workers=cfg.data.num_workers, persistent_workers=cfg.data.num_workers > 0,
+        pin_memory=device.type == "cuda", generator=torch.Generator(),
     )
 
     strategy = cfg.transfer.strategy
@@ -299,7 +303,7 @@ def _train(
     weight = class_weights(df_train, label_map).to(device) if cfg.data.balance == "loss" and task != "regression" \
         else None
     loss_fn = TaskLoss(task, weight, cfg.train.regression_loss).to(device)
-    metric = ValidationMetrics(task, loss_fn, cfg.train.key_metric, dist_info)
+    metric = ValidationMetrics(task, loss_fn, cfg.train.key_metric, dist_info, label_map.num_outputs, device)
     trainer, evaluator = build_engines(
         cfg, device=device, net=net, eval_net=torch.compile(model) if cfg.train.compile else model,
         train_loader=train_loader, val_loader=val_loader, optimizer=optimizer, loss_fn=loss_fn, metric=metric,

@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from pipeline.errors import ImageReadError, ManifestError, format_problems
 from pipeline.inference import (
     Case,
     CaseDataset,
     Predictor,
+    default_workers,
+    device_for_run,
     expected_input_shape,
     inference_threads,
     iterate_predictions,
@@ -34,6 +35,9 @@ from pipeline.inference import (
 )
 from pipeline.prediction_csv import write_csv_atomic
 from pipeline.progress import progress
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("radpipe")
 
@@ -48,28 +52,7 @@ class EvaluateSummary:
     tta: bool
 
 
-def default_workers() -> int:
-    """Loader worker processes: one less than the CPUs, at most 4 (0 on a single CPU)."""
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
-
-
-def resolve_device(name: str | None, cfg_device: str) -> torch.device:
-    """``auto`` (CUDA when present), ``cpu`` or ``cuda``; ``None`` takes the run's ``train.device``.
-
-    Under torchrun each process takes the GPU of its ``LOCAL_RANK``.
-    """
-    from pipeline.errors import ConfigError
-
-    wanted = name or cfg_device
-    if wanted == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available; use --device cpu or auto")
-    if wanted == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0)  # torchrun: one GPU per process
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
-
-
-def select_split(raw, split: str | None):
+def split_rows(raw: pd.DataFrame, split: str | None) -> tuple[np.ndarray, str]:
     """Rows of ``split`` (split names normalised as in validation); every row without a ``split`` column.
 
     Raises:
@@ -102,7 +85,7 @@ def evaluate(run_dir: str | Path, manifest: str | Path, out: str | Path, split: 
         split: the split to evaluate; None: the run's ``eval.split``.
         tta: flip test-time augmentation; None: the run's ``eval.tta``.
         batch_size: cases per batch; None: the run's ``train.batch_size``.
-        workers: loader processes; None: :func:`default_workers`.
+        workers: loader processes; None: :func:`~pipeline.inference.default_workers`.
         device: ``auto``, ``cpu`` or ``cuda``; None: the run's ``train.device``.
 
     Raises:
@@ -113,8 +96,7 @@ def evaluate(run_dir: str | Path, manifest: str | Path, out: str | Path, split: 
     from pipeline.manifest import load_manifest, read_manifest_csv
     from pipeline.run_dir import load_run
 
-    cfg_probe = _probe_device(run_dir)
-    run = load_run(run_dir, device=resolve_device(device, cfg_probe))
+    run = load_run(run_dir, device=device_for_run(run_dir, device))
     cfg, labels = run.cfg, run.label_map
     raw = read_manifest_csv(manifest)
     df = load_manifest(manifest, cfg.data)
@@ -126,7 +108,7 @@ def evaluate(run_dir: str | Path, manifest: str | Path, out: str | Path, split: 
     clashes = [c for c in raw.columns if c == "pred" or c.startswith("prob_")]
     if clashes:
         raise ManifestError(f"manifest {manifest}: columns {clashes} clash with the output columns; rename them")
-    index, split_name = select_split(raw, split if split is not None else cfg.eval.split)
+    index, split_name = split_rows(raw, split if split is not None else cfg.eval.split)
     cases = [Case(str(i), {c: str(df.iloc[i][c]) for c in cfg.data.image_columns}) for i in index]
     use_tta = cfg.eval.tta if tta is None else tta
     predictor = Predictor(run.model, labels.task, run.device, amp=cfg.train.amp,
@@ -153,17 +135,6 @@ def evaluate(run_dir: str | Path, manifest: str | Path, out: str | Path, split: 
     write_csv_atomic(out, columns, rows)
     log.info("evaluate: %d case(s) of split %s -> %s%s", len(rows), split_name, out, " (TTA)" if use_tta else "")
     return EvaluateSummary(Path(out), len(rows), split_name, use_tta)
-
-
-def _probe_device(run_dir: str | Path) -> str:
-    """The run's ``train.device`` read before the run is loaded (so the model loads where it will run)."""
-    from pipeline.config import load_config
-    from pipeline.errors import ConfigError
-
-    try:
-        return load_config(Path(run_dir) / "config.yaml").train.device
-    except ConfigError:
-        return "cpu"  # load_run reports the broken config with its reason
 
 
 def evaluate_command(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -183,6 +184,50 @@ def make_case_loader(dataset: CaseDataset, batch_size: int, workers: int, pin_me
     )
 
 
+def default_workers() -> int:
+    """Loader worker processes: one less than this process's share of the CPUs, at most 4 (0 on one CPU).
+
+    Under torchrun the CPUs are shared among the ``LOCAL_WORLD_SIZE`` processes of the machine.
+    """
+    return max(0, min(4, cpu_share() - 1))
+
+
+def cpu_share() -> int:
+    """CPUs of this process: all of them, or its part under torchrun (``LOCAL_WORLD_SIZE`` processes)."""
+    return max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
+
+
+def resolve_device(name: str | None, cfg_device: str) -> torch.device:
+    """``auto`` (CUDA when present), ``cpu`` or ``cuda``; ``None`` takes the run's ``train.device``.
+
+    Under torchrun each process takes the GPU of its ``LOCAL_RANK``.
+
+    Raises:
+        ConfigError: ``cuda`` is asked for and there is none.
+    """
+    from pipeline.errors import ConfigError
+
+    wanted = name or cfg_device
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available; use --device cpu or auto")
+    if wanted == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0)  # torchrun: one GPU per process
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def device_for_run(run_dir: str | Path, name: str | None) -> torch.device:
+    """Where a run's model runs: ``name``, else the run's ``train.device`` (read before the run is loaded)."""
+    from pipeline.config import load_config
+    from pipeline.errors import ConfigError
+
+    try:
+        cfg_device = load_config(Path(run_dir) / "config.yaml").train.device
+    except ConfigError:
+        cfg_device = "cpu"  # load_run reports the broken or missing config with its reason
+    return resolve_device(name, cfg_device)
+
+
 @contextmanager
 def inference_threads(device: torch.device, workers: int) -> Iterator[int]:
     """Give the model the CPU cores the loader workers leave (CPU inference only), restored afterwards.
@@ -193,7 +238,7 @@ def inference_threads(device: torch.device, workers: int) -> Iterator[int]:
     before = torch.get_num_threads()
     threads = before
     if device.type == "cpu" and workers > 0:
-        threads = max(1, min(before, (os.cpu_count() or 1) - workers))
+        threads = max(1, min(before, cpu_share() - workers))
         torch.set_num_threads(threads)
     try:
         yield threads

@@ -125,11 +125,22 @@ class ValidationMetrics(Metric):
     """Ignite metric gathering logits and targets over the epoch (and over ranks), then scoring them.
 
     Attached under the key metric's name, whose value it returns; :meth:`completed` also stores
-    every metric of :func:`compute_metrics` in ``engine.state.metrics``.
+    every metric of :func:`compute_metrics` in ``engine.state.metrics``. ``num_outputs`` and
+    ``device`` shape the empty tensors of a rank that got no validation case.
     """
 
-    def __init__(self, task: str, loss_fn: TaskLoss, key_metric: str, dist_info: DistInfo) -> None:
+    def __init__(
+        self,
+        task: str,
+        loss_fn: TaskLoss,
+        key_metric: str,
+        dist_info: DistInfo,
+        num_outputs: int = 1,
+        device: torch.device | str = "cpu",
+    ) -> None:
         self.task = task
+        self.num_outputs = num_outputs
+        self.device = torch.device(device)
         self.loss_fn = copy.deepcopy(loss_fn).cpu()
         self.key_metric = key_metric
         self.dist_info = dist_info
@@ -147,8 +158,10 @@ class ValidationMetrics(Metric):
 
     def compute_all(self) -> dict[str, float]:
         """Every metric over all cases of all ranks."""
-        logits = torch.cat(self._logits) if self._logits else torch.empty(0)
-        targets = torch.cat(self._targets) if self._targets else torch.empty(0)
+        width = self.num_outputs if self.task == "multilabel" else 1
+        empty = (torch.empty(0, self.num_outputs, device=self.device), torch.empty(0, width, device=self.device))
+        logits = torch.cat(self._logits) if self._logits else empty[0]  # a rank may get no validation case
+        targets = torch.cat(self._targets) if self._targets else empty[1]
         logits = all_gather_rows(logits, self.dist_info).cpu()
         targets = all_gather_rows(targets, self.dist_info).cpu()
         metrics = compute_metrics(self.task, logits, targets, self.loss_fn)

@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from pipeline.evaluate import default_workers, resolve_device
 from pipeline.inference import (
     CaseDataset,
     Predictor,
+    default_workers,
     describe_error,
+    device_for_run,
     expected_input_shape,
     inference_threads,
     iterate_predictions,
@@ -108,17 +109,17 @@ def predict(run_dir: str | Path, input_path: str | Path, out: str | Path, *, bat
         shard: ``(i, n)``: predict only shard ``i`` of ``n``; None: all (or torchrun's rank).
         cam_dir: write Grad-CAM maps (NIfTI + PNG) per series there.
         device: ``auto``, ``cpu`` or ``cuda``; None: the run's ``train.device``.
-        modality: DICOM input: modalities to predict (overrides the run's selection).
-        rule: DICOM input: ``all`` or ``largest-series`` (overrides the run's selection).
+        modality: DICOM input: modalities to predict, comma-separated or ``any`` (overrides the run's selection).
+        rule: DICOM input: ``all``, ``largest-series``, ``first`` or ``description:REGEX`` (overrides the run's
+            selection).
 
     Raises:
         RunError: the run's files are missing or inconsistent.
-        PredictionFileError: ``out`` exists with other columns.
+        PredictionFileError: ``out`` exists with other columns or holds rows of another run, checkpoint or input.
     """
-    from pipeline.evaluate import _probe_device
     from pipeline.run_dir import load_run
 
-    run = load_run(run_dir, device=resolve_device(device, _probe_device(run_dir)))
+    run = load_run(run_dir, device=device_for_run(run_dir, device))
     cfg, labels = run.cfg, run.label_map
     shard = shard or shard_from_env()
     target = part_path(out, *shard) if shard else Path(out)

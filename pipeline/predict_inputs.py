@@ -7,7 +7,7 @@ prediction, and the list of input files or series that are not predicted, with t
 
 * **DICOM export** (a folder without NIfTI files): scanned with ``radpipe scan``'s loader
   (:func:`pipeline.scan.scan_export`, index in ``<out stem>.scan/``), then series are chosen
-  with the run's selection rule (:mod:`pipeline.series_selection`). Ids are the pseudonymised
+  with the run's selection rule (:mod:`pipeline.predict_dicom`). Ids are the pseudonymised
   ``series_key``; keys ``patient_key``, ``study_key``, ``series_key``, ``accession_key``,
   ``modality``. Series with scan status ``error`` or missing slices are cases with an error.
 * **NIfTI folder** (a folder holding ``*.nii`` / ``*.nii.gz``): one case per file, id = its
@@ -196,7 +196,7 @@ def discover(input_path: str | Path, cfg: Config, work_dir: str | Path, workers:
         work_dir: where a DICOM scan writes its index (kept, so a re-run rescans incrementally).
         workers: scan worker processes.
         modality: DICOM only: override the selection's modalities (comma-separated, ``any`` for all).
-        rule: DICOM only: override the selection rule (``all`` or ``largest-series``).
+        rule: DICOM only: override the selection rule (``all``, ``largest-series``, ``first``, ``description:RE``).
         run_dir: the run (for its ``selection.json``).
     """
     kind = input_kind(input_path)

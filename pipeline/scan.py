@@ -29,8 +29,8 @@ from typing import Any
 from pipeline.errors import DicomReadError, NotAnImageError
 from pipeline.progress import progress
 from pipeline.pseudonym import Pseudonymiser
-from pipeline.scan_headers import read_header_fast
-from pipeline.scan_cache import ScanEntry, cache_identity, header_to_json, load_cache, save_cache
+from pipeline.scan_cache import ScanEntry, cache_identity, fields_to_json, header_to_json, load_cache, save_cache
+from pipeline.scan_headers import read_fields_fast
 from transforms.dicom_headers import SliceHeader
 from transforms.dicom_series import SeriesInfo, assemble_series
 
@@ -146,12 +146,18 @@ def _read_chunk(root: str, items: list[tuple[str, int, int]], pseudonymiser: Pse
     for rel, size, mtime in items:
         path = os.path.join(root, rel)
         try:
-            header = pseudonymise_header(read_header_fast(path), pseudonymiser, memo)
+            got = read_fields_fast(path)
+            if isinstance(got, SliceHeader):
+                header = pseudonymise_header(got, pseudonymiser, memo)
+                cached = header_to_json(header)
+            else:
+                pseudonymise_fields(got, pseudonymiser, memo)
+                header, cached = SliceHeader(**got), fields_to_json(got)
         except Exception as e:  # noqa: BLE001 - one bad file never stops the scan
             reason, detail = _reason(e, path)
             out.append((rel, ScanEntry(size, mtime, None, reason, detail)))
             continue
-        out.append((rel, ScanEntry(size, mtime, header, cached=header_to_json(header))))
+        out.append((rel, ScanEntry(size, mtime, header, cached=cached)))
     return out
 
 
@@ -194,14 +200,23 @@ def pseudonymise_header(header: SliceHeader, pseudonymiser: Pseudonymiser,
     """
     if pseudonymiser.keep_identifiers:
         return header
+    fields = {"patient_id": header.patient_id, "accession_number": header.accession_number}
+    pseudonymise_fields(fields, pseudonymiser, memo)
+    return dataclasses.replace(header, **fields)
+
+
+def pseudonymise_fields(fields: dict[str, Any], pseudonymiser: Pseudonymiser,
+                        memo: dict[tuple[str, str], str] | None = None) -> None:
+    """:func:`pseudonymise_header` on a dict of header fields, in place (before the header is built)."""
+    if pseudonymiser.keep_identifiers:
+        return
     memo = {} if memo is None else memo
-    keys = []
-    for value, kind in ((header.patient_id, "patient"), (header.accession_number, "accession")):
+    for name, kind in (("patient_id", "patient"), ("accession_number", "accession")):
+        value = fields.get(name, "")
         if (value, kind) not in memo:
             memo[(value, kind)] = pseudonymiser.key(value, kind)
-        keys.append(memo[(value, kind)])
-    return dataclasses.replace(header, patient_name="", patient_birth_date="", patient_id=keys[0],
-                               accession_number=keys[1])
+        fields[name] = memo[(value, kind)]
+    fields["patient_name"] = fields["patient_birth_date"] = ""
 
 
 def _spacing_text(info: SeriesInfo) -> str:

@@ -53,6 +53,15 @@ def header_to_json(header: SliceHeader) -> dict[str, Any]:
     return out
 
 
+def fields_to_json(fields: dict[str, Any]) -> dict[str, Any]:
+    """:func:`header_to_json` of ``SliceHeader(**fields)``, from the fields themselves."""
+    out = {name: fields[name] for name, default in _HEADER_DEFAULTS
+           if name != "path" and name in fields and fields[name] != default}
+    if "frames" in out:
+        out["frames"] = [dataclasses.asdict(f) for f in out["frames"]]
+    return out
+
+
 def header_from_json(data: dict[str, Any], path: str) -> SliceHeader:
     """The header :func:`header_to_json` stored, for the file at ``path``."""
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k != "frames"}

@@ -162,7 +162,7 @@ def test_manifest_input_carries_columns(run, nifti_dir, tmp_path):
                         f"{nifti_dir}/sub/case1.nii.gz,b,p1\n"
                         "missing/nothere.nii.gz,c,p2\n")
     out = tmp_path / "preds.csv"
-    predict(run, manifest, out, workers=0)
+    assert main(["predict", "--run", str(run), str(manifest), "--out", str(out), "--workers", "0"]) == 0
     rows = {r["site"]: r for r in _read(out)}
     assert list(_read(out)[0])[:4] == ["series_id", "image", "site", "patient_id"]
     assert rows["a"]["status"] == "ok" and rows["b"]["status"] == "ok" and rows["a"]["image"].endswith("case0.nii.gz")

@@ -12,6 +12,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import pydicom
@@ -21,8 +22,8 @@ from pydicom.tag import Tag
 from pydicom.uid import UID
 
 from pipeline.errors import DicomReadError, NotAnImageError
+from transforms.dicom_sop import non_image_reason
 
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 SIEMENS_MOSAIC_COUNT = Tag(0x0019, 0x100A)
 SIEMENS_CSA_TAGS = (Tag(0x0029, 0x0010), Tag(0x0029, 0x0011), Tag(0x0029, 0x1010), Tag(0x0029, 0x1110))
 
@@ -45,38 +46,6 @@ HEADER_TAGS: tuple[Any, ...] = (
 PIXEL_DATA_TAGS = (Tag(0x7FE0, 0x0010), Tag(0x7FE0, 0x0008), Tag(0x7FE0, 0x0009))
 _SPECIFIC_TAGS = [*HEADER_TAGS, *PIXEL_DATA_TAGS]
 _WANTED_TAGS = frozenset(int(Tag(t)) for t in (*HEADER_TAGS, "SpecificCharacterSet"))
-
-# SOP classes that never hold a scan (the UID itself or any UID below it), with what they are.
-NON_IMAGE_SOP_CLASSES: dict[str, str] = {
-    "1.2.840.10008.5.1.4.1.1.88": "structured report (SR/KOS)",
-    "1.2.840.10008.5.1.4.1.1.11": "presentation state",
-    "1.2.840.10008.5.1.4.1.1.481.3": "RT structure set",
-    "1.2.840.10008.5.1.4.1.1.481.4": "RT treatment record",
-    "1.2.840.10008.5.1.4.1.1.481.5": "RT plan",
-    "1.2.840.10008.5.1.4.1.1.66": "raw data / registration / segmentation",
-    "1.2.840.10008.5.1.4.1.1.104": "encapsulated document",
-    "1.2.840.10008.5.1.4.1.1.9": "waveform",
-    "1.2.840.10008.5.1.4.1.1.67": "real world value mapping",
-    MEDIA_STORAGE_DIRECTORY: "DICOMDIR (media directory)",
-}
-_STORAGE_ROOT = "1.2.840.10008.5.1.4.1.1."
-# Storage families (first UID component below the root) whose objects are images: a header of one of
-# these without Rows/Columns is damaged, not a non-image object.
-_IMAGE_FAMILIES = {"1", "2", "3", "4", "6", "7", "12", "13", "20", "77", "128", "130", "481"}
-
-
-def _matches(uid: str, root: str) -> bool:
-    return uid == root or uid.startswith(root + ".")
-
-
-def _is_image_class(uid: str) -> bool:
-    if not uid.startswith(_STORAGE_ROOT):
-        return False
-    parts = uid[len(_STORAGE_ROOT):].split(".")
-    if parts[0] == "481":  # RT: only RT Image (.1) and RT Dose (.2) hold pixels
-        return len(parts) > 1 and parts[1] in ("1", "2")
-    return parts[0] in _IMAGE_FAMILIES
-
 
 Vec3 = tuple[float, float, float]
 Cosines = tuple[float, float, float, float, float, float]
@@ -179,6 +148,8 @@ class SliceHeader:
 
 def _str(ds: Dataset | dict[str, Any], keyword: str) -> str:
     value = ds.get(keyword)
+    if type(value) is str:  # the common case, without the ABC check below
+        return value.strip()
     if value is None:
         return ""
     if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
@@ -187,6 +158,8 @@ def _str(ds: Dataset | dict[str, Any], keyword: str) -> str:
 
 
 def _float(value: Any) -> float | None:
+    if type(value) is float or type(value) is int:
+        return float(value)
     if value is None or value == "":
         return None
     if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
@@ -286,20 +259,13 @@ def _sop_class(ds: Dataset) -> str:
     return str(ds.get("SOPClassUID", "") or getattr(ds, "file_meta", Dataset()).get("MediaStorageSOPClassUID", ""))
 
 
-def _non_image_reason(ds: Dataset) -> str | None:
-    sop_class = _sop_class(ds)
-    if "DirectoryRecordSequence" in ds:
-        return NON_IMAGE_SOP_CLASSES[MEDIA_STORAGE_DIRECTORY]
-    for root, what in NON_IMAGE_SOP_CLASSES.items():
-        if _matches(sop_class, root):
-            return f"{what} (SOP class {sop_class})"
-    if _matches(sop_class, _STORAGE_ROOT + "481") and not _is_image_class(sop_class):
-        return f"RT object {UID(sop_class).name} (SOP class {sop_class})"
+def _check_image(ds: Dataset | Mapping[str, Any], sop_class: str, path: Path) -> None:
+    reason = non_image_reason(ds, sop_class)
+    if reason is not None:
+        raise NotAnImageError(f"{path}: {reason}; not an image, skipped")
     if not ds.get("Rows") or not ds.get("Columns"):
-        if _is_image_class(sop_class):
-            return None  # an image class without a matrix: damaged, reported by the caller
-        return f"no image (no Rows/Columns; SOP class {sop_class or 'absent'})"
-    return None
+        raise DicomReadError(f"{path}: {UID(sop_class).name} object without Rows/Columns; the file "
+                             "is damaged or truncated: re-export it")
 
 
 def read_dataset(path: Path, *, header_only: bool = True) -> Dataset:
@@ -394,19 +360,47 @@ def header_from_dataset(ds: Dataset, path: str | Path) -> SliceHeader:
         DicomReadError: an image object without a matrix (damaged).
     """
     path = Path(path)
-    reason = _non_image_reason(ds)
-    if reason is not None:
-        raise NotAnImageError(f"{path}: {reason}; not an image, skipped")
-    if not ds.get("Rows") or not ds.get("Columns"):
-        sop_class = UID(_sop_class(ds))
-        raise DicomReadError(f"{path}: {sop_class.name} object without Rows/Columns; the file "
-                             "is damaged or truncated: re-export it")
+    _check_image(ds, _sop_class(ds), path)
     v = _values(ds)
     meta = getattr(ds, "file_meta", None)
     transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "")) if meta is not None else ""
     if not transfer_syntax:
         implicit = getattr(ds, "original_encoding", (None, None))[0]
         transfer_syntax = "1.2.840.10008.1.2" if implicit in (True, None) else "1.2.840.10008.1.2.1"
+    return SliceHeader(**_fields(v, path, transfer_syntax, ds))
+
+
+def header_fields(values: Mapping[str, Any], path: str | Path, *, transfer_syntax: str,
+                  media_sop_class: str = "") -> dict[str, Any]:
+    """The fields of the :class:`SliceHeader` of plain header values (keyword -> value, as pydicom gives them).
+
+    ``SliceHeader(**header_fields(...))`` equals :func:`header_from_dataset` of the same file;
+    the dict lets a caller replace fields (pseudonymise) before building the header once. Siemens
+    mosaic details (which need the private CSA header) are left out.
+
+    Args:
+        values: header values by keyword (e.g. :attr:`transforms.dicom_bytes.ParsedFile.values`).
+        path: the file.
+        transfer_syntax: the file meta's TransferSyntaxUID.
+        media_sop_class: the file meta's MediaStorageSOPClassUID (used when SOPClassUID is absent).
+
+    Raises:
+        NotAnImageError: the values describe no image.
+        DicomReadError: an image object without a matrix (damaged).
+    """
+    path = Path(path)
+    _check_image(values, str(values.get("SOPClassUID", "") or media_sop_class), path)
+    return _fields(values, path, transfer_syntax, None)
+
+
+def header_from_values(values: Mapping[str, Any], path: str | Path, *, transfer_syntax: str,
+                       media_sop_class: str = "") -> SliceHeader:
+    """:func:`header_fields` as a :class:`SliceHeader`."""
+    return SliceHeader(**header_fields(values, path, transfer_syntax=transfer_syntax,
+                                       media_sop_class=media_sop_class))
+
+
+def _fields(v: Mapping[str, Any], path: Path, transfer_syntax: str, ds: Dataset | None) -> dict[str, Any]:
     image_type = tuple(str(x).upper() for x in (v.get("ImageType") or ()))
     if isinstance(v.get("ImageType"), str):
         image_type = tuple(v["ImageType"].upper().split("\\"))
@@ -419,8 +413,8 @@ def header_from_dataset(ds: Dataset, path: str | Path) -> SliceHeader:
     if slice_thickness is None and shared_measures is not None:
         slice_thickness = _float(shared_measures.get("SliceThickness"))
     is_mosaic = "MOSAIC" in image_type
-    mosaic_count, mosaic_normal = _mosaic_info(ds) if is_mosaic else (None, None)
-    return SliceHeader(
+    mosaic_count, mosaic_normal = _mosaic_info(ds) if is_mosaic and ds is not None else (None, None)
+    return dict(
         path=str(path),
         sop_class_uid=str(v.get("SOPClassUID", "")),
         sop_instance_uid=str(v.get("SOPInstanceUID", "")),

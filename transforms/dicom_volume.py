@@ -9,7 +9,7 @@ and every file is read exactly once.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,11 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from pipeline.errors import DicomReadError, NotAnImageError
-from transforms.dicom_headers import SliceHeader, header_from_dataset, read_dataset
+from transforms.dicom_bytes import NotFast, native_pixels, parse_file
+from transforms.dicom_headers import SliceHeader, header_from_dataset, header_from_values, read_dataset
 from transforms.dicom_series import SeriesInfo, assemble_series
+
+FileData = tuple[Mapping[str, Any] | Dataset, np.ndarray | None]  # header values, stored pixels (None: decode later)
 
 _DECODER_HINTS = {
     "1.2.840.10008.1.2.4.5": "pylibjpeg-libjpeg",  # JPEG baseline / extended / lossless
@@ -74,7 +77,7 @@ def _pixels(ds: Dataset, path: str) -> np.ndarray:
     return arr
 
 
-def _invert_monochrome1(stored: np.ndarray, ds: Dataset) -> np.ndarray:
+def _invert_monochrome1(stored: np.ndarray, ds: Mapping[str, Any] | Dataset) -> np.ndarray:
     """Map MONOCHROME1 stored values onto MONOCHROME2 over the range BitsStored allows."""
     bits = int(ds.get("BitsStored", 8 * stored.dtype.itemsize) or 8 * stored.dtype.itemsize)
     signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
@@ -96,7 +99,7 @@ def _result_dtype(stored: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray
     return np.dtype(np.float64)
 
 
-def _plane_rescale(ds: Dataset, header: SliceHeader | None, frame: int | None) -> tuple[float, float]:
+def _plane_rescale(ds: Mapping[str, Any] | Dataset, header: SliceHeader | None, frame: int | None) -> tuple[float, float]:
     if frame is not None and header is not None and header.frames and frame < len(header.frames):
         if "RescaleSlope" not in ds:  # enhanced objects keep it in PixelValueTransformationSequence
             return header.frames[frame].slope, header.frames[frame].intercept
@@ -114,8 +117,34 @@ def _mosaic_slices(arr: np.ndarray, series: SeriesInfo) -> np.ndarray:
     return blocks.reshape(tiles * tiles, tile_rows, tile_cols)[:n]
 
 
+def read_slice_file(path: str | Path) -> tuple[SliceHeader, Mapping[str, Any] | Dataset, np.ndarray | None]:
+    """Read one file completely, once: its header, its header values and its stored pixels.
+
+    Uncompressed little-endian greyscale files are read straight from their bytes
+    (:mod:`transforms.dicom_bytes`); everything else through pydicom, whose pixels are decoded later.
+
+    Returns:
+        ``(header, values, pixels)``: ``values`` is a keyword -> value mapping or the pydicom
+        ``Dataset`` (both answer ``get`` and ``in``); ``pixels`` (frames, rows, cols) as pydicom's
+        ``pixel_array`` gives them, or ``None`` when they are to be decoded from the dataset.
+
+    Raises:
+        NotAnImageError, DicomReadError: as :func:`~transforms.dicom_headers.read_dataset` and
+            :func:`~transforms.dicom_headers.header_from_dataset`.
+    """
+    try:
+        parsed, buf, _ = parse_file(str(path), whole=True)
+        header = header_from_values(parsed.values, path, transfer_syntax=parsed.transfer_syntax,
+                                    media_sop_class=parsed.media_sop_class)
+        pixels = native_pixels(parsed, buf, header.rows, header.cols, header.number_of_frames)
+        return header, parsed.values, pixels
+    except (NotFast, OSError, AttributeError, TypeError, KeyError, ValueError):
+        ds = read_dataset(Path(path), header_only=False)
+        return header_from_dataset(ds, path), ds, None
+
+
 def assemble_from_files(paths: Sequence[str | Path], *, part: str | None = None,
-                        skip_non_dicom: bool = False) -> tuple[SeriesInfo, dict[str, Dataset]]:
+                        skip_non_dicom: bool = False) -> tuple[SeriesInfo, dict[str, FileData]]:
     """Read ``paths`` completely (each once), assemble them, and return the one series they hold.
 
     Args:
@@ -126,19 +155,19 @@ def assemble_from_files(paths: Sequence[str | Path], *, part: str | None = None,
             DICOM files still raise.
 
     Returns:
-        The series and the datasets read, by path.
+        The series and, by path, each file's header values and stored pixels (see :func:`read_slice_file`).
 
     Raises:
         NotAnImageError: no file holds an image.
         DicomReadError: unreadable files, or several series and ``part`` does not pick one.
     """
-    datasets: dict[str, Dataset] = {}
+    datasets: dict[str, FileData] = {}
     headers = []
     skipped: list[DicomReadError] = []
     for p in paths:
         try:
-            ds = read_dataset(Path(p), header_only=False)
-            headers.append(header_from_dataset(ds, p))
+            header, values, stored = read_slice_file(p)
+            headers.append(header)
         except NotAnImageError as e:
             skipped.append(e)
             continue
@@ -147,7 +176,7 @@ def assemble_from_files(paths: Sequence[str | Path], *, part: str | None = None,
                 skipped.append(e)
                 continue
             raise
-        datasets[str(p)] = ds
+        datasets[str(p)] = (values, stored)
     if not headers:
         if len(skipped) == 1:
             raise skipped[0]
@@ -191,16 +220,18 @@ def load_series(series: SeriesInfo | Sequence[str | Path], *, part: str | None =
     Raises:
         DicomReadError: files unreadable or undecodable, several series, or a series with status error.
     """
-    datasets: dict[str, Dataset] = {}
+    files: dict[str, FileData] = {}
     if not isinstance(series, SeriesInfo):
-        series, datasets = assemble_from_files(list(series), part=part, skip_non_dicom=skip_non_dicom)
+        series, files = assemble_from_files(list(series), part=part, skip_non_dicom=skip_non_dicom)
     if series.status == "error":
         raise DicomReadError(f"series {series.uid} ('{series.description}') cannot be assembled: "
                              + "; ".join(series.problems))
     for path in series.files:
-        if path not in datasets:
-            datasets[path] = read_dataset(Path(path), header_only=False)
-    pixels = {path: _pixels(datasets[path], path) for path in series.files}
+        if path not in files:
+            files[path] = read_slice_file(path)[1:]
+    datasets = {path: files[path][0] for path in series.files}
+    pixels = {path: _pixels(values, path) if stored is None else stored
+              for path, (values, stored) in ((p, files[p]) for p in series.files)}
     first = pixels[series.planes[0].path]
     channels = first.shape[3:] if series.kind != "mosaic" else ()
     n_t = series.n_timepoints
@@ -240,7 +271,7 @@ def load_series(series: SeriesInfo | Sequence[str | Path], *, part: str | None =
 
 
 def _rescale(stored: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray, written: np.ndarray,
-             datasets: dict[str, Dataset], series: SeriesInfo) -> np.ndarray:
+             datasets: dict[str, Mapping[str, Any] | Dataset], series: SeriesInfo) -> np.ndarray:
     lut_ds = next((ds for ds in datasets.values() if "ModalityLUTSequence" in ds), None)
     if lut_ds is not None:
         from pydicom.pixels import apply_modality_lut

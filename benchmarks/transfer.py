@@ -1,0 +1,276 @@
+"""What does transfer learning buy? Scratch vs transferred backbones at few labels, on MedMNIST.
+
+1. Source: a 2D run on ``--source`` (default PneumoniaMNIST) trained with the protocol of
+   ``benchmarks/medmnist.py`` (ResNet-10, small-input stem), or an existing run (``--source-run``).
+2. 2D target (default BreastMNIST): for each fraction of the training labels and each seed, a
+   patient-grouped, class-stratified subsample of the ``train`` split (``val`` and ``test``
+   untouched), then three arms with the same budget (the same number of optimiser steps,
+   batch, schedule and seed; the same subsample):
+
+   * ``scratch``: random initialisation, all layers train;
+   * ``linear-probe``: ``model.pretrained=run:SOURCE``, ``transfer.strategy=linear-probe``;
+   * ``finetune``: ``model.pretrained=run:SOURCE``, ``transfer.strategy=finetune``.
+
+3. 2D -> 3D (default AdrenalMNIST3D): the same 2D source backbone inflated to a 3D ResNet-10
+   (``model.inflate=mean``) vs a 3D ResNet-10 from scratch (the 3D protocol of
+   ``benchmarks/medmnist.py``: standard stem). The 3D stem (7x7x7, stride 2) does not match the
+   2D source's small-input stem (3x3), so it starts new (``model.strict=false``; every other
+   kernel is inflated, see the run's ``weights_report.json``).
+
+Budget per run: ``--steps`` optimiser steps (2D, batch 32) and ``--steps3d`` (3D, batch 16),
+``epochs = ceil(steps / steps per epoch)``, about 10 validations per run, ``best.pt`` by
+validation AUC. Test AUC (MedMNIST's definition) per run; the table gives mean, std and
+min-max over seeds and the mean paired difference to scratch. Seed s draws the subsample and
+seeds training; the arms of a cell share both, so differences are paired.
+
+Reduced grid (the default here, set by the 2-core CPU time budget of the benchmark session):
+2D fractions 0.05, 0.1, 0.25, 1.0 x 3 seeds with 100 steps per run; 3D fractions 0.25 and 1.0 x
+3 seeds, scratch and inflated fine-tune only (no 3D linear probe), 60 steps per run. A
+100-step budget is well short of the MedMNIST protocol (BreastMNIST at 100 %: about 6 epochs),
+so absolute AUCs are below ``benchmarks/medmnist.py``'s; the comparison is between arms.
+
+Usage::
+
+    python benchmarks/transfer.py --json transfer.json --work /tmp/bench/transfer --jobs 2
+    python benchmarks/transfer.py --source-run /tmp/bench/pneu/run --json transfer.json
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.medmnist import dataset_name
+
+_spec = importlib.util.spec_from_file_location("radpipe_bench_medmnist", Path(__file__).with_name("medmnist.py"))
+bench = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
+_spec.loader.exec_module(bench)  # type: ignore[union-attr]
+
+DATA = Path("/work/shared/data")
+ARMS_2D = ("scratch", "linear-probe", "finetune")
+ARMS_3D = ("scratch", "inflated-finetune")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run of the grid."""
+
+    target: str
+    dims: int
+    fraction: float
+    seed: int
+    arm: str
+
+
+def subsample(manifest: pd.DataFrame, fraction: float, seed: int, patient_column: str = "patient_id",
+              label_column: str = "label") -> pd.DataFrame:
+    """The manifest with its ``train`` rows cut to ``fraction`` of the patients, per class (at least one each).
+
+    Patients are grouped (all of a patient's rows stay together) and drawn per class of their
+    first row's label, so class proportions follow the full train split; ``val``/``test`` are kept.
+    """
+    if fraction >= 1.0:
+        return manifest.copy()
+    rng = np.random.default_rng(seed)
+    train = manifest[manifest["split"] == "train"]
+    patients = train.groupby(patient_column, sort=True)[label_column].first()
+    keep: list[Any] = []
+    for _, group in patients.groupby(patients, sort=True):
+        n = max(1, int(round(fraction * len(group))))
+        keep += list(rng.choice(group.index.to_numpy(), size=n, replace=False))
+    mask = (manifest["split"] != "train") | manifest[patient_column].isin(set(keep))
+    return manifest[mask].copy()
+
+
+def cell_overrides(cell: Cell, n_train: int, steps: int, batch: int, source_run: Path) -> list[str]:
+    """``--set`` arguments of one run: the medmnist protocol, the step budget and the arm."""
+    p = bench.protocol(cell.dims, n_train)
+    p["batch_size"] = batch
+    p["epochs"] = max(1, math.ceil(steps / math.ceil(n_train / batch)))
+    p["val_every"] = max(1, p["epochs"] // 10)
+    args = bench.overrides(p) + ["--set", f"train.seed={cell.seed}"]
+    if cell.arm != "scratch":
+        args += ["--set", f"model.pretrained=run:{source_run}"]
+        args += ["--set", f"transfer.strategy={'linear-probe' if cell.arm == 'linear-probe' else 'finetune'}"]
+        if cell.dims == 3:
+            args += ["--set", "model.strict=false", "--set", "model.inflate=mean"]
+    return args
+
+
+def run_cell(cell: Cell, imported: Path, work: Path, steps: int, batch: int, source_run: Path,
+             env: dict[str, str]) -> dict[str, Any]:
+    """Subsample, train and evaluate one cell (skipped when its result exists); return its figures."""
+    tag = f"{cell.arm}_f{cell.fraction:g}_s{cell.seed}"
+    folder = work / "runs" / cell.target / tag
+    result_file = folder / "result.json"
+    if result_file.is_file():
+        return json.loads(result_file.read_text(encoding="utf-8"))
+    folder.mkdir(parents=True, exist_ok=True)
+    full = pd.read_csv(imported / "manifest.csv")
+    full["image"] = [str((imported / p).absolute()) for p in full["image"]]
+    sub = subsample(full, cell.fraction, cell.seed)
+    manifest = folder / "manifest.csv"
+    sub.to_csv(manifest, index=False)
+    n_train = int((sub["split"] == "train").sum())
+    run, test_csv, log = folder / "run", folder / "test.csv", folder / "commands.log"
+    if run.exists():  # an interrupted earlier attempt
+        import shutil
+
+        shutil.rmtree(run)
+    args = cell_overrides(cell, n_train, steps, batch, source_run)
+    start = time.monotonic()
+    train_s = bench.run_cli(["train", "--config", str(imported / "config.yaml"), "--manifest", str(manifest),
+                             "--out", str(run), *args], log, env)
+    eval_s = bench.run_cli(["evaluate", "--run", str(run), "--manifest", str(manifest), "--split", "test",
+                            "--out", str(test_csv), "--batch-size", "128", "--workers", "0"], log, env)
+    history = pd.read_csv(run / "metrics.csv")
+    figures = bench.medmnist_metrics(test_csv, run / "labels.json")
+    weights = json.loads((run / "weights_report.json").read_text(encoding="utf-8"))
+    epochs = int(history["epoch"].max())
+    result = {
+        "target": cell.target, "dims": cell.dims, "fraction": cell.fraction, "seed": cell.seed, "arm": cell.arm,
+        "n_train": n_train, "epochs": epochs, "steps": epochs * math.ceil(n_train / batch), "batch_size": batch,
+        "test_auc": figures["auc"], "test_acc": figures["acc"],
+        "val_best_auc": float(history["val_auc"].max()), "loaded_fraction": weights.get("loaded_fraction"),
+        "train_s": train_s, "evaluate_s": eval_s, "total_s": time.monotonic() - start,
+    }
+    result_file.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return result
+
+
+def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean, std, min, max of test AUC per (target, fraction, arm), with the paired difference to scratch."""
+    df = pd.DataFrame(results)
+    rows = []
+    for (target, fraction, arm), g in df.groupby(["target", "fraction", "arm"], sort=False):
+        scratch = df[(df["target"] == target) & (df["fraction"] == fraction) & (df["arm"] == "scratch")]
+        paired = g.merge(scratch[["seed", "test_auc"]], on="seed", suffixes=("", "_scratch"))
+        diff = (paired["test_auc"] - paired["test_auc_scratch"]) if arm != "scratch" else None
+        rows.append({
+            "target": target, "fraction": float(fraction), "arm": arm, "n_train": int(g["n_train"].median()),
+            "seeds": int(len(g)), "steps": int(g["steps"].median()),
+            "auc_mean": float(g["test_auc"].mean()), "auc_std": float(g["test_auc"].std(ddof=1)) if len(g) > 1 else 0.0,
+            "auc_min": float(g["test_auc"].min()), "auc_max": float(g["test_auc"].max()),
+            "acc_mean": float(g["test_acc"].mean()),
+            "diff_vs_scratch_mean": None if diff is None or not len(diff) else float(diff.mean()),
+            "diff_vs_scratch_wins": None if diff is None else f"{int((diff > 0).sum())}/{len(diff)}",
+        })
+    order = {a: i for i, a in enumerate(ARMS_2D + ARMS_3D)}
+    return sorted(rows, key=lambda r: (r["target"], r["fraction"], order.get(r["arm"], 9)))
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The printed table."""
+    head = (f"{'target':<16} {'frac':>5} {'n':>5} {'arm':<18} {'steps':>5} {'AUC mean':>8} {'std':>6} "
+            f"{'min-max':>12} {'ACC':>6} {'d vs scratch':>12} {'wins':>5}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        d = "" if r["diff_vs_scratch_mean"] is None else f"{r['diff_vs_scratch_mean']:+.3f}"
+        lines.append(
+            f"{r['target']:<16} {r['fraction']:>5g} {r['n_train']:>5} {r['arm']:<18} {r['steps']:>5} "
+            f"{r['auc_mean']:>8.3f} {r['auc_std']:>6.3f} {r['auc_min']:>5.3f}-{r['auc_max']:.3f} "
+            f"{r['acc_mean']:>6.3f} {d:>12} {r['diff_vs_scratch_wins'] or '':>5}"
+        )
+    return "\n".join(lines)
+
+
+def _import(npz: Path, out: Path, log: Path, env: dict[str, str], limit: int | None) -> Path:
+    if not (out / "manifest.csv").is_file():
+        bench.run_cli(["import-medmnist", str(npz), "--out", str(out)] + (["--limit", str(limit)] if limit else []),
+                      log, env)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Protocol, arms and the reduced "
+                                     "grid: see the module docstring (python -c 'help(...)' or read the file).")
+    parser.add_argument("--source", type=Path, default=DATA / "pneumoniamnist.npz", help="2D source MedMNIST file")
+    parser.add_argument("--source-run", type=Path, help="use this finished 2D run as the source (skip pretraining)")
+    parser.add_argument("--source-epochs", type=int, help="epochs of the source run (default: the medmnist protocol)")
+    parser.add_argument("--target", type=Path, default=DATA / "breastmnist.npz", help="2D target MedMNIST file")
+    parser.add_argument("--target3d", type=Path, default=DATA / "adrenalmnist3d.npz",
+                        help="3D target MedMNIST file ('none' to skip 2D->3D)")
+    parser.add_argument("--fractions", default="0.05,0.1,0.25,1.0", help="2D label fractions (default: %(default)s)")
+    parser.add_argument("--fractions3d", default="0.25,1.0", help="3D label fractions (default: %(default)s)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per cell (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=100, help="optimiser steps per 2D run (default: %(default)s)")
+    parser.add_argument("--steps3d", type=int, default=60, help="optimiser steps per 3D run (default: %(default)s)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one torch thread each when > 1")
+    parser.add_argument("--limit", type=int, help="import only the first N cases per split (smoke tests)")
+    parser.add_argument("--work", type=Path, help="work folder (default: a temporary folder, removed); re-running "
+                        "with the same folder reuses finished runs")
+    parser.add_argument("--json", type=Path, metavar="OUT.json", help="write every run and the table there")
+    args = parser.parse_args(argv)
+    fractions = [float(f) for f in args.fractions.split(",") if f]
+    fractions3d = [float(f) for f in args.fractions3d.split(",") if f]
+    with tempfile.TemporaryDirectory(prefix="radpipe-transfer-") as tmp:
+        work = (args.work or Path(tmp)).absolute()
+        work.mkdir(parents=True, exist_ok=True)
+        log = work / "commands.log"
+        env = dict(os.environ)
+        if args.jobs > 1:
+            env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        start = time.monotonic()
+        source_run = args.source_run.absolute() if args.source_run else work / "source" / "run"
+        source_s = 0.0
+        if args.source_run is None and not (source_run / "checkpoints" / "best.pt").is_file():
+            imported = _import(args.source, work / "source" / "data", log, env, args.limit)
+            n = int((pd.read_csv(imported / "manifest.csv")["split"] == "train").sum())
+            if source_run.exists():
+                import shutil
+
+                shutil.rmtree(source_run)
+            source_s = bench.run_cli(["train", "--config", str(imported / "config.yaml"), "--out", str(source_run),
+                                      *bench.overrides(bench.protocol(2, n, args.source_epochs))], log,
+                                     {k: v for k, v in env.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")})
+        targets: list[tuple[str, int, Path, list[float], tuple[str, ...], int, int]] = []
+        t2 = _import(args.target, work / "targets" / "target2d", log, env, args.limit)
+        targets.append((dataset_name(args.target), 2, t2, fractions, ARMS_2D, args.steps, 32))
+        if str(args.target3d) != "none":
+            t3 = _import(args.target3d, work / "targets" / "target3d", log, env, args.limit)
+            targets.append((dataset_name(args.target3d), 3, t3, fractions3d, ARMS_3D, args.steps3d, 16))
+        jobs = []
+        for name, dims, imported, fracs, arms, steps, batch in targets:
+            for fraction in sorted(fracs, reverse=True):  # the longest runs first
+                for seed in range(args.seeds):
+                    for arm in arms:
+                        jobs.append((Cell(name, dims, fraction, seed, arm), imported, steps, batch))
+        results = []
+        with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+            futures = [pool.submit(run_cell, c, imp, work, s, b, source_run, env) for c, imp, s, b in jobs]
+            for f in futures:
+                r = f.result()
+                results.append(r)
+                print(f"{r['target']} frac {r['fraction']:g} seed {r['seed']} {r['arm']}: test AUC "
+                      f"{r['test_auc']:.3f} (n={r['n_train']}, {r['steps']} steps, {r['total_s']:.0f} s)", flush=True)
+        table = aggregate(results)
+        total = time.monotonic() - start
+        print()
+        print(f"source run: {source_run} ({'given' if args.source_run else f'trained in {source_s:.0f} s'})")
+        print(format_table(table))
+        print(f"total {total / 60:.1f} min, {len(results)} runs")
+        if args.json:
+            args.json.write_text(json.dumps({
+                "source_run": str(source_run), "source_train_s": source_s, "steps_2d": args.steps,
+                "steps_3d": args.steps3d, "seeds": args.seeds, "fractions": fractions, "fractions3d": fractions3d,
+                "total_s": total, "table": table, "runs": results,
+            }, indent=2), encoding="utf-8")
+            print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Which DICOM objects hold images: SOP classes that never do, and the storage families that do."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydicom.uid import UID
+
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+
+# SOP classes that never hold a scan (the UID itself or any UID below it), with what they are.
+NON_IMAGE_SOP_CLASSES: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.88": "structured report (SR/KOS)",
+    "1.2.840.10008.5.1.4.1.1.11": "presentation state",
+    "1.2.840.10008.5.1.4.1.1.481.3": "RT structure set",
+    "1.2.840.10008.5.1.4.1.1.481.4": "RT treatment record",
+    "1.2.840.10008.5.1.4.1.1.481.5": "RT plan",
+    "1.2.840.10008.5.1.4.1.1.66": "raw data / registration / segmentation",
+    "1.2.840.10008.5.1.4.1.1.104": "encapsulated document",
+    "1.2.840.10008.5.1.4.1.1.9": "waveform",
+    "1.2.840.10008.5.1.4.1.1.67": "real world value mapping",
+    MEDIA_STORAGE_DIRECTORY: "DICOMDIR (media directory)",
+}
+_STORAGE_ROOT = "1.2.840.10008.5.1.4.1.1."
+# Storage families (first UID component below the root) whose objects are images: a header of one of
+# these without Rows/Columns is damaged, not a non-image object.
+_IMAGE_FAMILIES = {"1", "2", "3", "4", "6", "7", "12", "13", "20", "77", "128", "130", "481"}
+
+
+def _matches(uid: str, root: str) -> bool:
+    return uid == root or uid.startswith(root + ".")
+
+
+def _is_image_class(uid: str) -> bool:
+    if not uid.startswith(_STORAGE_ROOT):
+        return False
+    parts = uid[len(_STORAGE_ROOT):].split(".")
+    if parts[0] == "481":  # RT: only RT Image (.1) and RT Dose (.2) hold pixels
+        return len(parts) > 1 and parts[1] in ("1", "2")
+    return parts[0] in _IMAGE_FAMILIES
+
+
+def non_image_reason(ds: Any, sop_class: str) -> str | None:
+    """Why a header (a pydicom ``Dataset`` or a keyword -> value mapping) holds no image; None when it may."""
+    if "DirectoryRecordSequence" in ds:
+        return NON_IMAGE_SOP_CLASSES[MEDIA_STORAGE_DIRECTORY]
+    for root, what in NON_IMAGE_SOP_CLASSES.items():
+        if _matches(sop_class, root):
+            return f"{what} (SOP class {sop_class})"
+    if _matches(sop_class, _STORAGE_ROOT + "481") and not _is_image_class(sop_class):
+        return f"RT object {UID(sop_class).name} (SOP class {sop_class})"
+    if not ds.get("Rows") or not ds.get("Columns"):
+        if _is_image_class(sop_class):
+            return None  # an image class without a matrix: damaged, reported by the caller
+        return f"no image (no Rows/Columns; SOP class {sop_class or 'absent'})"
+    return None
