@@ -14,25 +14,21 @@ they were written. ``keep_identifiers=True`` opts out, loudly.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import DicomReadError, NotAnImageError
-from pipeline.progress import progress
+from pipeline.errors import DicomReadError
 from pipeline.pseudonym import Pseudonymiser
-from pipeline.scan_cache import ScanEntry, cache_identity, fields_to_json, header_to_json, load_cache, save_cache
-from pipeline.scan_headers import read_fields_fast
-from transforms.dicom_headers import SliceHeader
-from transforms.dicom_series import SeriesInfo, assemble_series
+from pipeline.scan_cache import ScanEntry, cache_identity, load_cache, save_cache
+from pipeline.scan_read import Assembled, assemble_entries, read_headers
+from transforms.dicom_series import SeriesInfo
 
 log = logging.getLogger("radpipe")
 
@@ -122,67 +118,6 @@ def walk_files(root: Path, exclude: Sequence[Path] = ()) -> list[tuple[str, int,
     return sorted(out)
 
 
-def _reason(error: Exception, path: str) -> tuple[str, str]:
-    """A reason code and a detail (without the path, which has its own column) for a skipped file."""
-    detail = " ".join(str(error).split())
-    if detail.startswith(path):
-        detail = detail[len(path):].lstrip(": ")
-    if isinstance(error, NotAnImageError):
-        return ("dicomdir" if "DICOMDIR" in detail else "non-image object"), detail
-    if isinstance(error, DicomReadError):
-        if "not a DICOM file" in detail:
-            return "not DICOM", detail
-        if "truncated" in detail or "damaged" in detail:
-            return "damaged or truncated", detail
-        return "unreadable", detail
-    return "unreadable", f"{type(error).__name__}: {detail}"
-
-
-def _read_chunk(root: str, items: list[tuple[str, int, int]], pseudonymiser: Pseudonymiser) -> list[
-        tuple[str, ScanEntry]]:
-    """Read and pseudonymise the headers of ``items`` (in a worker process); failures become skip reasons."""
-    out = []
-    memo: dict[tuple[str, str], str] = {}
-    for rel, size, mtime in items:
-        path = os.path.join(root, rel)
-        try:
-            got = read_fields_fast(path)
-            if isinstance(got, SliceHeader):
-                header = pseudonymise_header(got, pseudonymiser, memo)
-                cached = header_to_json(header)
-            else:
-                pseudonymise_fields(got, pseudonymiser, memo)
-                header, cached = SliceHeader(**got), fields_to_json(got)
-        except Exception as e:  # noqa: BLE001 - one bad file never stops the scan
-            reason, detail = _reason(e, path)
-            out.append((rel, ScanEntry(size, mtime, None, reason, detail)))
-            continue
-        out.append((rel, ScanEntry(size, mtime, header, cached=cached)))
-    return out
-
-
-def _chunks(items: list[Any], n: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), n):
-        yield items[start:start + n]
-
-
-def read_headers(root: Path, items: list[tuple[str, int, int]], workers: int,
-                 pseudonymiser: Pseudonymiser) -> Iterator[tuple[str, ScanEntry]]:
-    """Read and pseudonymise the headers of ``items`` (relative to ``root``) in ``workers`` processes."""
-    if not items:
-        return
-    if workers <= 1 or len(items) < 64:
-        for item in progress(items, desc="reading headers"):
-            yield from _read_chunk(str(root), [item], pseudonymiser)
-        return
-    size = max(16, min(256, len(items) // (workers * 8) or 1))
-    chunks = list(_chunks(items, size))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(_read_chunk, str(root), chunk, pseudonymiser) for chunk in chunks]
-        for future in progress(futures, desc="reading headers"):
-            yield from future.result()
-
-
 def _age(text: str) -> str:
     """DICOM age (``054Y``) as whole years; ages of 90 and over become ``90+`` (HIPAA safe harbour)."""
     text = text.strip().upper()
@@ -190,33 +125,6 @@ def _age(text: str) -> str:
         years = int(text[:3]) / {"D": 365.25, "W": 52.18, "M": 12.0, "Y": 1.0}[text[3]]
         return "90+" if years >= 90 else str(int(years))
     return ""
-
-
-def pseudonymise_header(header: SliceHeader, pseudonymiser: Pseudonymiser,
-                        memo: dict[tuple[str, str], str] | None = None) -> SliceHeader:
-    """The header with patient ID and accession number replaced by keys, name and birth date dropped.
-
-    ``memo`` caches keys across the headers of one scan (a study's files share them).
-    """
-    if pseudonymiser.keep_identifiers:
-        return header
-    fields = {"patient_id": header.patient_id, "accession_number": header.accession_number}
-    pseudonymise_fields(fields, pseudonymiser, memo)
-    return dataclasses.replace(header, **fields)
-
-
-def pseudonymise_fields(fields: dict[str, Any], pseudonymiser: Pseudonymiser,
-                        memo: dict[tuple[str, str], str] | None = None) -> None:
-    """:func:`pseudonymise_header` on a dict of header fields, in place (before the header is built)."""
-    if pseudonymiser.keep_identifiers:
-        return
-    memo = {} if memo is None else memo
-    for name, kind in (("patient_id", "patient"), ("accession_number", "accession")):
-        value = fields.get(name, "")
-        if (value, kind) not in memo:
-            memo[(value, kind)] = pseudonymiser.key(value, kind)
-        fields[name] = memo[(value, kind)]
-    fields["patient_name"] = fields["patient_birth_date"] = ""
 
 
 def _spacing_text(info: SeriesInfo) -> str:
@@ -275,9 +183,12 @@ def default_workers() -> int:
 
 
 def collect_headers(export_dir: str | Path, *, workers: int | None = None, pseudonymiser: Pseudonymiser,
-                    cache_path: Path | None = None, exclude: Sequence[Path] = ()) -> tuple[
-                        int, dict[str, ScanEntry], int]:
+                    cache_path: Path | None = None, exclude: Sequence[Path] = (),
+                    assembled: list[Assembled] | None = None) -> tuple[int, dict[str, ScanEntry], int]:
     """Walk ``export_dir`` and read (or take from the cache) every file's pseudonymised header.
+
+    ``assembled`` receives the series the worker processes assembled (see
+    :func:`pipeline.scan_read.assemble_entries`).
 
     Returns:
         Files walked, the entry of every file by relative path, and how many came from the cache.
@@ -300,7 +211,7 @@ def collect_headers(export_dir: str | Path, *, workers: int | None = None, pseud
         else:
             todo.append((rel, size, mtime))
     n_cached = len(entries)
-    for rel, entry in read_headers(root, todo, workers or default_workers(), pseudonymiser):
+    for rel, entry in read_headers(root, todo, workers or default_workers(), pseudonymiser, assembled):
         entries[rel] = entry
     if cache_path is not None and (todo or len(cached) != len(entries)):
         save_cache(cache_path, identity, entries)
@@ -337,9 +248,11 @@ def scan_export(export_dir: str | Path, out_csv: str | Path, *, workers: int | N
     paths["index"].parent.mkdir(parents=True, exist_ok=True)
     exclude = [paths["index"], paths["skipped"], paths["cache"], paths["series"],
                paths["cache"].with_name(paths["cache"].name + ".tmp")]
+    assembled: list[Assembled] = []
     n_files, entries, n_cached = collect_headers(export_dir, workers=workers, pseudonymiser=pseudonymiser,
-                                                 cache_path=paths["cache"] if use_cache else None, exclude=exclude)
-    series = assemble_series(e.header for e in entries.values() if e.header is not None)
+                                                 cache_path=paths["cache"] if use_cache else None, exclude=exclude,
+                                                 assembled=assembled)
+    series = assemble_entries(entries.values(), assembled)
     placed = {p for info in series for p in info.files}
     skipped = [{"path": rel, "reason": e.reason, "detail": e.detail} for rel, e in entries.items()
                if e.header is None]

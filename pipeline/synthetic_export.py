@@ -6,7 +6,7 @@ random, series of one study mixed in one folder, written in shuffled order) and 
 three sites whose scanners differ in manufacturer, model, noise, pixel spacing and slice
 thickness. Every study holds an axial CT (int16, RescaleIntercept -1024, a body of soft tissue,
 fat, liver, spine and lungs in HU) and a 2-slice coronal localizer; some hold a dose report (SR).
-About half the patients carry a lesion, a brighter blob (+60..+120 HU), the label to learn. The
+About half the patients carry a lesion, a brighter blob (+110..+180 HU), the label to learn. The
 export also holds one truncated DICOM file, a ``README.txt`` and a ``DICOMDIR``.
 
 :func:`write_new_scans` writes a folder of unlabeled scans for ``radpipe predict``: a few good
@@ -169,8 +169,12 @@ def make_patient(rng: np.random.Generator, site: Site, index: int) -> dict[str, 
 
 
 def phantom_hu(rng: np.random.Generator, n_slices: int, pixel_spacing: float, slice_thickness: float,
-               noise_hu: float, lesion: bool) -> tuple[np.ndarray, dict[str, float]]:
+               noise_hu: float, lesion: bool, lesion_hu: tuple[float, float] = (110.0, 180.0),
+               ) -> tuple[np.ndarray, dict[str, float]]:
     """An abdominal CT phantom in HU, shape (z, y, x), z from feet to head, y from anterior to posterior.
+
+    ``lesion_hu`` is the range of the lesion's contrast over the tissue it sits in: positive for a
+    hyperdense lesion (the export's task), negative for a hypodense cyst (the demo's source task).
 
     Returns:
         The volume (float32) and the lesion's centre (mm, volume frame) and radius (empty without lesion).
@@ -199,7 +203,7 @@ def phantom_hu(rng: np.random.Generator, n_slices: int, pixel_spacing: float, sl
         cx = rng.uniform(-0.45, 0.45) * a
         cy = rng.uniform(-0.55, 0.15) * b
         cz = rng.uniform(0.2, 0.6) * length
-        delta = rng.uniform(60.0, 120.0)
+        delta = rng.uniform(*lesion_hu)
         d = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2 + ((zz - cz) * 1.1) ** 2)
         blob = delta / (1.0 + np.exp((d - radius) / 2.5))
         vol += np.where(inner & ~lungs & ~spine, blob, 0.0).astype(np.float32)

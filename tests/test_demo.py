@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import nibabel as nib
 import pandas as pd
 import pytest
 
@@ -25,13 +26,18 @@ def test_export_only_writes_export_and_labels(tmp_path, capsys):
 
 
 def test_source_dataset_is_balanced_and_deterministic(tmp_path):
-    m1 = write_source_dataset(tmp_path / "a", n_cases=10, shape=(16, 16, 8), seed=3)
-    m2 = write_source_dataset(tmp_path / "b", n_cases=10, shape=(16, 16, 8), seed=3)
+    m1 = write_source_dataset(tmp_path / "a", n_cases=10, n_slices=8, seed=3)
+    m2 = write_source_dataset(tmp_path / "b", n_cases=10, n_slices=8, seed=3)
     df = pd.read_csv(m1)
     assert df["label"].value_counts().to_dict() == {"normal": 5, "cyst": 5}
     assert set(df["split"]) == {"train", "val"}
     for name in df["image"]:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    cyst = nib.load(tmp_path / "a" / df["image"][1]).get_fdata()
+    normal = nib.load(tmp_path / "a" / df["image"][0]).get_fdata()
+    assert cyst.shape == normal.shape == (64, 64, 8)
+    # a cyst is darker than soft tissue: more voxels in the (-60, 0) HU band than a normal phantom has
+    assert ((cyst > -60) & (cyst < 0)).sum() > ((normal > -60) & (normal < 0)).sum()
     assert pd.read_csv(m2).equals(df)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import pipeline.scan as scan_module
+import pipeline.scan_read as scan_read
 from pipeline.cli import main
 from pipeline.pseudonym import Pseudonymiser
 from pipeline.scan import output_paths, scan_export
@@ -130,8 +130,8 @@ def test_rescan_reads_only_new_and_changed_files(export, tmp_path, monkeypatch):
     shutil.copytree(export.export_dir, work)
     ps = Pseudonymiser(SECRET)
     reads = []
-    real = scan_module.read_fields_fast
-    monkeypatch.setattr(scan_module, "read_fields_fast", lambda p: (reads.append(p), real(p))[1])
+    real = scan_read.read_fields_fast
+    monkeypatch.setattr(scan_read, "read_fields_fast", lambda p: (reads.append(p), real(p))[1])
     first = scan_export(work, tmp_path / "out" / "index.csv", workers=1, pseudonymiser=ps)
     assert len(reads) == first.n_read == first.n_files
     new = write_series(work / "NEW1" / "NEW2", rows=32, cols=32, n_slices=5, seed=99, series_number=7,

@@ -266,7 +266,9 @@ def stack_planes(series_uid: str, tokens: tuple[str, ...], items: list[SliceItem
         keep = np.ones(len(items), dtype=bool)
     n_t = int(t_index[keep].max()) + 1
     n_pos = len(counts)
-    centres = np.stack([positions[cluster == c].mean(axis=0) for c in range(n_pos)])
+    sums = np.zeros((n_pos, 3))
+    np.add.at(sums, cluster, positions)  # in item order, as a per-cluster mean would add them
+    centres = sums / counts[:, None]
     d = centres @ normal
     filled: list[int] = []
     ref = items[0].header

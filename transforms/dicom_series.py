@@ -33,7 +33,7 @@ from transforms.dicom_geometry import (
 )
 from transforms.dicom_headers import SliceHeader
 
-__all__ = ["LPS_TO_RAS", "Plane", "SeriesInfo", "assemble_series", "orientation_label"]
+__all__ = ["LPS_TO_RAS", "Plane", "SeriesInfo", "assemble_series", "orientation_label", "series_key", "sort_series"]
 
 ORIENTATION_TOLERANCE = 1e-3  # max abs difference of direction cosines within one volume
 
@@ -116,7 +116,7 @@ def assemble_series(headers: Iterable[SliceHeader]) -> list[SeriesInfo]:
     """
     by_series: dict[str, list[SliceHeader]] = defaultdict(list)
     for h in headers:
-        by_series[h.series_uid or f"no-series-uid.{h.study_uid}.{h.series_number}"].append(h)
+        by_series[series_key(h)].append(h)
     out: list[SeriesInfo] = []
     for series_uid, group in by_series.items():
         group.sort(key=lambda h: (h.instance_number if h.instance_number is not None else 1 << 30, h.path))
@@ -135,7 +135,21 @@ def assemble_series(headers: Iterable[SliceHeader]) -> list[SeriesInfo]:
                        + f": {', '.join('_'.join(k) or '(rest)' for k in parts)}")
         for key, part in parts.items():
             out.extend(_build_part(series_uid, key, part, common))
-    return sorted(out, key=lambda s: (s.study_uid, s.series_number if s.series_number is not None else -1, s.uid))
+    return sort_series(out)
+
+
+def series_key(h: SliceHeader) -> str:
+    """The group a header is assembled in: its SeriesInstanceUID (study and number without one).
+
+    Groups are assembled independently, so the series of headers that hold every member of a group
+    are the series :func:`assemble_series` makes of that group among any other headers.
+    """
+    return h.series_uid or f"no-series-uid.{h.study_uid}.{h.series_number}"
+
+
+def sort_series(series: Iterable[SeriesInfo]) -> list[SeriesInfo]:
+    """Series in :func:`assemble_series` order: study, series number, uid."""
+    return sorted(series, key=lambda s: (s.study_uid, s.series_number if s.series_number is not None else -1, s.uid))
 
 
 def _build_part(series_uid: str, tokens: tuple[str, ...], headers: list[SliceHeader],

@@ -1,0 +1,62 @@
+"""Tests of pipeline.scan_read: chunked header reading with series assembled in the workers."""
+from __future__ import annotations
+
+import pytest
+
+import pipeline.scan_read as scan_read
+from pipeline.pseudonym import Pseudonymiser
+from pipeline.scan import walk_files
+from pipeline.scan_read import _chunks, _read_chunk, assemble_entries
+from pipeline.synthetic_dicom import write_series
+from transforms.dicom_series import assemble_series
+
+SECRET = b"0123456789abcdef0123456789abcdef-test"
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    for k in range(3):
+        write_series(root / f"P{k}" / "S1", rows=8, cols=8, n_slices=6, seed=k, series_number=1)
+        write_series(root / f"P{k}" / "S2", rows=8, cols=8, n_slices=4, seed=10 + k, series_number=2,
+                     modality="MR", intercept=0.0)
+    (root / "P0" / "S1" / "README.txt").write_text("not dicom")
+    return root
+
+
+def test_chunks_end_at_folder_changes_when_one_is_near():
+    items = [(f"A/{i:02d}", 1, 1) for i in range(10)] + [(f"B/{i:02d}", 1, 1) for i in range(3)]
+    chunks = list(_chunks(items, 8))
+    assert [len(c) for c in chunks] == [10, 3]
+    assert [x for c in chunks for x in c] == items
+    assert [len(c) for c in _chunks(items, 4)] == [6, 4, 3]  # a big folder is cut (at most size / 2 past it)
+
+
+@pytest.mark.parametrize("size", [1, 5, 7, 100])
+def test_series_assembled_in_chunks_equal_whole_export_assembly(export, size):
+    ps = Pseudonymiser(SECRET)
+    items = walk_files(export)
+    entries, assembled = [], []
+    for chunk in _chunks(items, size):
+        got, series = _read_chunk(str(export), chunk, ps, assemble=True)
+        entries += [e for _, e in got]
+        assembled.append(series)
+    whole = assemble_series(e.header for e in entries if e.header is not None)
+    assert assemble_entries(entries, assembled) == whole
+    assert len(whole) == 6 and sum(e.header is None for e in entries) == 1
+
+
+def test_only_series_split_across_chunks_or_cache_are_assembled_again(export, monkeypatch):
+    ps = Pseudonymiser(SECRET)
+    items = walk_files(export)
+    first, second = _read_chunk(str(export), items[:9], ps, True), _read_chunk(str(export), items[9:], ps, True)
+    entries = [e for _, e in first[0] + second[0]]
+    expected = assemble_series(e.header for e in entries if e.header is not None)
+    calls = []
+    real = scan_read.assemble_series
+    monkeypatch.setattr(scan_read, "assemble_series", lambda hs: (calls.append(len(hs)), real(hs))[1])
+    assert assemble_entries(entries, [first[1], second[1]]) == expected
+    assert calls == [4]  # P0/S2 only, cut by the boundary (sorted items: P0/S1 holds 6 slices + README)
+    calls.clear()
+    cached_only = [e for _, e in _read_chunk(str(export), items, ps)[0]]
+    assert assemble_entries(cached_only, [second[1]]) == expected  # headers not from a chunk: assembled here
