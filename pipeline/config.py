@@ -164,6 +164,9 @@ class TrainConfig:
         channels_last: channels-last memory format for 2D models on CUDA.
         compile: ``torch.compile`` the model.
         grad_accum: optimiser step every N batches.
+        precise_bn: before each validation, recompute the running statistics of the training
+            BatchNorm layers from this many training batches ("precise BN"; frozen stages keep
+            theirs); 0: off (the running averages of training are kept).
         seed: seed of every random generator.
         deterministic: deterministic algorithms only.
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
@@ -190,6 +193,7 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     grad_accum: int = field(default=1, metadata=_range(1))
+    precise_bn: int = field(default=16, metadata=_range(0))
     seed: int = 0
     deterministic: bool = False
     device: str = field(default="auto", metadata=_choices("auto", "cpu", "cuda"))

@@ -42,7 +42,7 @@ SOURCE_CONFIG: dict[str, Any] = {
     "data": {"task": "binary", "classes": ["normal", "cyst"], "patient_column": "patient_id", "cache": "memory"},
     "transforms": DEMO_TRANSFORMS,
     "model": {"name": "resnet10"},
-    "train": {"epochs": 12, "batch_size": 8, "lr": 0.002, "scheduler": "cosine", "warmup_epochs": 1},
+    "train": {"epochs": 10, "batch_size": 8, "lr": 0.002, "scheduler": "cosine", "warmup_epochs": 1},
 }
 
 TARGET_CONFIG: dict[str, Any] = {
@@ -50,7 +50,7 @@ TARGET_CONFIG: dict[str, Any] = {
     "transforms": DEMO_TRANSFORMS,
     "model": {"name": "resnet10"},
     "transfer": {"strategy": "finetune", "head_lr": 0.002},
-    "train": {"epochs": 16, "batch_size": 8, "lr": 0.001, "scheduler": "cosine", "warmup_epochs": 1},
+    "train": {"epochs": 12, "batch_size": 8, "lr": 0.001, "scheduler": "cosine", "warmup_epochs": 1},
     "eval": {"cohorts": ["site", "sex"], "bootstrap": 1000},
 }
 

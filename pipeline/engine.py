@@ -248,6 +248,7 @@ def _train(
     from pipeline.distributed import EpochSampler, EpochSeededDataset, barrier
     from pipeline.handlers import EpochSetup, EpochStats, RunRecorder, attach_progress_and_tracking, broadcast_buffers
     from pipeline.objectives import TaskLoss, ValidationMetrics, metric_names
+    from pipeline.precise_bn import PreciseBN
     from pipeline.run_dir import MetricsLog, env_info, write_run_files
     from pipeline.train import TrainResult
     from transforms.chains import eval_chain, metadata_free_after_cache, resolve_device, train_chain
@@ -313,6 +314,7 @@ def _train(
     stats = EpochStats(optimizer, dist_info)
     stats.attach(trainer)
     LrScheduleHandler(scheduler, print_lr=False, epoch_level=False).attach(trainer)
+    PreciseBN(model, train_loader, cfg.train.precise_bn, cfg.train.val_every, dist_info).attach(trainer)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: broadcast_buffers(model, dist_info))
     validation = ValidationHandler(interval=cfg.train.val_every, validator=evaluator)
     validation.attach(trainer)

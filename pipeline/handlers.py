@@ -4,7 +4,8 @@ Order on the trainer (ignite fires handlers in the order they were attached)::
 
     EPOCH_STARTED    EpochSetup (seeds, sampler epoch, transfer schedule), EpochStats (timer, lr)
     ITERATION_COMPLETED  EpochStats (loss, images), LrScheduleHandler (per-iteration LR)
-    EPOCH_COMPLETED  EpochStats (all-reduced train loss, time), buffer sync (DDP),
+    EPOCH_COMPLETED  EpochStats (all-reduced train loss, time), PreciseBN (validating epochs,
+                     see :mod:`pipeline.precise_bn`), buffer sync (DDP),
                      ValidationHandler (evaluator -> metrics, best, early stop), RunRecorder
 """
 from __future__ import annotations
