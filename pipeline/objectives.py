@@ -115,10 +115,14 @@ def key_value(metrics: dict[str, float], key_metric: str) -> float:
 
 
 def better(current: float, best: float) -> bool:
-    """Higher is better; NaN is never better, anything beats a NaN best."""
+    """Higher is better and a tie goes to the later epoch; NaN is never better, anything beats a NaN best.
+
+    Ties are common on small validation sets (an AUC of 1.0 reached early and kept): the later
+    checkpoint has trained longer with the same validation score, so it replaces the earlier one.
+    """
     if math.isnan(current):
         return False
-    return math.isnan(best) or current > best
+    return math.isnan(best) or current >= best
 
 
 class ValidationMetrics(Metric):

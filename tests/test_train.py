@@ -247,6 +247,17 @@ def test_early_stopping_ends_the_run(tmp_path, monkeypatch):
     manifest = write_blob_manifest(tmp_path / "data", dims=2, n_train=8, n_val=5, n_test=0)
     frozen = with_changes(small_config(2, epochs=5, lr=0.0, patience=1), transfer={"strategy": "linear-probe"})
     result = train(frozen, tmp_path / "run", manifest=manifest)
-    assert result.stopped_early and result.last_epoch == 2 and result.best_epoch == 1
+    # lr 0: the metric never improves, so patience 1 stops after epoch 2; the tie makes epoch 2 the best
+    assert result.stopped_early and result.last_epoch == 2 and result.best_epoch == 2
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert last["finished"] and last["early_stop_state"]["counter"] == 1
+
+
+def test_best_checkpoint_rule_prefers_later_epoch_on_ties():
+    import math
+
+    from pipeline.objectives import better
+
+    assert better(0.9, 0.8) and not better(0.7, 0.8)
+    assert better(1.0, 1.0)  # a tie goes to the later, longer-trained epoch
+    assert better(0.5, math.nan) and not better(math.nan, 0.5)
