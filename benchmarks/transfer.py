@@ -29,7 +29,7 @@ difference to scratch with the number of seeds where the arm beat scratch. Seed 
 subsample and seeds training; the arms of a cell share both, so differences are paired.
 
 Reduced grid (the defaults, set by the CPU time of the benchmark session): 2D fractions 0.05,
-0.1, 0.25, 1.0 with 80 steps per run (BreastMNIST at 100 %: under 5 epochs); 3D fractions 0.25
+0.1, 0.25, 1.0 with 80 steps per run (BreastMNIST at 100 %: 5 epochs, 90 steps); 3D fractions 0.25
 and 1.0, scratch and inflated fine-tune only (no 3D linear probe), 40 steps per run. Runs go
 seed by seed, so a grid cut short still has whole seeds; ``--work`` reuses finished runs.
 
@@ -199,8 +199,11 @@ def _import(npz: Path, out: Path, log: Path, env: dict[str, str], limit: int | N
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="Protocol, arms and the reduced "
-                                     "grid: see the module docstring (python -c 'help(...)' or read the file).")
+    paragraphs = __doc__.split("\n\n")
+    reduced = next(p for p in paragraphs if p.startswith("Reduced grid"))
+    parser = argparse.ArgumentParser(description=paragraphs[0] + "\n\n" + reduced,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Model, arms and budgets: see the docstring of benchmarks/transfer.py.")
     parser.add_argument("--source", type=Path, default=DATA / "pneumoniamnist.npz", help="2D source MedMNIST file")
     parser.add_argument("--source-run", type=Path, help="use this finished 2D run as the source (skip pretraining)")
     parser.add_argument("--source-epochs", type=int, default=2, help="epochs of the source run (default: %(default)s)")
@@ -267,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"source run: {source_run} ({'given' if args.source_run else f'trained in {source_s:.0f} s'})")
         print(format_table(table))
+        print(f"grid: 2D fractions {fractions}, 3D fractions {fractions3d}, {args.seeds} seed(s), {args.steps} steps "
+              f"(2D) / {args.steps3d} (3D) per run; 3D arms scratch and inflated fine-tune only (no 3D linear probe)")
         print(f"total {total / 60:.1f} min, {len(results)} runs")
         if args.json:
             args.json.write_text(json.dumps({

@@ -36,12 +36,13 @@ def _write_npz(path: Path, sizes: dict[str, int], seed: int = 0) -> None:
 
 def test_protocol_epochs_follow_the_image_budget_within_bounds():
     bench = _load()
-    assert bench.protocol(2, 4708)["epochs"] == 5  # 24,000 / 4,708
-    assert bench.protocol(2, 546)["epochs"] == 44
-    assert bench.protocol(2, 10)["epochs"] == 60  # capped
-    assert bench.protocol(2, 100_000)["epochs"] == 4  # floor
+    assert bench.protocol(2, 4708)["epochs"] == 2  # 9,600 / 4,708
+    assert bench.protocol(2, 546)["epochs"] == 18
+    assert bench.protocol(2, 546)["warmup_epochs"] == 1 and bench.protocol(2, 4708)["warmup_epochs"] == 0
+    assert bench.protocol(2, 10)["epochs"] == 40  # capped
+    assert bench.protocol(2, 100_000)["epochs"] == 2  # floor
     p3 = bench.protocol(3, 1188)
-    assert (p3["epochs"], p3["model"], p3["small_input"], p3["batch_size"]) == (20, "resnet10", False, 32)
+    assert (p3["epochs"], p3["model"], p3["small_input"], p3["batch_size"]) == (8, "resnet10", False, 32)
     assert bench.protocol(2, 546, epochs=3)["steps"] == 3 * 9
 
 
