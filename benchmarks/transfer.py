@@ -62,7 +62,7 @@ _spec = importlib.util.spec_from_file_location("radpipe_bench_medmnist", Path(__
 bench = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]
 _spec.loader.exec_module(bench)  # type: ignore[union-attr]
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the project
 ARMS_2D = ("scratch", "linear-probe", "finetune")
 ARMS_3D = ("scratch", "inflated-finetune")
 

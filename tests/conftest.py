@@ -1,17 +1,14 @@
 """Shared pytest fixtures: synthetic DICOM series, NIfTI files, dcm2niix reference conversions."""
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-DCM2NIIX_CANDIDATES = (Path(sys.executable).parent / "dcm2niix", Path("/work/venv/bin/dcm2niix"))
 
 
 @pytest.fixture
@@ -48,11 +45,9 @@ def nifti_file(tmp_path: Path) -> Path:
 
 
 def _dcm2niix_path() -> Path | None:
-    for candidate in DCM2NIIX_CANDIDATES:
-        if candidate.is_file():
-            return candidate
-    found = shutil.which("dcm2niix")
-    return Path(found) if found else None
+    from dicom_reference import dcm2niix_binary
+
+    return dcm2niix_binary()
 
 
 @pytest.fixture
@@ -73,3 +68,15 @@ def dcm2niix(tmp_path: Path) -> Callable[[Path], list[Path]]:
         return sorted(out.glob("*.nii"))
 
     return convert
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Run the test with one torch thread (small models train faster and reproducibly on a shared CPU)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+

@@ -1,9 +1,20 @@
 """Compare a volume with a dcm2niix NIfTI voxel by voxel through world coordinates (used by the loader tests)."""
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
+
+
+def dcm2niix_binary() -> Path | None:
+    """The dcm2niix executable of this environment (the ``dcm2niix`` wheel beside Python), or on PATH."""
+    beside = Path(sys.executable).parent / "dcm2niix"
+    if beside.is_file():
+        return beside
+    found = shutil.which("dcm2niix")
+    return Path(found) if found else None
 
 
 def world_mismatch(array: np.ndarray, affine: np.ndarray, nifti: Path) -> tuple[float, float]:

@@ -2,15 +2,13 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-from dicom_reference import world_mismatch
+from dicom_reference import dcm2niix_binary, world_mismatch
 
 import transforms.dicom_volume
 from pipeline.cli import main
@@ -25,11 +23,7 @@ MR_UID = "1.2.826.0.1.3680043.8.498.4242"
 
 
 def _dcm2niix() -> Path | None:
-    for candidate in (Path(sys.executable).parent / "dcm2niix", Path("/work/venv/bin/dcm2niix")):
-        if candidate.is_file():
-            return candidate
-    found = shutil.which("dcm2niix")
-    return Path(found) if found else None
+    return dcm2niix_binary()
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,7 @@ from pipeline.train import train
 from train_helpers import metric_rows, narrow_resnets, small_config, write_blob_manifest
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _net() -> nn.Module:

@@ -14,12 +14,7 @@ from pipeline.train import train
 from train_helpers import metric_rows, narrow_resnets, small_config, write_blob_manifest
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_2d_run_learns_and_never_reads_the_test_split(tmp_path, monkeypatch):
