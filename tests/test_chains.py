@@ -156,7 +156,8 @@ def test_random_part_never_modifies_the_cached_input(volume, augment):
     cfg = _cfg(3, augment=augment, augment_prob=1.0, intensity="mr-zscore")
     cached = deterministic_part(cfg)(_sample(volume, cfg))
     before = cached["image"].clone()
-    out = random_part(cfg, "cpu")(cached)
+    # seeded: unseeded, 'light' can draw flips and a 180-degree turn that compose to the identity
+    out = random_part(cfg, "cpu").set_random_state(seed=3)(cached)
     torch.testing.assert_close(cached["image"], before)
     assert not torch.allclose(torch.as_tensor(out["image"]), torch.as_tensor(before))
 
