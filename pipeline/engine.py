@@ -82,12 +82,20 @@ class BatchPreparer:
         return image, label
 
 
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of mixed precision on ``device``: bf16 where supported, else fp16; None off CUDA.
+
+    Training and inference both take it from here, so a model is predicted in the precision it was trained in.
+    """
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def amp_settings(cfg: Config, device: torch.device) -> tuple[bool, dict[str, Any]]:
-    """Whether AMP is on and its ``torch.autocast`` kwargs (bf16 where supported, else fp16)."""
-    if not cfg.train.amp or device.type != "cuda":
-        return False, {}
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return True, {"dtype": dtype}
+    """Whether AMP is on and its ``torch.autocast`` kwargs (see :func:`amp_dtype`)."""
+    dtype = amp_dtype(device) if cfg.train.amp else None
+    return (False, {}) if dtype is None else (True, {"dtype": dtype})
 
 
 def plain_tensors(chain: Any) -> Any:

@@ -290,10 +290,10 @@ class Predictor:
         self.device = torch.device(device)
         self.task = task
         self.tta = tta
+        from pipeline.engine import amp_dtype
+
         cuda = self.device.type == "cuda"
-        self.amp_dtype: torch.dtype | None = None
-        if amp and cuda:
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.amp_dtype: torch.dtype | None = amp_dtype(self.device) if amp else None
         self.memory_format: torch.memory_format | None = None
         self.model = model.to(self.device).eval()
         self._channels_last = channels_last and cuda
