@@ -10,20 +10,21 @@ spatial dimensions and the number of training images:
 * 3D: ResNet-10 with the standard stem (7x7x7 stride-2 conv + max-pool), batch 32.
 * Both: AdamW lr 1e-3, weight decay 1e-4, cosine to 0 (after 1 warm-up epoch when epochs >= 10), ``light``
   augmentation (flips and 90-degree in-plane rotations), ``minmax`` intensity, no class balancing;
-  a fixed budget of training images, ``epochs = clip(round(9,600 / n_train), 2, 40)`` (2D and 3D:
-  150 steps of 64 images, or 300 of 32 volumes), validation about 20 times per run, ``best.pt``
-  chosen by validation AUC (the trainer's rule). The test split is read only by
-  ``evaluate --split test`` after training, and nothing is chosen from it.
+  a fixed budget of training images, ``epochs = clip(round(budget / n_train), 2, 40)`` with a budget
+  of 38,400 images in 2D (600 steps of 64) and 9,600 volumes in 3D (300 steps of 32), validation
+  about 20 times per run, ``best.pt`` chosen by validation AUC (the trainer's rule, as the paper
+  chooses its model). The test split is read only by ``evaluate --split test`` after training, and
+  nothing is chosen from it.
 
-Why ResNet-10 and this budget (measured on this 2-core CPU, training step, AdamW, one thread,
-while other jobs shared the machine): 2D at 28 px with the small stem, ResNet-18 11 img/s vs
-ResNet-10 24 img/s; 3D at 28^3 the small stem is out of reach (ResNet-10 0.4 volumes/s: 64
-channels at full 28^3 resolution), standard stem ResNet-18 13 vol/s vs ResNet-10 27 vol/s.
-Inside the full pipeline on the shared machine, ResNet-10 small-stem training ran at 9 img/s
-(PneumoniaMNIST, 2 threads) and 6 img/s (BreastMNIST, 1 thread); a first budget of 24,000
-images (5 PneumoniaMNIST epochs) took 9 minutes for one epoch, so the budget was cut to 9,600
-images to keep each dataset near the 15-minute target. The paper trains 100 epochs; this
-protocol trains 2 (PneumoniaMNIST), 18 (BreastMNIST) and 8 (AdrenalMNIST3D).
+Why ResNet-10 and these budgets (this 2-core CPU): 2D at 28 px with the small stem, ResNet-18 11
+img/s vs ResNet-10 24 img/s (training step, one thread); 3D at 28^3 the small stem is out of reach
+(ResNet-10 0.4 volumes/s: 64 channels at full 28^3 resolution), standard stem ResNet-18 13 vol/s vs
+ResNet-10 27 vol/s. Inside the full pipeline on the idle machine (2 threads), ResNet-10 small-stem
+training runs at about 75 img/s, so 38,400 images (8 PneumoniaMNIST epochs) take about 11 minutes
+with import and evaluation, inside the 15-minute target; the 3D budget already meets it. The
+paper trains 100 epochs; this protocol trains 8 (PneumoniaMNIST), 40 (BreastMNIST, the cap) and 8
+(AdrenalMNIST3D). A first 2D budget of 9,600 images (2 PneumoniaMNIST epochs, chosen while the
+machine was shared with other jobs) gave a PneumoniaMNIST test AUC of 0.920.
 
 Figures printed: test AUC and ACC as MedMNIST computes them (binary: AUC of the second class's
 probability, ACC at probability > 0.5; multi-class: mean one-vs-rest AUC, ACC of the argmax;
@@ -74,7 +75,7 @@ PAPER: dict[str, dict[str, tuple[float, float]]] = {
 
 #: The fixed protocol: per spatial dims, model and optimisation; epochs come from the image budget.
 PROTOCOL: dict[int, dict[str, Any]] = {
-    2: {"model": "resnet10", "small_input": True, "batch_size": 64, "budget_images": 9_600},
+    2: {"model": "resnet10", "small_input": True, "batch_size": 64, "budget_images": 38_400},
     3: {"model": "resnet10", "small_input": False, "batch_size": 32, "budget_images": 9_600},
 }
 COMMON = {"lr": 1e-3, "optimizer": "adamw", "weight_decay": 1e-4, "scheduler": "cosine", "warmup_epochs": 1,

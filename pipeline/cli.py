@@ -182,8 +182,8 @@ def _scan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("export_dir", metavar="EXPORT_DIR", help="DICOM export folder (any nesting, any file names)")
     p.add_argument("--out", required=True, metavar="INDEX.csv", help="series index to write; beside it go "
                    "<stem>.skipped.csv, <stem>.series/ (one .series.json per series) and a header cache")
-    p.add_argument("--workers", type=_positive_int, metavar="N", help="header-reading processes "
-                   "(default: min(4, CPUs); 1 reads in this process)")
+    p.add_argument("--workers", type=_positive_int, metavar="N", help="header-reading processes, this one "
+                   "included (default: min(4, CPUs); 1 reads in this process only)")
     p.add_argument("--keep-identifiers", action="store_true", help="write patient IDs and accession numbers in "
                    "clear instead of pseudonymised keys (the outputs then hold patient data)")
 

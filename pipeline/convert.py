@@ -23,7 +23,8 @@ import numpy as np
 from pipeline import __version__
 from pipeline.progress import progress
 from pipeline.pseudonym import Pseudonymiser
-from pipeline.scan import collect_headers, default_workers, series_problems
+from pipeline.scan import collect_headers, default_workers
+from pipeline.scan_rows import series_problems
 from transforms.dicom_series import SeriesInfo, assemble_series
 
 log = logging.getLogger("radpipe")

@@ -14,12 +14,11 @@ they were written. ``keep_identifiers=True`` opts out, loudly.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,19 +27,10 @@ from pipeline.errors import DicomReadError
 from pipeline.pseudonym import Pseudonymiser
 from pipeline.scan_cache import ScanEntry, cache_identity, load_cache, save_cache
 from pipeline.scan_read import Assembled, assemble_entries, read_headers
+from pipeline.scan_rows import INDEX_COLUMNS, SKIPPED_COLUMNS, SeriesWriter, write_text_atomic
 from transforms.dicom_series import SeriesInfo
 
 log = logging.getLogger("radpipe")
-
-INDEX_COLUMNS = (
-    "patient_key", "study_key", "series_key", "accession_key", "sex", "age", "modality", "body_part",
-    "series_number", "series_description", "manufacturer", "model", "institution", "rows", "columns",
-    "n_slices", "n_frames", "n_timepoints", "spacing", "orientation", "transfer_syntax", "series_ref", "n_files",
-    "status", "problems",
-)
-SKIPPED_COLUMNS = ("path", "reason", "detail")
-SERIES_REF_FORMAT, SERIES_REF_VERSION = "radpipe.series-ref", 1  # as transforms.readers reads them
-
 
 @dataclass
 class ScanSummary:
@@ -118,56 +108,6 @@ def walk_files(root: Path, exclude: Sequence[Path] = ()) -> list[tuple[str, int,
     return sorted(out)
 
 
-def _age(text: str) -> str:
-    """DICOM age (``054Y``) as whole years; ages of 90 and over become ``90+`` (HIPAA safe harbour)."""
-    text = text.strip().upper()
-    if len(text) == 4 and text[:3].isdigit() and text[3] in "DWMY":
-        years = int(text[:3]) / {"D": 365.25, "W": 52.18, "M": 12.0, "Y": 1.0}[text[3]]
-        return "90+" if years >= 90 else str(int(years))
-    return ""
-
-
-def _spacing_text(info: SeriesInfo) -> str:
-    n = 2 if len(info.shape) == 2 else 3
-    return "x".join(f"{v:.3f}" for v in info.spacing[:n])
-
-
-def _transfer_syntax_name(uid: str) -> str:
-    from pydicom.uid import UID
-
-    name = UID(uid).name if uid else ""
-    return name if name and name != uid else uid
-
-
-def series_problems(info: SeriesInfo) -> tuple[str, list[str]]:
-    """Status and problems of a series: the assembler's, plus scan-level ones (localizers)."""
-    problems = list(info.problems)
-    status = info.status
-    if any(h.is_localizer for h in info.headers):
-        problems.append("localizer (scout) images: a planning view, not a diagnostic volume; leave it out of "
-                        "training manifests")
-        status = "warning" if status == "ok" else status
-    return status, problems
-
-
-def series_row(info: SeriesInfo, pseudonymiser: Pseudonymiser, series_ref: str) -> dict[str, Any]:
-    """One index row for a series whose headers are already pseudonymised."""
-    h = info.header
-    status, problems = series_problems(info)
-    return {
-        "patient_key": h.patient_id, "study_key": pseudonymiser.key(h.study_uid, "study"),
-        "series_key": pseudonymiser.key(info.uid, "series"), "accession_key": h.accession_number,
-        "sex": h.patient_sex, "age": _age(h.patient_age) if not pseudonymiser.keep_identifiers else h.patient_age,
-        "modality": h.modality, "body_part": h.body_part,
-        "series_number": "" if h.series_number is None else h.series_number,
-        "series_description": h.series_description, "manufacturer": h.manufacturer, "model": h.model,
-        "institution": h.institution, "rows": h.rows, "columns": h.cols, "n_slices": info.n_slices,
-        "n_frames": len(info.planes), "n_timepoints": info.n_timepoints, "spacing": _spacing_text(info),
-        "orientation": info.orientation_label, "transfer_syntax": _transfer_syntax_name(h.transfer_syntax),
-        "series_ref": series_ref, "n_files": len(info.files), "status": status, "problems": "; ".join(problems),
-    }
-
-
 def _write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", newline="", encoding="utf-8") as f:
@@ -184,11 +124,12 @@ def default_workers() -> int:
 
 def collect_headers(export_dir: str | Path, *, workers: int | None = None, pseudonymiser: Pseudonymiser,
                     cache_path: Path | None = None, exclude: Sequence[Path] = (),
-                    assembled: list[Assembled] | None = None) -> tuple[int, dict[str, ScanEntry], int]:
+                    assembled: list[Assembled] | None = None,
+                    describe: Callable[[SeriesInfo], Any] | None = None) -> tuple[int, dict[str, ScanEntry], int]:
     """Walk ``export_dir`` and read (or take from the cache) every file's pseudonymised header.
 
-    ``assembled`` receives the series the worker processes assembled (see
-    :func:`pipeline.scan_read.assemble_entries`).
+    ``assembled`` receives the series the worker processes assembled, with ``describe`` of each
+    (see :func:`pipeline.scan_read.assemble_entries`).
 
     Returns:
         Files walked, the entry of every file by relative path, and how many came from the cache.
@@ -211,7 +152,7 @@ def collect_headers(export_dir: str | Path, *, workers: int | None = None, pseud
         else:
             todo.append((rel, size, mtime))
     n_cached = len(entries)
-    for rel, entry in read_headers(root, todo, workers or default_workers(), pseudonymiser, assembled):
+    for rel, entry in read_headers(root, todo, workers or default_workers(), pseudonymiser, assembled, describe):
         entries[rel] = entry
     if cache_path is not None and (todo or len(cached) != len(entries)):
         save_cache(cache_path, identity, entries)
@@ -248,11 +189,16 @@ def scan_export(export_dir: str | Path, out_csv: str | Path, *, workers: int | N
     paths["index"].parent.mkdir(parents=True, exist_ok=True)
     exclude = [paths["index"], paths["skipped"], paths["cache"], paths["series"],
                paths["cache"].with_name(paths["cache"].name + ".tmp")]
+    ref_dir = paths["series"]
+    ref_dir.mkdir(exist_ok=True)
+    writer = SeriesWriter(pseudonymiser, str(ref_dir.resolve()),
+                          os.path.relpath(ref_dir, paths["index"].parent).replace(os.sep, "/"))
     assembled: list[Assembled] = []
     n_files, entries, n_cached = collect_headers(export_dir, workers=workers, pseudonymiser=pseudonymiser,
                                                  cache_path=paths["cache"] if use_cache else None, exclude=exclude,
-                                                 assembled=assembled)
-    series = assemble_entries(entries.values(), assembled)
+                                                 assembled=assembled, describe=writer)
+    described: dict[str, Any] = {}
+    series = assemble_entries(entries.values(), assembled, described)
     placed = {p for info in series for p in info.files}
     skipped = [{"path": rel, "reason": e.reason, "detail": e.detail} for rel, e in entries.items()
                if e.header is None]
@@ -262,17 +208,13 @@ def scan_export(export_dir: str | Path, out_csv: str | Path, *, workers: int | N
                 for rel, e in entries.items() if e.header is not None and e.header.path not in placed]
     skipped.sort(key=lambda r: r["path"])
 
-    ref_dir = paths["series"]
-    ref_dir.mkdir(exist_ok=True)
     rows: list[dict[str, Any]] = []
     written: set[str] = set()
-    folders: dict[str, str] = {}
     for info in series:
-        key = pseudonymiser.key(info.uid, "series")
-        ref = ref_dir / f"{_safe_name(key)}.series.json"
-        write_series_ref(ref, info, folders)
-        written.add(ref.name)
-        rows.append(series_row(info, pseudonymiser, os.path.relpath(ref, paths["index"].parent)))
+        name, text, row = described.get(info.uid) or writer(info)
+        write_text_atomic(ref_dir / name, text)
+        written.add(name)
+        rows.append(row)
     for stale in ref_dir.glob("*.series.json"):
         if stale.name not in written:
             stale.unlink()
@@ -284,38 +226,6 @@ def scan_export(export_dir: str | Path, out_csv: str | Path, *, workers: int | N
         n_indexed_files=sum(r["n_files"] for r in rows), skipped=dict(Counter(r["reason"] for r in skipped)),
         n_read=n_files - n_cached, n_cached=n_cached, status=dict(Counter(r["status"] for r in rows)),
         seconds=time.monotonic() - start, series=series)
-
-
-def write_series_ref(path: Path, info: SeriesInfo, folders: dict[str, str] | None = None) -> None:
-    """Write the ``*.series.json`` reference of one series, as :func:`transforms.readers.read_series_ref` reads it.
-
-    Written here rather than through ``transforms.readers.write_series_ref`` because importing that
-    module imports MONAI and torch, which would cost a scan more time than reading the headers.
-    ``folders`` caches the relative path of each DICOM folder seen from ``path``'s folder.
-    """
-    part = info.uid[len(info.series_uid) + 1:] if info.uid != info.series_uid else ""
-    base = str(path.parent.resolve())
-    folders = {} if folders is None else folders
-    files = []
-    for f in info.files:
-        folder, name = os.path.split(f)
-        if folder not in folders:
-            folders[folder] = os.path.relpath(folder, base)
-        files.append(f"{folders[folder]}/{name}".replace(os.sep, "/"))
-    data = {
-        "format": SERIES_REF_FORMAT, "version": SERIES_REF_VERSION, "files": files, "part": part,
-        "meta": {"modality": info.modality, "series_description": info.description,
-                 "series_number": info.series_number, "shape": list(info.shape),
-                 "spacing": [round(v, 6) for v in info.spacing], "orientation": info.orientation_label,
-                 "status": info.status, "problems": list(info.problems)},
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _safe_name(key: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
 
 
 def run_scan_command(args: Any) -> int:

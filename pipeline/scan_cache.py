@@ -14,6 +14,7 @@ import logging
 import operator
 import os
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ class ScanEntry:
     header: SliceHeader | None  # pseudonymised
     reason: str = ""
     detail: str = ""
-    cached: dict[str, Any] | None = None  # the header as the cache stores it
+    cached: dict[str, Any] | str | None = None  # the header as the cache stores it (or that as JSON text)
 
 
 _HEADER_DEFAULTS = tuple((f.name, f.default) for f in dataclasses.fields(SliceHeader))
@@ -94,10 +95,18 @@ def load_cache(path: Path, identity: dict[str, str], root: Path) -> dict[str, Sc
 
 
 def save_cache(path: Path, identity: dict[str, str], entries: dict[str, ScanEntry]) -> None:
-    """Write the cache atomically (headers already pseudonymised)."""
-    data = {"identity": identity, "entries": {
-        rel: {"size": e.size, "mtime_ns": e.mtime_ns, "header": e.cached, "reason": e.reason, "detail": e.detail}
-        for rel, e in sorted(entries.items())}}
+    """Write the cache atomically (headers already pseudonymised).
+
+    Headers whose ``cached`` form is already JSON text (as scan workers give it) are written as
+    they are; the file is the JSON object ``{"identity": ..., "entries": {path: entry}}``.
+    """
+    dumps, text_of = json.JSONEncoder(separators=(",", ":")).encode, encode_basestring_ascii  # as dumps writes str
+    parts = []
+    for rel, e in sorted(entries.items()):
+        header = e.cached if isinstance(e.cached, str) else dumps(e.cached)
+        parts.append(f'{text_of(rel)}:{{"size":{e.size},"mtime_ns":{e.mtime_ns},"header":{header},'
+                     f'"reason":{text_of(e.reason)},"detail":{text_of(e.detail)}}}')
+    text = f'{{"identity":{dumps(identity)},"entries":{{{",".join(parts)}}}}}'
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)

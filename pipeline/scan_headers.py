@@ -13,13 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from transforms.dicom_bytes import UNCOMPRESSED_LE, NotFast, parse_file
-from transforms.dicom_headers import SliceHeader, header_fields, read_header
+from transforms.dicom_headers import SliceHeader, header_fields, header_from_fields, read_header
 
 _CANNOT_BUILD = (AttributeError, TypeError, KeyError, ValueError)
 
 
-def read_fields_fast(path: str | Path) -> dict[str, Any] | SliceHeader:
+def read_fields_fast(path: str | Path, memo: dict[Any, Any] | None = None) -> dict[str, Any] | SliceHeader:
     """The fields of one file's header (``SliceHeader(**fields)`` equals ``read_header(path)``).
+
+    Args:
+        path: a DICOM file.
+        memo: decoded header values shared by a batch of files (see
+            :func:`transforms.dicom_bytes.parse_bytes`); keep it to a few thousand files.
 
     Returns:
         A dict of :class:`~transforms.dicom_headers.SliceHeader` fields, or the header itself when
@@ -29,7 +34,7 @@ def read_fields_fast(path: str | Path) -> dict[str, Any] | SliceHeader:
         NotAnImageError, DicomReadError: as ``read_header``.
     """
     try:
-        parsed, _, file_size = parse_file(str(path))
+        parsed, _, file_size = parse_file(str(path), memo=memo)
     except (NotFast, OSError):
         return read_header(path)
     try:
@@ -62,5 +67,5 @@ def read_header_fast(path: str | Path) -> SliceHeader:
             does not read exactly).
     """
     fields = read_fields_fast(path)
-    return fields if isinstance(fields, SliceHeader) else SliceHeader(**fields)
+    return fields if isinstance(fields, SliceHeader) else header_from_fields(fields)
 

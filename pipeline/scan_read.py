@@ -1,18 +1,22 @@
 """Reading the headers of an export for ``radpipe scan``: in worker processes, pseudonymised at once.
 
-Each worker reads a chunk of files (whole folders where possible, as exports keep a series
-together), pseudonymises the headers before they leave it, and assembles the series whose every
-header it holds: series assembly is per SeriesInstanceUID, so such a series is the one the whole
-export gives, and the main process assembles only the series that span chunks (or the cache).
+The files are cut into chunks (whole folders where possible, as exports keep a series together)
+read by child processes and by the main process itself. Each reader pseudonymises the headers
+before they leave it, writes their cache form as JSON text, and assembles the series whose every
+header it holds, with their index row and ``*.series.json`` text: series assembly is per
+SeriesInstanceUID, so such a series is the one the whole export gives, and the main process
+assembles again only the series that span chunks (or come partly from the cache).
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing
 import os
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +25,14 @@ from pipeline.progress import progress
 from pipeline.pseudonym import Pseudonymiser
 from pipeline.scan_cache import ScanEntry, fields_to_json, header_to_json
 from pipeline.scan_headers import read_fields_fast
-from transforms.dicom_headers import SliceHeader
+from transforms.dicom_headers import SliceHeader, header_from_fields
 from transforms.dicom_series import SeriesInfo, assemble_series, series_key, sort_series
 
+_CACHE_JSON = json.JSONEncoder(separators=(",", ":"))
+_MEMO_LIMIT = 50_000  # decoded values kept between files (per-file values such as UIDs make it grow)
 Item = tuple[str, int, int]  # path relative to the export, size, mtime_ns
-Assembled = dict[str, tuple[int, list[SeriesInfo]]]  # series key -> (headers of the key in the chunk, its series)
+# series key -> (headers of the key in the chunk, its series, what the describe function made of each)
+Assembled = dict[str, tuple[int, list[SeriesInfo], list[Any]]]
 
 
 def _reason(error: Exception, path: str) -> tuple[str, str]:
@@ -45,29 +52,37 @@ def _reason(error: Exception, path: str) -> tuple[str, str]:
 
 
 
-def _read_chunk(root: str, items: list[Item], pseudonymiser: Pseudonymiser,
-                assemble: bool = False) -> tuple[list[tuple[str, ScanEntry]], Assembled]:
+def _read_chunk(root: str, items: list[Item], pseudonymiser: Pseudonymiser, assemble: bool = False,
+                memos: tuple[dict[Any, Any], dict[Any, Any]] | None = None,
+                describe: Callable[[SeriesInfo], Any] | None = None) -> tuple[list[tuple[str, ScanEntry]], Assembled]:
     """Read and pseudonymise the headers of ``items``; failures become skip reasons.
 
-    With ``assemble``, also the series of the chunk's headers, by series key (see :func:`assemble_entries`).
+    Each entry's ``cached`` is the header as the cache stores it, already JSON text (written by
+    the worker, so the main process only joins text). With ``assemble``, also the series of the
+    chunk's headers, by series key (see :func:`assemble_entries`), and ``describe`` of each series
+    (e.g. its index row). ``memos`` (pseudonym keys, decoded values) carry over between calls on
+    the files of one export.
     """
     out = []
-    memo: dict[tuple[str, str], str] = {}
+    keys, values = memos if memos is not None else ({}, {})
+    dumps = _CACHE_JSON.encode
     for rel, size, mtime in items:
         path = os.path.join(root, rel)
         try:
-            got = read_fields_fast(path)
+            got = read_fields_fast(path, values)
             if isinstance(got, SliceHeader):
-                header = pseudonymise_header(got, pseudonymiser, memo)
-                cached = header_to_json(header)
+                header = pseudonymise_header(got, pseudonymiser, keys)
+                cached = dumps(header_to_json(header))
             else:
-                pseudonymise_fields(got, pseudonymiser, memo)
-                header, cached = SliceHeader(**got), fields_to_json(got)
+                pseudonymise_fields(got, pseudonymiser, keys)
+                header, cached = header_from_fields(got), dumps(fields_to_json(got))
         except Exception as e:  # noqa: BLE001 - one bad file never stops the scan
             reason, detail = _reason(e, path)
             out.append((rel, ScanEntry(size, mtime, None, reason, detail)))
             continue
         out.append((rel, ScanEntry(size, mtime, header, cached=cached)))
+    if len(values) > _MEMO_LIMIT:
+        values.clear()
     assembled: Assembled = {}
     if assemble:
         headers = [e.header for _, e in out if e.header is not None]
@@ -75,7 +90,8 @@ def _read_chunk(root: str, items: list[Item], pseudonymiser: Pseudonymiser,
         by_key: dict[str, list[SeriesInfo]] = defaultdict(list)
         for info in assemble_series(headers):
             by_key[series_key(info.header)].append(info)
-        assembled = {key: (counts[key], infos) for key, infos in by_key.items()}
+        assembled = {key: (counts[key], infos, [describe(i) for i in infos] if describe is not None else [])
+                     for key, infos in by_key.items()}
     return out, assembled
 
 
@@ -94,46 +110,77 @@ def _chunks(items: list[Item], size: int) -> Iterator[list[Item]]:
 
 
 def read_headers(root: Path, items: list[Item], workers: int, pseudonymiser: Pseudonymiser,
-                 assembled: list[Assembled] | None = None) -> Iterator[tuple[str, ScanEntry]]:
+                 assembled: list[Assembled] | None = None, describe: Callable[[SeriesInfo], Any] | None = None
+                 ) -> Iterator[tuple[str, ScanEntry]]:
     """Read and pseudonymise the headers of ``items`` (relative to ``root``) in ``workers`` processes.
 
+    This process is one of them: it reads chunks too, between collecting the others' results
+    (so ``workers=2`` keeps two cores busy with one child process).
+
     Args:
-        assembled: when given, receives each worker chunk's series (for :func:`assemble_entries`).
+        assembled: when given, receives each chunk's series (for :func:`assemble_entries`).
+        describe: made of each series a chunk's reader assembles, where it is assembled (picklable).
     """
     if not items:
         return
     if workers <= 1 or len(items) < 64:
+        memos: tuple[dict[Any, Any], dict[Any, Any]] = ({}, {})
         for item in progress(items, desc="reading headers"):
-            yield from _read_chunk(str(root), [item], pseudonymiser)[0]
+            yield from _read_chunk(str(root), [item], pseudonymiser, memos=memos)[0]
         return
-    size = max(32, min(512, len(items) // (workers * 4) or 1))
-    chunks = list(_chunks(items, size))
+    size = max(32, min(512, len(items) // (workers * 8) or 1))
+    chunks = deque(_chunks(items, size))
+    results = _chunk_results(str(root), chunks, workers - 1, pseudonymiser, assembled is not None, describe)
+    for entries, series in progress(results, total=len(chunks), desc="reading headers"):
+        if assembled is not None:
+            assembled.append(series)
+        yield from entries
+
+
+def _chunk_results(root: str, chunks: deque[list[Item]], children: int, pseudonymiser: Pseudonymiser,
+                   assemble: bool, describe: Callable[[SeriesInfo], Any] | None
+                   ) -> Iterator[tuple[list[tuple[str, ScanEntry]], Assembled]]:
+    """:func:`_read_chunk` of every chunk, in ``children`` child processes and this one, in any order.
+
+    Children take chunks from the front (each holds one running and two queued), this process from
+    the back, so all finish about together.
+    """
     context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [pool.submit(_read_chunk, str(root), chunk, pseudonymiser, assembled is not None)
-                   for chunk in chunks]
-        for future in progress(futures, desc="reading headers"):
-            entries, series = future.result()
-            if assembled is not None:
-                assembled.append(series)
-            yield from entries
+    memos: tuple[dict[Any, Any], dict[Any, Any]] = ({}, {})
+    with ProcessPoolExecutor(max_workers=children, mp_context=context) as pool:
+        running: set[Future[Any]] = set()
+        while chunks or running:
+            while chunks and len(running) < 3 * children:
+                running.add(pool.submit(_read_chunk, root, chunks.popleft(), pseudonymiser, assemble, None, describe))
+            done = {f for f in running if f.done()}
+            if not done and not chunks:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                running.discard(future)
+                yield future.result()
+            if chunks:
+                yield _read_chunk(root, chunks.pop(), pseudonymiser, assemble, memos, describe)
 
 
-def assemble_entries(entries: Iterable[ScanEntry], assembled: Iterable[Assembled] = ()) -> list[SeriesInfo]:
+def assemble_entries(entries: Iterable[ScanEntry], assembled: Iterable[Assembled] = (),
+                     described: dict[str, Any] | None = None) -> list[SeriesInfo]:
     """The series of the entries' headers, as :func:`~transforms.dicom_series.assemble_series` makes them.
 
     A series a worker assembled is taken as it is when that worker held every header of its series
-    key; the other keys are assembled here.
+    key; the other keys are assembled here. ``described`` receives, by series uid, what the
+    workers' ``describe`` made of the series taken from them.
     """
     headers = [e.header for e in entries if e.header is not None]
     counts = Counter(series_key(h) for h in headers)
     done: list[SeriesInfo] = []
     complete: set[str] = set()
     for chunk in assembled:
-        for key, (n, infos) in chunk.items():
+        for key, (n, infos, outputs) in chunk.items():
             if n == counts.get(key) and key not in complete:
                 done.extend(infos)
                 complete.add(key)
+                if described is not None:
+                    described.update((info.uid, out) for info, out in zip(infos, outputs))
     rest = [h for h in headers if series_key(h) not in complete]
     return sort_series([*done, *assemble_series(rest)])
 

@@ -36,9 +36,11 @@ def _write_npz(path: Path, sizes: dict[str, int], seed: int = 0) -> None:
 
 def test_protocol_epochs_follow_the_image_budget_within_bounds():
     bench = _load()
-    assert bench.protocol(2, 4708)["epochs"] == 2  # 9,600 / 4,708
-    assert bench.protocol(2, 546)["epochs"] == 18
-    assert bench.protocol(2, 546)["warmup_epochs"] == 1 and bench.protocol(2, 4708)["warmup_epochs"] == 0
+    assert bench.protocol(2, 4708)["epochs"] == 8  # 38,400 / 4,708
+    assert bench.protocol(2, 4708)["steps"] == 8 * 74
+    assert bench.protocol(2, 546)["epochs"] == 40  # 70 capped
+    assert bench.protocol(2, 2000)["epochs"] == 19
+    assert bench.protocol(2, 2000)["warmup_epochs"] == 1 and bench.protocol(2, 4708)["warmup_epochs"] == 0
     assert bench.protocol(2, 10)["epochs"] == 40  # capped
     assert bench.protocol(2, 100_000)["epochs"] == 2  # floor
     p3 = bench.protocol(3, 1188)

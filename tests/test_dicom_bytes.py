@@ -106,3 +106,19 @@ def test_load_series_fast_path_equals_the_pydicom_path(tmp_path, monkeypatch, kw
     np.testing.assert_array_equal(fast[0], slow[0])
     np.testing.assert_array_equal(fast[1], slow[1])
     assert fast[2].keys() == slow[2].keys()
+
+
+def test_shared_decode_memo_gives_the_same_values(tmp_path):
+    """Files decoded with one memo (as a scan worker does) give each file's own values, not a neighbour's."""
+    paths = write_series(tmp_path / "ct", rows=8, cols=8, n_slices=6, seed=5)
+    paths += write_series(tmp_path / "mr", rows=8, cols=8, n_slices=4, seed=6, modality="MR",
+                          transfer_syntax=ImplicitVRLittleEndian)
+    memo: dict = {}
+    for path in paths:
+        alone = parse_file(str(path))[0].values
+        shared = parse_file(str(path), memo=memo)[0].values
+        assert shared == alone
+        assert shared["ImagePositionPatient"] == [float(v) for v in pydicom.dcmread(path).ImagePositionPatient]
+    assert len({parse_file(str(p), memo=memo)[0].values["SOPInstanceUID"] for p in paths}) == len(paths)
+    # values repeated across files were decoded once: the memo holds fewer entries than elements read
+    assert len(memo) < sum(len(parse_file(str(p))[0].values) for p in paths) / 2

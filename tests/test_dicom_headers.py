@@ -76,3 +76,21 @@ def test_damaged_and_foreign_files_raise_dicom_read_error(tmp_path):
     header_cut.write_bytes(data[:200])
     with pytest.raises(DicomReadError):
         read_header(header_cut)
+
+
+def test_header_from_fields_equals_the_dataclass_built_header(tmp_path):
+    import dataclasses
+
+    from transforms.dicom_headers import SliceHeader, header_from_fields
+
+    path = write_series(tmp_path / "ct", rows=8, cols=8, n_slices=1, seed=2)[0]
+    header = read_header(path)
+    fields = dataclasses.asdict(header) | {"frames": header.frames}
+    fast = header_from_fields(fields)
+    assert fast == header and hash(fast) == hash(header) and type(fast) is SliceHeader
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.rows = 3
+    fields["rows"] = 99
+    assert header.rows == 8 and fast.rows == 8  # the header holds its own copy of the fields
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        header_from_fields({**fields, "not_a_field": 1})

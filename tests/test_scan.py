@@ -131,7 +131,7 @@ def test_rescan_reads_only_new_and_changed_files(export, tmp_path, monkeypatch):
     ps = Pseudonymiser(SECRET)
     reads = []
     real = scan_read.read_fields_fast
-    monkeypatch.setattr(scan_read, "read_fields_fast", lambda p: (reads.append(p), real(p))[1])
+    monkeypatch.setattr(scan_read, "read_fields_fast", lambda p, memo=None: (reads.append(p), real(p, memo))[1])
     first = scan_export(work, tmp_path / "out" / "index.csv", workers=1, pseudonymiser=ps)
     assert len(reads) == first.n_read == first.n_files
     new = write_series(work / "NEW1" / "NEW2", rows=32, cols=32, n_slices=5, seed=99, series_number=7,
@@ -155,6 +155,14 @@ def test_parallel_scan_gives_the_same_index(export, scanned, tmp_path):
     parallel = scan_export(export.export_dir, tmp_path / "index.csv", workers=2, pseudonymiser=Pseudonymiser(SECRET))
     assert parallel.index_csv.read_text() == scanned.index_csv.read_text()
     assert parallel.skipped_csv.read_text() == scanned.skipped_csv.read_text()
+
+    def refs(summary):
+        folder = output_paths(summary.index_csv)["series"]
+        return {p.name: json.loads(p.read_text()) for p in folder.glob("*.series.json")}
+
+    # series references built in the workers (series a chunk holds whole) and in the main process alike
+    assert refs(parallel) == refs(scanned) and len(refs(parallel)) == parallel.n_series
+    assert parallel.series == scanned.series
 
 
 def test_no_identifier_in_clear_in_any_output_or_log(export, tmp_path, monkeypatch, capsys, caplog):

@@ -60,3 +60,26 @@ def test_only_series_split_across_chunks_or_cache_are_assembled_again(export, mo
     calls.clear()
     cached_only = [e for _, e in _read_chunk(str(export), items, ps)[0]]
     assert assemble_entries(cached_only, [second[1]]) == expected  # headers not from a chunk: assembled here
+
+
+def test_cache_written_from_worker_json_text_reloads_as_the_same_headers(export, tmp_path):
+    import json
+
+    from pipeline.scan_cache import ScanEntry, cache_identity, load_cache, save_cache
+
+    ps = Pseudonymiser(SECRET)
+    entries = dict(_read_chunk(str(export), walk_files(export), ps)[0])
+    assert all(isinstance(e.cached, str) for e in entries.values() if e.header is not None)
+    first = next(rel for rel, e in entries.items() if e.header is not None)
+    as_dict = entries[first]
+    entries[first] = ScanEntry(as_dict.size, as_dict.mtime_ns, as_dict.header, cached=json.loads(as_dict.cached))
+    identity = cache_identity(export, ps)
+    path = tmp_path / "cache.json"
+    save_cache(path, identity, entries)
+    data = json.loads(path.read_text(encoding="utf-8"))  # one valid JSON document, text and dict headers alike
+    assert data["identity"] == identity and sorted(data["entries"]) == sorted(entries)
+    skipped = data["entries"]["P0/S1/README.txt"]
+    assert skipped["header"] is None and skipped["reason"] == "not DICOM"
+    reloaded = load_cache(path, identity, export)
+    assert {rel: (e.size, e.mtime_ns, e.header, e.reason) for rel, e in reloaded.items()} == \
+        {rel: (e.size, e.mtime_ns, e.header, e.reason) for rel, e in entries.items()}

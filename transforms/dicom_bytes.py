@@ -248,8 +248,15 @@ def _meta(buf: bytes) -> tuple[dict[str, str], int]:
     raise NeedMore
 
 
-def parse_bytes(buf: bytes, file_size: int) -> ParsedFile:
+def parse_bytes(buf: bytes, file_size: int, memo: dict[Any, Any] | None = None) -> ParsedFile:
     """Parse the header of a file whose first ``len(buf)`` bytes (of ``file_size``) are ``buf``.
+
+    Args:
+        buf: the bytes read so far.
+        file_size: the file's size.
+        memo: decoded values by raw element, shared by the files of one batch (the files of a series
+            repeat most of their header: decoding each distinct value once halves the decoding).
+            Values may then be shared between results: treat them as read-only.
 
     Raises:
         NeedMore: ``buf`` ends inside the header and the file is longer: read more and call again.
@@ -270,13 +277,19 @@ def parse_bytes(buf: bytes, file_size: int) -> ParsedFile:
         raise NotFast
     encoding = _ENCODINGS[charset]
     values: dict[str, Any] = {}
+    memo = {} if memo is None else memo
     for tag, (file_vr, data) in raw.items():
+        key = (tag, file_vr, data, encoding)
+        known = memo.get(key, memo)
+        if known is not memo:
+            values[_DECODING[tag][0]] = known
+            continue
         keyword, vr_bytes, decoder = _DECODING[tag]
         if file_vr is not None and file_vr != vr_bytes and file_vr != b"UN":  # the file's own VR wins
             decoder = _DECODERS.get(file_vr.decode("ascii", "replace"))
         if decoder is None:
             raise NotFast
-        values[keyword] = decoder(data, encoding)
+        values[keyword] = memo[key] = decoder(data, encoding)
     image_type = values.get("ImageType")
     if image_type and "MOSAIC" in str(image_type).upper():
         raise NotFast  # mosaics need the Siemens CSA header
@@ -286,29 +299,51 @@ def parse_bytes(buf: bytes, file_size: int) -> ParsedFile:
                       pixel_start if found_pixels else None, pixel_length)
 
 
-def parse_file(path: str, *, whole: bool = False) -> tuple[ParsedFile, bytes, int]:
+def parse_file(path: str, *, whole: bool = False, memo: dict[Any, Any] | None = None
+               ) -> tuple[ParsedFile, bytes, int]:
     """Read and parse one file: the header, the bytes read and the file's size.
 
     Args:
         path: the file.
         whole: read the whole file (to take its pixels too), not only as far as the header goes.
+        memo: see :func:`parse_bytes`.
 
     Raises:
         NotFast: the file needs pydicom (unusual encoding, cut inside the header, ...).
         OSError: the file cannot be opened.
     """
-    with open(path, "rb") as f:
-        file_size = os.fstat(f.fileno()).st_size
-        buf = f.read() if whole else f.read(FIRST_READ)
+    fd = os.open(path, os.O_RDONLY)  # unbuffered: one read for the header, no file object to build
+    try:
+        file_size = os.fstat(fd).st_size
+        buf = _read(fd, file_size if whole else FIRST_READ)
         while True:
             try:
-                return parse_bytes(buf, file_size), buf, file_size
+                return parse_bytes(buf, file_size, memo), buf, file_size
             except NeedMore:
                 if len(buf) >= file_size:
                     raise NotFast from None  # cut inside the header
-                buf += f.read(max(len(buf), FIRST_READ))
+                more = _read(fd, max(len(buf), FIRST_READ))
+                if not more:
+                    raise NotFast from None  # the file shrank while being read
+                buf += more
             except (struct.error, UnicodeDecodeError, KeyError, ValueError) as e:
                 raise NotFast from e
+    finally:
+        os.close(fd)
+
+
+def _read(fd: int, n: int) -> bytes:
+    """Up to ``n`` bytes from the file's current position (fewer only at its end)."""
+    data = os.read(fd, n)
+    if len(data) == n or not data:
+        return data
+    parts = [data]
+    while n > (got := sum(len(p) for p in parts)):
+        more = os.read(fd, n - got)
+        if not more:
+            break
+        parts.append(more)
+    return b"".join(parts)
 
 
 _DTYPES = {(8, 0): "u1", (8, 1): "i1", (16, 0): "<u2", (16, 1): "<i2", (32, 0): "<u4", (32, 1): "<i4"}

@@ -119,7 +119,7 @@ class SliceItem:
 
     header: SliceHeader
     frame: int | None
-    position: np.ndarray
+    position: Sequence[float]  # ImagePositionPatient (LPS mm)
     temporal: int | None
     trigger: float | None
     acquisition: int | None
@@ -227,7 +227,7 @@ def stack_planes(series_uid: str, tokens: tuple[str, ...], items: list[SliceItem
     problems.extend(common)
     row, col = unit(cos[:3]), unit(cos[3:])
     normal = unit(np.cross(row, col))
-    positions = np.stack([it.position for it in items])
+    positions = np.array([it.position for it in items], dtype=float)
     dist = positions @ normal
     order = np.argsort(dist, kind="stable")
     sorted_cluster = np.concatenate([[0], np.cumsum(np.diff(dist[order]) > POSITION_TOLERANCE_MM)])
@@ -307,8 +307,8 @@ def stack_planes(series_uid: str, tokens: tuple[str, ...], items: list[SliceItem
             problems.add("warning", f"gantry tilt {tilt:.2f} degrees (GantryDetectorTilt {ref.gantry_tilt:g}): "
                                     "slices are sheared; the affine is non-orthogonal and keeps every voxel's "
                                     "true position (resample, e.g. Spacingd, before assuming a square grid)")
-    planes = [Plane(it.header.path, it.frame, int(z_of[cluster[i]]), int(t_index[i]))
-              for i, it in enumerate(items) if keep[i]]
+    planes = [Plane(it.header.path, it.frame, z, t)
+              for it, z, t, k in zip(items, z_of[cluster].tolist(), t_index.tolist(), keep.tolist()) if k]
     planes.sort(key=lambda p: (p.t, p.z))
     if n_t > 1:
         per_t = np.bincount([p.t for p in planes], minlength=n_t)

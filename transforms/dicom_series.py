@@ -39,18 +39,19 @@ ORIENTATION_TOLERANCE = 1e-3  # max abs difference of direction cosines within o
 
 
 def _cluster_orientations(cosines: list[tuple[float, ...]]) -> list[int]:
+    """Orientation cluster of each plane (cosines within :data:`ORIENTATION_TOLERANCE` of a cluster's first)."""
     reps: list[np.ndarray] = []
-    ids = []
-    for cos in cosines:
+    of_value: dict[tuple[float, ...], int] = {}
+    for cos in dict.fromkeys(cosines):  # distinct values, in order of appearance: few per series
         c = np.asarray(cos)
         for k, rep in enumerate(reps):
             if np.max(np.abs(rep - c)) <= ORIENTATION_TOLERANCE:
-                ids.append(k)
+                of_value[cos] = k
                 break
         else:
             reps.append(c)
-            ids.append(len(reps) - 1)
-    return ids
+            of_value[cos] = len(reps) - 1
+    return [of_value[cos] for cos in cosines]
 
 
 def _complex_part(image_type: tuple[str, ...]) -> str:
@@ -167,7 +168,7 @@ def _build_part(series_uid: str, tokens: tuple[str, ...], headers: list[SliceHea
         return out
     if kind == "mosaic":
         return [_mosaic(series_uid, tokens, headers, common)]
-    items = [SliceItem(h, None, np.asarray(h.position, dtype=float), h.temporal_position, h.trigger_time,
+    items = [SliceItem(h, None, h.position, h.temporal_position, h.trigger_time,
                    h.acquisition_number, dicom_seconds(h.acquisition_time), h.instance_number or 0) for h in headers]
     cos = np.mean([h.orientation for h in headers], axis=0)
     return stack_planes(series_uid, tokens, items, cos, "slices", common)

@@ -1,6 +1,7 @@
 """Which DICOM objects hold images: SOP classes that never do, and the storage families that do."""
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from pydicom.uid import UID
@@ -39,15 +40,24 @@ def _is_image_class(uid: str) -> bool:
     return parts[0] in _IMAGE_FAMILIES
 
 
-def non_image_reason(ds: Any, sop_class: str) -> str | None:
-    """Why a header (a pydicom ``Dataset`` or a keyword -> value mapping) holds no image; None when it may."""
-    if "DirectoryRecordSequence" in ds:
-        return NON_IMAGE_SOP_CLASSES[MEDIA_STORAGE_DIRECTORY]
+@functools.lru_cache(maxsize=256)
+def _class_reason(sop_class: str) -> str | None:
+    """Why objects of ``sop_class`` hold no image, whatever their header says; None when they may."""
     for root, what in NON_IMAGE_SOP_CLASSES.items():
         if _matches(sop_class, root):
             return f"{what} (SOP class {sop_class})"
     if _matches(sop_class, _STORAGE_ROOT + "481") and not _is_image_class(sop_class):
         return f"RT object {UID(sop_class).name} (SOP class {sop_class})"
+    return None
+
+
+def non_image_reason(ds: Any, sop_class: str) -> str | None:
+    """Why a header (a pydicom ``Dataset`` or a keyword -> value mapping) holds no image; None when it may."""
+    if "DirectoryRecordSequence" in ds:
+        return NON_IMAGE_SOP_CLASSES[MEDIA_STORAGE_DIRECTORY]
+    reason = _class_reason(sop_class)
+    if reason is not None:
+        return reason
     if not ds.get("Rows") or not ds.get("Columns"):
         if _is_image_class(sop_class):
             return None  # an image class without a matrix: damaged, reported by the caller
