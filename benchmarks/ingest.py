@@ -10,7 +10,8 @@ Writes a synthetic hospital export (:func:`pipeline.synthetic_export.write_expor
   series, MONAI's ``LoadImage(reader=PydicomReader())`` and ``LoadImage(reader=RadpipeReader())``
   on the same folder.
 
-Every figure is the median of ``--repeats`` runs; ratios are of medians. Run:
+Every figure is the median of ``--repeats`` runs, the scan contenders run in turns (one of each per
+round, so that a drift of the machine's speed hits all alike); ratios are of medians. Run:
 
     python benchmarks/ingest.py --patients 60 --workers 2
 """
@@ -44,21 +45,6 @@ def _cpu() -> float:
     return time.process_time() + children.ru_utime + children.ru_stime
 
 
-def _median_time(fn: Callable[[], object], repeats: int) -> float:
-    return _median_times(fn, repeats)[0]
-
-
-def _median_times(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """Median wall seconds and median CPU seconds of ``repeats`` calls."""
-    walls, cpus = [], []
-    for _ in range(repeats):
-        cpu, start = _cpu(), time.perf_counter()
-        fn()
-        walls.append(time.perf_counter() - start)
-        cpus.append(_cpu() - cpu)
-    return statistics.median(walls), statistics.median(cpus)
-
-
 def _read_all(files: list[Path], reader: Callable[[Path], object]) -> None:
     for path in files:
         try:
@@ -76,27 +62,42 @@ def _fresh_scan(export: Path, index: Path, workers: int, ps: Pseudonymiser) -> N
     scan_export(export, index, workers=workers, pseudonymiser=ps)
 
 
+def _interleaved_times(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float]]:
+    """Median wall and CPU seconds of each function, run in turns (one of each per round).
+
+    Turns, not one function's repeats after another's: on a shared or throttled machine the speed
+    drifts over seconds, and a ratio of medians taken minutes apart would measure the drift.
+    """
+    walls: dict[str, list[float]] = {k: [] for k in fns}
+    cpus: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            cpu, start = _cpu(), time.perf_counter()
+            fn()
+            walls[name].append(time.perf_counter() - start)
+            cpus[name].append(_cpu() - cpu)
+    return {k: (statistics.median(walls[k]), statistics.median(cpus[k])) for k in fns}
+
+
 def bench_scan(export: Path, work: Path, workers: int, repeats: int) -> list[tuple[str, float, float, str]]:
     """Rows (what, wall seconds, CPU seconds, note) of the scan part."""
     ps = Pseudonymiser(b"benchmark-secret-benchmark-secret")
     files = sorted(p for p in export.rglob("*") if p.is_file())
     n = len(files)
     _read_all(files, lambda p: p.read_bytes())  # warm the page cache for everyone
-    t_dcmread, c_dcmread = _median_times(lambda: _read_all(files, pydicom.dcmread), repeats)
     index = work / "scan" / "index.csv"
-    measured = [
-        ("transforms read_header loop (pydicom, header only), 1 process",
-         _median_times(lambda: _read_all(files, read_header), repeats)),
-        ("radpipe scan, 1 worker (in process), no cache", _median_times(lambda: _fresh_scan(export, index, 1, ps),
-                                                                       repeats)),
-        (f"radpipe scan, {workers} workers, no cache", _median_times(lambda: _fresh_scan(export, index, workers, ps),
-                                                                     repeats)),
-        (f"radpipe scan, {workers} workers, re-scan from cache",
-         _median_times(lambda: scan_export(export, index, workers=workers, pseudonymiser=ps), repeats)),
-    ]
-    rows = [(f"pydicom.dcmread loop, whole files, 1 process ({n} files)", t_dcmread, c_dcmread,
-             f"{n / t_dcmread:,.0f} files/s")]
-    for what, (wall, cpu) in measured:
+    dcmread = f"pydicom.dcmread loop, whole files, 1 process ({n} files)"
+    times = _interleaved_times({
+        dcmread: lambda: _read_all(files, pydicom.dcmread),
+        "transforms read_header loop (pydicom, header only), 1 process": lambda: _read_all(files, read_header),
+        "radpipe scan, 1 worker (in process), no cache": lambda: _fresh_scan(export, index, 1, ps),
+        f"radpipe scan, {workers} workers, no cache": lambda: _fresh_scan(export, index, workers, ps),
+        f"radpipe scan, {workers} workers, re-scan from cache":
+            lambda: scan_export(export, index, workers=workers, pseudonymiser=ps),
+    }, repeats)
+    t_dcmread, c_dcmread = times.pop(dcmread)
+    rows = [(dcmread, t_dcmread, c_dcmread, f"{n / t_dcmread:,.0f} files/s")]
+    for what, (wall, cpu) in times.items():
         rows.append((what, wall, cpu, f"{n / wall:,.0f} files/s  wall {t_dcmread / wall:.2f}x, "
                                       f"CPU {c_dcmread / cpu:.2f}x dcmread"))
     return rows
@@ -155,19 +156,15 @@ def bench_volumes(export: Path, work: Path, n_series: int, repeats: int) -> list
     monai_pydicom()  # first call imports pydicom's pixel handlers; not part of the figure
     radpipe_load()
     per = len(series)
-    rows = [
-        ("radpipe load_series (SeriesInfo from scan -> array + RAS affine)", _median_time(radpipe_load, repeats) / per,
-         ""),
-        ("radpipe load_series + write .nii.gz (what convert does per series)",
-         _median_time(radpipe_convert, repeats) / per, ""),
-        ("LoadImage(RadpipeReader) on a series folder (headers + assembly + pixels)",
-         _median_time(monai_radpipe, repeats) / per, ""),
-        ("LoadImage(PydicomReader) (MONAI) on a series folder", _median_time(monai_pydicom, repeats) / per, ""),
-    ]
+    contenders = {
+        "radpipe load_series (SeriesInfo from scan -> array + RAS affine)": radpipe_load,
+        "radpipe load_series + write .nii.gz (what convert does per series)": radpipe_convert,
+        "LoadImage(RadpipeReader) on a series folder (headers + assembly + pixels)": monai_radpipe,
+        "LoadImage(PydicomReader) (MONAI) on a series folder": monai_pydicom,
+    }
     if DCM2NIIX.is_file():
-        rows.append(("dcm2niix -z y -b y on a series folder (process start included)",
-                     _median_time(dcm2niix, repeats) / per, ""))
-    return rows
+        contenders["dcm2niix -z y -b y on a series folder (process start included)"] = dcm2niix
+    return [(what, wall / per, "") for what, (wall, _) in _interleaved_times(contenders, repeats).items()]
 
 
 def main(argv: list[str] | None = None) -> int:

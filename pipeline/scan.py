@@ -27,7 +27,7 @@ from pipeline.errors import DicomReadError
 from pipeline.pseudonym import Pseudonymiser
 from pipeline.scan_cache import ScanEntry, cache_identity, load_cache, save_cache
 from pipeline.scan_read import Assembled, assemble_entries, read_headers
-from pipeline.scan_rows import INDEX_COLUMNS, SKIPPED_COLUMNS, SeriesWriter, write_text_atomic
+from pipeline.scan_rows import INDEX_COLUMNS, SKIPPED_COLUMNS, SeriesWriter
 from transforms.dicom_series import SeriesInfo
 
 log = logging.getLogger("radpipe")
@@ -211,8 +211,7 @@ def scan_export(export_dir: str | Path, out_csv: str | Path, *, workers: int | N
     rows: list[dict[str, Any]] = []
     written: set[str] = set()
     for info in series:
-        name, text, row = described.get(info.uid) or writer(info)
-        write_text_atomic(ref_dir / name, text)
+        name, row = described.get(info.uid) or writer(info)
         written.add(name)
         rows.append(row)
     for stale in ref_dir.glob("*.series.json"):

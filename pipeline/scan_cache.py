@@ -38,7 +38,8 @@ class ScanEntry:
     header: SliceHeader | None  # pseudonymised
     reason: str = ""
     detail: str = ""
-    cached: dict[str, Any] | str | None = None  # the header as the cache stores it (or that as JSON text)
+    cached: dict[str, Any] | None = None  # the header as the cache stores it
+    fragment: str | None = None  # the whole entry as the cache file holds it (:func:`entry_json`)
 
 
 _HEADER_DEFAULTS = tuple((f.name, f.default) for f in dataclasses.fields(SliceHeader))
@@ -94,18 +95,25 @@ def load_cache(path: Path, identity: dict[str, str], root: Path) -> dict[str, Sc
         return {}
 
 
+def entry_json(rel: str, size: int, mtime_ns: int, header_json: str, reason: str = "", detail: str = "") -> str:
+    """One entry of the cache file, ``"rel":{...}`` (``header_json``: the header's JSON text, or ``null``)."""
+    return (f'{encode_basestring_ascii(rel)}:{{"size":{size},"mtime_ns":{mtime_ns},"header":{header_json},'
+            f'"reason":{encode_basestring_ascii(reason)},"detail":{encode_basestring_ascii(detail)}}}')
+
+
 def save_cache(path: Path, identity: dict[str, str], entries: dict[str, ScanEntry]) -> None:
     """Write the cache atomically (headers already pseudonymised).
 
-    Headers whose ``cached`` form is already JSON text (as scan workers give it) are written as
-    they are; the file is the JSON object ``{"identity": ..., "entries": {path: entry}}``.
+    Entries read by scan workers come as JSON text already (``fragment``); the file is the JSON
+    object ``{"identity": ..., "entries": {path: entry}}``.
     """
-    dumps, text_of = json.JSONEncoder(separators=(",", ":")).encode, encode_basestring_ascii  # as dumps writes str
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
     parts = []
     for rel, e in sorted(entries.items()):
-        header = e.cached if isinstance(e.cached, str) else dumps(e.cached)
-        parts.append(f'{text_of(rel)}:{{"size":{e.size},"mtime_ns":{e.mtime_ns},"header":{header},'
-                     f'"reason":{text_of(e.reason)},"detail":{text_of(e.detail)}}}')
+        if e.fragment is None:
+            parts.append(entry_json(rel, e.size, e.mtime_ns, dumps(e.cached), e.reason, e.detail))
+        else:
+            parts.append(e.fragment)
     text = f'{{"identity":{dumps(identity)},"entries":{{{",".join(parts)}}}}}'
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")

@@ -10,6 +10,7 @@ assembles again only the series that span chunks (or come partly from the cache)
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import multiprocessing
 import os
@@ -23,7 +24,7 @@ from typing import Any
 from pipeline.errors import DicomReadError, NotAnImageError
 from pipeline.progress import progress
 from pipeline.pseudonym import Pseudonymiser
-from pipeline.scan_cache import ScanEntry, fields_to_json, header_to_json
+from pipeline.scan_cache import ScanEntry, entry_json, fields_to_json, header_to_json
 from pipeline.scan_headers import read_fields_fast
 from transforms.dicom_headers import SliceHeader, header_from_fields
 from transforms.dicom_series import SeriesInfo, assemble_series, series_key, sort_series
@@ -57,8 +58,8 @@ def _read_chunk(root: str, items: list[Item], pseudonymiser: Pseudonymiser, asse
                 describe: Callable[[SeriesInfo], Any] | None = None) -> tuple[list[tuple[str, ScanEntry]], Assembled]:
     """Read and pseudonymise the headers of ``items``; failures become skip reasons.
 
-    Each entry's ``cached`` is the header as the cache stores it, already JSON text (written by
-    the worker, so the main process only joins text). With ``assemble``, also the series of the
+    Each entry comes with its ``fragment`` of the cache file (JSON text written here, so the main
+    process only joins text). With ``assemble``, also the series of the
     chunk's headers, by series key (see :func:`assemble_entries`), and ``describe`` of each series
     (e.g. its index row). ``memos`` (pseudonym keys, decoded values) carry over between calls on
     the files of one export.
@@ -78,9 +79,10 @@ def _read_chunk(root: str, items: list[Item], pseudonymiser: Pseudonymiser, asse
                 header, cached = header_from_fields(got), dumps(fields_to_json(got))
         except Exception as e:  # noqa: BLE001 - one bad file never stops the scan
             reason, detail = _reason(e, path)
-            out.append((rel, ScanEntry(size, mtime, None, reason, detail)))
+            out.append((rel, ScanEntry(size, mtime, None, reason, detail,
+                                       fragment=entry_json(rel, size, mtime, "null", reason, detail))))
             continue
-        out.append((rel, ScanEntry(size, mtime, header, cached=cached)))
+        out.append((rel, ScanEntry(size, mtime, header, fragment=entry_json(rel, size, mtime, cached))))
     if len(values) > _MEMO_LIMIT:
         values.clear()
     assembled: Assembled = {}
@@ -123,6 +125,18 @@ def read_headers(root: Path, items: list[Item], workers: int, pseudonymiser: Pse
     """
     if not items:
         return
+    collecting = gc.isenabled()
+    gc.disable()  # every header read stays alive: full collections would walk them again and again
+    try:
+        yield from _read_headers(root, items, workers, pseudonymiser, assembled, describe)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _read_headers(root: Path, items: list[Item], workers: int, pseudonymiser: Pseudonymiser,
+                  assembled: list[Assembled] | None, describe: Callable[[SeriesInfo], Any] | None
+                  ) -> Iterator[tuple[str, ScanEntry]]:
     if workers <= 1 or len(items) < 64:
         memos: tuple[dict[Any, Any], dict[Any, Any]] = ({}, {})
         for item in progress(items, desc="reading headers"):
@@ -142,7 +156,7 @@ def _chunk_results(root: str, chunks: deque[list[Item]], children: int, pseudony
                    ) -> Iterator[tuple[list[tuple[str, ScanEntry]], Assembled]]:
     """:func:`_read_chunk` of every chunk, in ``children`` child processes and this one, in any order.
 
-    Children take chunks from the front (each holds one running and two queued), this process from
+    Children take chunks from the front (each holds one running and one queued), this process from
     the back, so all finish about together.
     """
     context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
@@ -150,7 +164,7 @@ def _chunk_results(root: str, chunks: deque[list[Item]], children: int, pseudony
     with ProcessPoolExecutor(max_workers=children, mp_context=context) as pool:
         running: set[Future[Any]] = set()
         while chunks or running:
-            while chunks and len(running) < 3 * children:
+            while chunks and len(running) < 2 * children:
                 running.add(pool.submit(_read_chunk, root, chunks.popleft(), pseudonymiser, assemble, None, describe))
             done = {f for f in running if f.done()}
             if not done and not chunks:

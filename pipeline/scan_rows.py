@@ -1,7 +1,9 @@
 """What ``radpipe scan`` writes for one series: its index row and its ``*.series.json`` reference.
 
-Both are built where the series is assembled, in the worker processes for the series a worker
-holds whole (:mod:`pipeline.scan_read`), so the main process only writes them out.
+Both are made where the series is assembled: by the reader of a chunk for the series it holds
+whole (:mod:`pipeline.scan_read`, in parallel), by the main process for the others. A reference a
+reader wrote for a series that turns out to span chunks is written again (or removed) by the main
+process once the whole series is known.
 """
 from __future__ import annotations
 
@@ -25,15 +27,14 @@ _JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 class SeriesOutput(NamedTuple):
-    """One series as the scan writes it."""
+    """One series as the scan wrote it."""
 
-    ref_name: str  # file name of the reference inside the ``<stem>.series`` folder
-    ref_text: str  # its JSON text
+    ref_name: str  # file name of its reference, written in the ``<stem>.series`` folder
     row: dict[str, Any]  # its index row
 
 
 class SeriesWriter:
-    """Builds :class:`SeriesOutput` for the series of one scan (picklable: sent to the worker processes).
+    """Writes the reference of a series of one scan and makes its index row (picklable: sent to the readers).
 
     Args:
         pseudonymiser: the scan's key maker (headers are already pseudonymised).
@@ -52,9 +53,9 @@ class SeriesWriter:
 
     def __call__(self, info: SeriesInfo) -> SeriesOutput:
         name = f"{safe_name(self.pseudonymiser.key(info.uid, 'series'))}.series.json"
-        text = series_ref_text(info, self.ref_dir, self._folders)
+        write_text_atomic(Path(self.ref_dir) / name, series_ref_text(info, self.ref_dir, self._folders))
         ref = f"{self.ref_dir_from_index}/{name}" if self.ref_dir_from_index not in ("", ".") else name
-        return SeriesOutput(name, text, series_row(info, self.pseudonymiser, ref))
+        return SeriesOutput(name, series_row(info, self.pseudonymiser, ref))
 
 
 def safe_name(key: str) -> str:
@@ -90,8 +91,12 @@ def series_ref_text(info: SeriesInfo, base: str, folders: dict[str, str] | None 
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary sibling, so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Write ``text`` to ``path`` through a temporary sibling, so a reader never sees half a file.
+
+    The sibling is named for this process: two readers may write the same series at once (each
+    holding part of it), and each must replace the file with a whole one of its own.
+    """
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 

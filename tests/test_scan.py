@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import pipeline.scan as scan_module
 import pipeline.scan_read as scan_read
 from pipeline.cli import main
 from pipeline.pseudonym import Pseudonymiser
@@ -163,6 +164,27 @@ def test_parallel_scan_gives_the_same_index(export, scanned, tmp_path):
     # series references built in the workers (series a chunk holds whole) and in the main process alike
     assert refs(parallel) == refs(scanned) and len(refs(parallel)) == parallel.n_series
     assert parallel.series == scanned.series
+
+
+def test_series_cut_across_chunks_get_their_whole_reference(export, scanned, tmp_path, monkeypatch):
+    """Readers write references of the series they see whole; a series cut by chunks is rewritten complete."""
+    monkeypatch.setattr(scan_read, "_chunks", lambda items, size: (items[i:i + 7] for i in range(0, len(items), 7)))
+    described: list[int] = []
+    real = scan_read.assemble_entries
+
+    def counting(entries, assembled=(), found=None):
+        series = real(entries, assembled, found)
+        described.append(len(found))
+        return series
+
+    monkeypatch.setattr(scan_module, "assemble_entries", counting)
+    cut = scan_export(export.export_dir, tmp_path / "index.csv", workers=2, pseudonymiser=Pseudonymiser(SECRET))
+    assert described[0] < cut.n_series  # some series were cut, and assembled again in the main process
+    assert cut.index_csv.read_text() == scanned.index_csv.read_text()
+    folder = output_paths(cut.index_csv)["series"]
+    refs = {p.name: json.loads(p.read_text()) for p in folder.iterdir()}
+    expected = {p.name: json.loads(p.read_text()) for p in output_paths(scanned.index_csv)["series"].iterdir()}
+    assert refs == expected  # no partial reference left behind, none missing
 
 
 def test_no_identifier_in_clear_in_any_output_or_log(export, tmp_path, monkeypatch, capsys, caplog):

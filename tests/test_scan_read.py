@@ -62,24 +62,25 @@ def test_only_series_split_across_chunks_or_cache_are_assembled_again(export, mo
     assert assemble_entries(cached_only, [second[1]]) == expected  # headers not from a chunk: assembled here
 
 
-def test_cache_written_from_worker_json_text_reloads_as_the_same_headers(export, tmp_path):
+def test_cache_written_from_reader_fragments_reloads_as_the_same_headers(export, tmp_path):
     import json
 
-    from pipeline.scan_cache import ScanEntry, cache_identity, load_cache, save_cache
+    from pipeline.scan_cache import ScanEntry, cache_identity, header_to_json, load_cache, save_cache
 
     ps = Pseudonymiser(SECRET)
     entries = dict(_read_chunk(str(export), walk_files(export), ps)[0])
-    assert all(isinstance(e.cached, str) for e in entries.values() if e.header is not None)
+    assert all(e.fragment is not None and e.cached is None for e in entries.values())
     first = next(rel for rel, e in entries.items() if e.header is not None)
-    as_dict = entries[first]
-    entries[first] = ScanEntry(as_dict.size, as_dict.mtime_ns, as_dict.header, cached=json.loads(as_dict.cached))
+    read = entries[first]  # as an entry taken from an earlier cache: a header dict, no fragment
+    entries[first] = ScanEntry(read.size, read.mtime_ns, read.header, cached=header_to_json(read.header))
     identity = cache_identity(export, ps)
     path = tmp_path / "cache.json"
     save_cache(path, identity, entries)
-    data = json.loads(path.read_text(encoding="utf-8"))  # one valid JSON document, text and dict headers alike
-    assert data["identity"] == identity and sorted(data["entries"]) == sorted(entries)
+    data = json.loads(path.read_text(encoding="utf-8"))  # one valid JSON document from fragments and dicts
+    assert data["identity"] == identity and list(data["entries"]) == sorted(entries)
+    assert data["entries"][first]["header"] == json.loads(json.dumps(header_to_json(read.header)))
     skipped = data["entries"]["P0/S1/README.txt"]
-    assert skipped["header"] is None and skipped["reason"] == "not DICOM"
+    assert skipped["header"] is None and skipped["reason"] == "not DICOM" and skipped["detail"]
     reloaded = load_cache(path, identity, export)
-    assert {rel: (e.size, e.mtime_ns, e.header, e.reason) for rel, e in reloaded.items()} == \
-        {rel: (e.size, e.mtime_ns, e.header, e.reason) for rel, e in entries.items()}
+    assert {rel: (e.size, e.mtime_ns, e.header, e.reason, e.detail) for rel, e in reloaded.items()} == \
+        {rel: (e.size, e.mtime_ns, e.header, e.reason, e.detail) for rel, e in entries.items()}
