@@ -118,7 +118,7 @@ def _write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) -
 
 
 def default_workers() -> int:
-    """Worker processes used when none are asked for: ``min(4, cpu count)``."""
+    """Header-reading processes (this one included) used when none are asked for: ``min(4, cpu count)``."""
     return max(1, min(4, os.cpu_count() or 1))
 
 
@@ -168,7 +168,7 @@ def scan_export(export_dir: str | Path, out_csv: str | Path, *, workers: int | N
         export_dir: the export folder (any nesting, any file names).
         out_csv: the index to write; its siblings ``<stem>.skipped.csv``, ``<stem>.scan-cache.json`` and
             ``<stem>.series/`` are written too.
-        workers: header-reading processes (default :func:`default_workers`; 1 reads in this process).
+        workers: header-reading processes, this one included (default :func:`default_workers`; 1: this one only).
         keep_identifiers: write identifiers in clear instead of keys (an explicit, logged opt-out).
         pseudonymiser: the key maker (default: one with the secret of ``$RADPIPE_SECRET_FILE``).
         use_cache: reuse headers cached by an earlier scan of the same export.

@@ -52,7 +52,6 @@ def _reason(error: Exception, path: str) -> tuple[str, str]:
     return "unreadable", f"{type(error).__name__}: {detail}"
 
 
-
 def _read_chunk(root: str, items: list[Item], pseudonymiser: Pseudonymiser, assemble: bool = False,
                 memos: tuple[dict[Any, Any], dict[Any, Any]] | None = None,
                 describe: Callable[[SeriesInfo], Any] | None = None) -> tuple[list[tuple[str, ScanEntry]], Assembled]:
