@@ -190,7 +190,6 @@ def scan_export(export_dir: str | Path, out_csv: str | Path, *, workers: int | N
     exclude = [paths["index"], paths["skipped"], paths["cache"], paths["series"],
                paths["cache"].with_name(paths["cache"].name + ".tmp")]
     ref_dir = paths["series"]
-    ref_dir.mkdir(exist_ok=True)
     writer = SeriesWriter(pseudonymiser, str(ref_dir.resolve()),
                           os.path.relpath(ref_dir, paths["index"].parent).replace(os.sep, "/"))
     assembled: list[Assembled] = []
@@ -208,6 +207,7 @@ def scan_export(export_dir: str | Path, out_csv: str | Path, *, workers: int | N
                 for rel, e in entries.items() if e.header is not None and e.header.path not in placed]
     skipped.sort(key=lambda r: r["path"])
 
+    ref_dir.mkdir(exist_ok=True)
     rows: list[dict[str, Any]] = []
     written: set[str] = set()
     for info in series:

@@ -221,4 +221,4 @@ def test_cli_missing_folder_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
     assert main(["scan", str(tmp_path / "nope"), "--out", str(tmp_path / "i.csv")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "does not exist" in err and "nope" in err
-    assert not (tmp_path / "i.csv").exists()
+    assert not (tmp_path / "i.csv").exists() and not (tmp_path / "i.series").exists()
