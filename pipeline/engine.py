@@ -218,17 +218,21 @@ def run_training(
 
     Joins the process group under torchrun (and leaves it at the end, also on errors) and
     restores MONAI's metadata tracking (off while training on cached data) and torch's
-    deterministic-algorithms setting.
+    deterministic-algorithms setting. After a run that ends normally, every rank waits for the
+    others before leaving the group: a rank tearing its Gloo group down while rank 0 still writes
+    the last checkpoint was seen to abort (SIGABRT, "terminate called without an active exception").
     """
     import monai.data
 
-    from pipeline.distributed import init_distributed, shutdown_distributed
+    from pipeline.distributed import barrier, init_distributed, shutdown_distributed
 
     dist_info = init_distributed("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
     track_meta = monai.data.get_track_meta()
     deterministic = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     try:
-        return _train(cfg, run_dir, df, label_map, checkpoint, extra_handlers, dist_info)
+        result = _train(cfg, run_dir, df, label_map, checkpoint, extra_handlers, dist_info)
+        barrier(dist_info)
+        return result
     finally:
         monai.data.set_track_meta(track_meta)
         torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
