@@ -95,9 +95,13 @@ def load_cache(path: Path, identity: dict[str, str], root: Path) -> dict[str, Sc
         return {}
 
 
-def entry_json(rel: str, size: int, mtime_ns: int, header_json: str, reason: str = "", detail: str = "") -> str:
-    """One entry of the cache file, ``"rel":{...}`` (``header_json``: the header's JSON text, or ``null``)."""
-    return (f'{encode_basestring_ascii(rel)}:{{"size":{size},"mtime_ns":{mtime_ns},"header":{header_json},'
+_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
+def entry_json(rel: str, size: int, mtime_ns: int, header: dict[str, Any] | None, reason: str = "",
+               detail: str = "") -> str:
+    """One entry of the cache file, ``"rel":{...}``, with ``header`` as :func:`header_to_json` gives it (or None)."""
+    return (f'{encode_basestring_ascii(rel)}:{{"size":{size},"mtime_ns":{mtime_ns},"header":{_JSON.encode(header)},'
             f'"reason":{encode_basestring_ascii(reason)},"detail":{encode_basestring_ascii(detail)}}}')
 
 
@@ -107,14 +111,9 @@ def save_cache(path: Path, identity: dict[str, str], entries: dict[str, ScanEntr
     Entries read by scan workers come as JSON text already (``fragment``); the file is the JSON
     object ``{"identity": ..., "entries": {path: entry}}``.
     """
-    dumps = json.JSONEncoder(separators=(",", ":")).encode
-    parts = []
-    for rel, e in sorted(entries.items()):
-        if e.fragment is None:
-            parts.append(entry_json(rel, e.size, e.mtime_ns, dumps(e.cached), e.reason, e.detail))
-        else:
-            parts.append(e.fragment)
-    text = f'{{"identity":{dumps(identity)},"entries":{{{",".join(parts)}}}}}'
+    parts = [e.fragment if e.fragment is not None else entry_json(rel, e.size, e.mtime_ns, e.cached, e.reason, e.detail)
+             for rel, e in sorted(entries.items())]
+    text = f'{{"identity":{_JSON.encode(identity)},"entries":{{{",".join(parts)}}}}}'
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import json
 import multiprocessing
 import os
 from collections import Counter, defaultdict
@@ -29,7 +28,6 @@ from pipeline.scan_headers import read_fields_fast
 from transforms.dicom_headers import SliceHeader, header_from_fields
 from transforms.dicom_series import SeriesInfo, assemble_series, series_key, sort_series
 
-_CACHE_JSON = json.JSONEncoder(separators=(",", ":"))
 _MEMO_LIMIT = 50_000  # decoded values kept between files (per-file values such as UIDs make it grow)
 Item = tuple[str, int, int]  # path relative to the export, size, mtime_ns
 # series key -> (headers of the key in the chunk, its series, what the describe function made of each)
@@ -65,21 +63,20 @@ def _read_chunk(root: str, items: list[Item], pseudonymiser: Pseudonymiser, asse
     """
     out = []
     keys, values = memos if memos is not None else ({}, {})
-    dumps = _CACHE_JSON.encode
     for rel, size, mtime in items:
         path = os.path.join(root, rel)
         try:
             got = read_fields_fast(path, values)
             if isinstance(got, SliceHeader):
                 header = pseudonymise_header(got, pseudonymiser, keys)
-                cached = dumps(header_to_json(header))
+                cached = header_to_json(header)
             else:
                 pseudonymise_fields(got, pseudonymiser, keys)
-                header, cached = header_from_fields(got), dumps(fields_to_json(got))
+                header, cached = header_from_fields(got), fields_to_json(got)
         except Exception as e:  # noqa: BLE001 - one bad file never stops the scan
             reason, detail = _reason(e, path)
             out.append((rel, ScanEntry(size, mtime, None, reason, detail,
-                                       fragment=entry_json(rel, size, mtime, "null", reason, detail))))
+                                       fragment=entry_json(rel, size, mtime, None, reason, detail))))
             continue
         out.append((rel, ScanEntry(size, mtime, header, fragment=entry_json(rel, size, mtime, cached))))
     if len(values) > _MEMO_LIMIT:

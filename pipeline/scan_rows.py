@@ -47,16 +47,13 @@ class SeriesWriter:
         self.ref_dir = ref_dir
         self.ref_dir_from_index = ref_dir_from_index
         self._folders: dict[str, str] = {}
-        self._folder_made = False
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_folders": {}, "_folder_made": False}
+        return {**self.__dict__, "_folders": {}}
 
     def __call__(self, info: SeriesInfo) -> SeriesOutput:
         name = f"{safe_name(self.pseudonymiser.key(info.uid, 'series'))}.series.json"
-        if not self._folder_made:
-            os.makedirs(self.ref_dir, exist_ok=True)
-            self._folder_made = True
+        os.makedirs(self.ref_dir, exist_ok=True)  # made with its first series, never before the export is checked
         write_text_atomic(Path(self.ref_dir) / name, series_ref_text(info, self.ref_dir, self._folders))
         ref = f"{self.ref_dir_from_index}/{name}" if self.ref_dir_from_index not in ("", ".") else name
         return SeriesOutput(name, series_row(info, self.pseudonymiser, ref))

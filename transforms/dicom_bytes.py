@@ -334,15 +334,13 @@ def parse_file(path: str, *, whole: bool = False, memo: dict[Any, Any] | None = 
 
 def _read(fd: int, n: int) -> bytes:
     """Up to ``n`` bytes from the file's current position (fewer only at its end)."""
-    data = os.read(fd, n)
-    if len(data) == n or not data:
-        return data
-    parts = [data]
-    while n > (got := sum(len(p) for p in parts)):
+    parts, got = [], 0
+    while got < n:
         more = os.read(fd, n - got)
         if not more:
             break
         parts.append(more)
+        got += len(more)
     return b"".join(parts)
 
 
