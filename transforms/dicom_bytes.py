@@ -119,22 +119,15 @@ def _number(text: str, integer: bool) -> float | int:
     return int(number)
 
 
-def _ds(raw: bytes, encoding: str) -> Any:
-    text = raw.decode("latin-1").strip(" \x00")
-    if not text:
-        return None
-    if "\\" not in text:
-        return _number(text, False)
-    return [_number(p, False) for p in text.split("\\")]
-
-
-def _is(raw: bytes, encoding: str) -> Any:
-    text = raw.decode("latin-1").strip(" \x00")
-    if not text:
-        return None
-    if "\\" not in text:
-        return _number(text, True)
-    return [_number(p, True) for p in text.split("\\")]
+def _numeric(integer: bool) -> Any:  # DS (decimal string) or IS (integer string): one value or a list
+    def decode(raw: bytes, encoding: str) -> Any:
+        text = raw.decode("latin-1").strip(" \x00")
+        if not text:
+            return None
+        if "\\" not in text:
+            return _number(text, integer)
+        return [_number(p, integer) for p in text.split("\\")]
+    return decode
 
 
 def _binary(code: str, width: int) -> Any:
@@ -152,7 +145,7 @@ _DECODERS: dict[str, Any] = {
     **{vr: _text for vr in ("AE", "AS", "CS", "DA", "DT", "TM", "UI", "PN")},
     **{vr: _text_each for vr in ("SH", "LO", "UC")},
     **{vr: _single for vr in ("LT", "ST", "UT", "UR")},
-    "DS": _ds, "IS": _is,
+    "DS": _numeric(False), "IS": _numeric(True),
     **{vr: _binary(code, width) for vr, (code, width) in _BINARY.items()},
 }
 _DECODING = {tag: (keyword, vr.encode("ascii"), _DECODERS.get(vr)) for tag, (keyword, vr) in _WANTED.items()}
