@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -33,4 +34,31 @@ def progress(items: Iterable[T], total: int | None = None, desc: str = "", every
             last = now
             of = f"/{total}" if total else ""
             log.info("%s: %d%s (%.0f s)", desc, count, of, now - start)
+    log.debug("%s: %d done in %.1f s", desc, count, time.monotonic() - start)
+
+
+@contextmanager
+def progress_of(total: int, desc: str = "", every_s: float = 10.0) -> Iterator[Callable[[int], None]]:
+    """Progress of work done in batches: the context gives ``advance(n)``, called after each batch of ``n``.
+
+    Shown as :func:`progress` shows it (a tqdm bar on a terminal, log lines otherwise).
+    """
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        with tqdm(total=total, desc=desc, leave=False) as bar:
+            yield bar.update
+        return
+    start = last = time.monotonic()
+    count = 0
+
+    def advance(n: int) -> None:
+        nonlocal count, last
+        count += n
+        now = time.monotonic()
+        if now - last >= every_s:
+            last = now
+            log.info("%s: %d/%d (%.0f s)", desc, count, total, now - start)
+
+    yield advance
     log.debug("%s: %d done in %.1f s", desc, count, time.monotonic() - start)

@@ -1,33 +1,35 @@
 """Reading the headers of an export for ``radpipe scan``: in worker processes, pseudonymised at once.
 
-The files are cut into chunks (whole folders where possible, as exports keep a series together)
-read by child processes and by the main process itself. Each reader pseudonymises the headers
-before they leave it, writes their cache form as JSON text, and assembles the series whose every
-header it holds, with their index row and ``*.series.json`` text: series assembly is per
-SeriesInstanceUID, so such a series is the one the whole export gives, and the main process
-assembles again only the series that span chunks (or come partly from the cache).
+The files are cut into units (whole folders where possible, as exports keep a series together)
+that child processes and the main process itself claim in shrinking runs from a shared counter.
+Each reader pseudonymises the headers before they leave it, writes their cache form as JSON text,
+and assembles the series whose every header it holds, with their index row and ``*.series.json``
+text: series assembly is per SeriesInstanceUID, so such a series is the one the whole export
+gives, and the main process assembles again only the series that span runs (or come partly from
+the cache).
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import gc
 import multiprocessing
 import os
+import pickle
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import DicomReadError, NotAnImageError
-from pipeline.progress import progress
+from pipeline.progress import progress, progress_of
 from pipeline.pseudonym import Pseudonymiser
 from pipeline.scan_cache import ScanEntry, entry_json, fields_to_json, header_to_json
 from pipeline.scan_headers import read_fields_fast
 from transforms.dicom_headers import SliceHeader, header_from_fields
 from transforms.dicom_series import SeriesInfo, assemble_series, series_key, sort_series
 
+_SMALLEST_CLAIM = 24  # files: the last claims are about this long, so the readers end this close
 _MEMO_LIMIT = 50_000  # decoded values kept between files (per-file values such as UIDs make it grow)
 Item = tuple[str, int, int]  # path relative to the export, size, mtime_ns
 # series key -> (headers of the key in the chunk, its series, what the describe function made of each)
@@ -93,18 +95,54 @@ def _read_chunk(root: str, items: list[Item], pseudonymiser: Pseudonymiser, asse
     return out, assembled
 
 
-def _chunks(items: list[Item], size: int) -> Iterator[list[Item]]:
-    """Runs of about ``size`` items, cut where the folder changes when one is near (items are sorted by path)."""
-    start = 0
-    while start < len(items):
-        end = min(start + size, len(items))
-        if end < len(items):
-            folder = os.path.dirname(items[end - 1][0])
-            limit = min(len(items), end + size // 2)
-            while end < limit and os.path.dirname(items[end][0]) == folder:
-                end += 1
-        yield items[start:end]
-        start = end
+def _units(items: list[Item], largest: int = 64) -> list[int]:
+    """Where each unit of ``items`` starts, then ``len(items)``: a unit is a folder's run of items, cut every ``largest``.
+
+    Readers claim runs of whole units, so a series kept in one folder of up to ``largest`` files
+    is never cut between readers (items are sorted by path).
+    """
+    starts = [0]
+    folder = None
+    for i, (rel, _, _) in enumerate(items):
+        here = rel.rpartition("/")[0]
+        if i and (here != folder or i - starts[-1] >= largest):
+            starts.append(i)
+        folder = here
+    if len(items):
+        starts.append(len(items))
+    return starts
+
+
+def _claim(state: Any, lock: Any, starts: list[int], readers: int, from_back: bool) -> tuple[int, int] | None:
+    """Claim the next run of units, from the front or the back of the unclaimed ones (``state``: first, end).
+
+    A claim takes about ``1 / (2 * readers)`` of the files left (at least :data:`_SMALLEST_CLAIM`), so claims
+    shrink towards the end and the readers finish close together. Returns the claimed item range.
+    """
+    with lock:
+        first, end = state[0], state[1]
+        if first >= end:
+            return None
+        want = max(_SMALLEST_CLAIM, (starts[end] - starts[first]) // (2 * readers))
+        if from_back:
+            k = min(max(bisect.bisect_right(starts, starts[end] - want, first, end) - 1, first), end - 1)
+            state[1] = k
+            return starts[k], starts[end]
+        k = bisect.bisect_left(starts, starts[first] + want, first + 1, end)
+        state[0] = k
+        return starts[first], starts[k]
+
+
+def _unclaimed(n: int, returned: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The item ranges of ``range(n)`` that no returned range covers (returned ranges do not overlap)."""
+    gaps, at = [], 0
+    for a, b in sorted(returned):
+        if a > at:
+            gaps.append((at, a))
+        at = max(at, b)
+    if at < n:
+        gaps.append((at, n))
+    return gaps
 
 
 def read_headers(root: Path, items: list[Item], workers: int, pseudonymiser: Pseudonymiser,
@@ -112,8 +150,8 @@ def read_headers(root: Path, items: list[Item], workers: int, pseudonymiser: Pse
                  ) -> Iterator[tuple[str, ScanEntry]]:
     """Read and pseudonymise the headers of ``items`` (relative to ``root``) in ``workers`` processes.
 
-    This process is one of them: it reads chunks too, between collecting the others' results
-    (so ``workers=2`` keeps two cores busy with one child process).
+    This process is one of them: it reads too, and collects the others' results when nothing is
+    left to claim (so ``workers=2`` keeps two cores busy with one child process).
 
     Args:
         assembled: when given, receives each chunk's series (for :func:`assemble_entries`).
@@ -138,38 +176,83 @@ def _read_headers(root: Path, items: list[Item], workers: int, pseudonymiser: Ps
         for item in progress(items, desc="reading headers"):
             yield from _read_chunk(str(root), [item], pseudonymiser, memos=memos)[0]
         return
-    size = max(32, min(512, len(items) // (workers * 8) or 1))
-    chunks = deque(_chunks(items, size))
-    results = _chunk_results(str(root), chunks, workers - 1, pseudonymiser, assembled is not None, describe)
-    for entries, series in progress(results, total=len(chunks), desc="reading headers"):
+    results = _chunk_results(str(root), items, _units(items), workers - 1, pseudonymiser, assembled is not None,
+                             describe)
+    for entries, series in results:
         if assembled is not None:
             assembled.append(series)
         yield from entries
 
 
-def _chunk_results(root: str, chunks: deque[list[Item]], children: int, pseudonymiser: Pseudonymiser,
+def _child_reads(root: str, items: list[Item], starts: list[int], readers: int, state: Any, lock: Any, conn: Any,
+                 pseudonymiser: Pseudonymiser, assemble: bool, describe: Callable[[SeriesInfo], Any] | None) -> None:
+    """A child reader: claims runs of items from the front until none is left, then sends their results.
+
+    Results go back only at the end, as ``(first, end, pickled result)``: the parent reads items
+    itself meanwhile and collects them when it runs out. On an error the child sends what it
+    finished; the parent reads the rest again (and meets the error itself).
+    """
+    gc.disable()
+    memos: tuple[dict[Any, Any], dict[Any, Any]] = ({}, {})
+    done: list[tuple[int, int, bytes]] = []
+    try:
+        while (claimed := _claim(state, lock, starts, readers, from_back=False)) is not None:
+            result = _read_chunk(root, items[claimed[0]:claimed[1]], pseudonymiser, assemble, memos, describe)
+            done.append((*claimed, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)))
+    finally:
+        conn.send(done)
+        conn.close()
+
+
+def _chunk_results(root: str, items: list[Item], starts: list[int], children: int, pseudonymiser: Pseudonymiser,
                    assemble: bool, describe: Callable[[SeriesInfo], Any] | None
                    ) -> Iterator[tuple[list[tuple[str, ScanEntry]], Assembled]]:
-    """:func:`_read_chunk` of every chunk, in ``children`` child processes and this one, in any order.
+    """:func:`_read_chunk` of runs of ``items`` (cut at the unit ``starts``) in ``children`` child processes and this one.
 
-    Children take chunks from the front (each holds one running and one queued), this process from
-    the back, so all finish about together.
+    Readers claim runs from shared bounds (:func:`_claim`), children from the front and this process
+    from the back, in shrinking runs so that all finish about together whatever each one's speed.
+    This process has no helper thread to feed the children (a pool's threads would take turns with
+    it for the GIL while it reads); it collects their results when nothing is left to claim. Items
+    a child claimed but never sent back (it died) are read here.
     """
-    context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
+    context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else \
+        multiprocessing.get_context()
+    state, lock = context.RawArray("q", [0, len(starts) - 1]), context.Lock()
+    readers = []
+    for _ in range(children):
+        receive, send = context.Pipe(duplex=False)
+        process = context.Process(target=_child_reads, daemon=True, name="radpipe-scan-reader",
+                                  args=(root, items, starts, children + 1, state, lock, send, pseudonymiser,
+                                        assemble, describe))
+        process.start()
+        send.close()
+        readers.append((process, receive))
     memos: tuple[dict[Any, Any], dict[Any, Any]] = ({}, {})
-    with ProcessPoolExecutor(max_workers=children, mp_context=context) as pool:
-        running: set[Future[Any]] = set()
-        while chunks or running:
-            while chunks and len(running) < 2 * children:
-                running.add(pool.submit(_read_chunk, root, chunks.popleft(), pseudonymiser, assemble, None, describe))
-            done = {f for f in running if f.done()}
-            if not done and not chunks:
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                running.discard(future)
-                yield future.result()
-            if chunks:
-                yield _read_chunk(root, chunks.pop(), pseudonymiser, assemble, memos, describe)
+    returned: list[tuple[int, int]] = []
+    try:
+        with progress_of(len(items), "reading headers") as advance:
+            while (claimed := _claim(state, lock, starts, children + 1, from_back=True)) is not None:
+                returned.append(claimed)
+                yield _read_chunk(root, items[claimed[0]:claimed[1]], pseudonymiser, assemble, memos, describe)
+                advance(claimed[1] - claimed[0])
+            for process, receive in readers:
+                try:
+                    done = receive.recv()
+                except EOFError:  # the child died without a word: its items are read below
+                    done = []
+                for first, end, result in done:
+                    returned.append((first, end))
+                    yield pickle.loads(result)
+                    advance(end - first)
+    finally:
+        for process, receive in readers:
+            receive.close()
+            process.join(5)
+            if process.is_alive():
+                process.terminate()
+                process.join()
+    for first, end in _unclaimed(len(items), returned):
+        yield _read_chunk(root, items[first:end], pseudonymiser, assemble, memos, describe)
 
 
 def assemble_entries(entries: Iterable[ScanEntry], assembled: Iterable[Assembled] = (),

@@ -168,7 +168,7 @@ def test_parallel_scan_gives_the_same_index(export, scanned, tmp_path):
 
 def test_series_cut_across_chunks_get_their_whole_reference(export, scanned, tmp_path, monkeypatch):
     """Readers write references of the series they see whole; a series cut by chunks is rewritten complete."""
-    monkeypatch.setattr(scan_read, "_chunks", lambda items, size: (items[i:i + 7] for i in range(0, len(items), 7)))
+    monkeypatch.setattr(scan_read, "_units", lambda items: [*range(0, len(items), 7), len(items)])
     described: list[int] = []
     real = scan_read.assemble_entries
 
@@ -187,6 +187,17 @@ def test_series_cut_across_chunks_get_their_whole_reference(export, scanned, tmp
     assert refs == expected  # no partial reference left behind, none missing
 
 
+def test_files_a_dying_reader_claimed_are_read_by_the_main_process(export, scanned, tmp_path, monkeypatch):
+    """A child reader killed after claiming files loses nothing: this process reads what it never sent back."""
+    def dying(root, items, starts, readers, state, lock, conn, *rest):
+        assert scan_read._claim(state, lock, starts, readers, from_back=False) is not None
+        os._exit(9)  # as if killed: nothing sent, no clean-up
+
+    monkeypatch.setattr(scan_read, "_child_reads", dying)
+    survived = scan_export(export.export_dir, tmp_path / "index.csv", workers=2, pseudonymiser=Pseudonymiser(SECRET))
+    assert survived.index_csv.read_text() == scanned.index_csv.read_text()
+    assert survived.skipped_csv.read_text() == scanned.skipped_csv.read_text()
+    assert survived.n_read == survived.n_files > 64  # enough files for the parallel path
 def test_no_identifier_in_clear_in_any_output_or_log(export, tmp_path, monkeypatch, capsys, caplog):
     monkeypatch.setenv("RADPIPE_SECRET_FILE", str(tmp_path / "secret.key"))
     out = tmp_path / "scan" / "index.csv"

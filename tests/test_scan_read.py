@@ -6,7 +6,7 @@ import pytest
 import pipeline.scan_read as scan_read
 from pipeline.pseudonym import Pseudonymiser
 from pipeline.scan import walk_files
-from pipeline.scan_read import _chunks, _read_chunk, assemble_entries
+from pipeline.scan_read import _claim, _read_chunk, _unclaimed, _units, assemble_entries
 from pipeline.synthetic_dicom import write_series
 from transforms.dicom_series import assemble_series
 
@@ -24,12 +24,37 @@ def export(tmp_path_factory):
     return root
 
 
-def test_chunks_end_at_folder_changes_when_one_is_near():
-    items = [(f"A/{i:02d}", 1, 1) for i in range(10)] + [(f"B/{i:02d}", 1, 1) for i in range(3)]
-    chunks = list(_chunks(items, 8))
-    assert [len(c) for c in chunks] == [10, 3]
-    assert [x for c in chunks for x in c] == items
-    assert [len(c) for c in _chunks(items, 4)] == [6, 4, 3]  # a big folder is cut (at most size / 2 past it)
+def _runs(items, largest):
+    starts = _units(items, largest)
+    return [items[a:b] for a, b in zip(starts, starts[1:])]
+
+
+def test_units_are_folders_cut_every_largest_items():
+    items = [(f"A/{i:02d}", 1, 1) for i in range(10)] + [(f"B/{i:02d}", 1, 1) for i in range(3)] + [("c.dcm", 1, 1)]
+    assert _units(items, 64) == [0, 10, 13, 14]
+    assert _units(items, 4) == [0, 4, 8, 10, 13, 14]
+    assert _units([], 4) == [0]
+
+
+def test_claims_shrink_towards_the_end_and_cover_every_unit_once():
+    import threading
+
+    starts = list(range(0, 1001, 5))  # 200 units of 5 items
+    state, lock = [0, len(starts) - 1], threading.Lock()
+    claims = []
+    from_back = False
+    while (claimed := _claim(state, lock, starts, 2, from_back)) is not None:
+        claims.append((claimed, from_back))
+        from_back = not from_back
+    front = [c for c, back in claims if not back]
+    back = [c for c, back in claims if back]
+    # a quarter of what is left (2 readers), rounded up to whole units: 250 of 1000, then 190 of 750, 140 of 560
+    assert front[:2] == [(0, 250), (250, 390)] and back[0] == (810, 1000)
+    sizes = [b - a for (a, b), _ in claims]
+    assert sizes == sorted(sizes, reverse=True) and sizes[-3:-1] == [25, 25]  # the smallest claim: 24 -> 5 units
+    assert _unclaimed(1000, [c for c, _ in claims]) == []  # every item claimed, none twice (see below)
+    assert sum(sizes) == 1000
+    assert _unclaimed(10, [(2, 4), (6, 8)]) == [(0, 2), (4, 6), (8, 10)]
 
 
 @pytest.mark.parametrize("size", [1, 5, 7, 100])
@@ -37,7 +62,7 @@ def test_series_assembled_in_chunks_equal_whole_export_assembly(export, size):
     ps = Pseudonymiser(SECRET)
     items = walk_files(export)
     entries, assembled = [], []
-    for chunk in _chunks(items, size):
+    for chunk in _runs(items, size):
         got, series = _read_chunk(str(export), chunk, ps, assemble=True)
         entries += [e for _, e in got]
         assembled.append(series)
