@@ -19,13 +19,14 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import DicomReadError
 from pipeline.pseudonym import Pseudonymiser
-from pipeline.scan_cache import ScanEntry, cache_identity, load_cache, save_cache
+from pipeline.scan_cache import CacheWriter, ScanEntry, cache_identity, load_cache, save_cache
 from pipeline.scan_read import Assembled, assemble_entries, read_headers
 from pipeline.scan_rows import INDEX_COLUMNS, SKIPPED_COLUMNS, SeriesWriter
 from transforms.dicom_series import SeriesInfo
@@ -152,10 +153,18 @@ def collect_headers(export_dir: str | Path, *, workers: int | None = None, pseud
         else:
             todo.append((rel, size, mtime))
     n_cached = len(entries)
-    for rel, entry in read_headers(root, todo, workers or default_workers(), pseudonymiser, assembled, describe):
-        entries[rel] = entry
-    if cache_path is not None and (todo or len(cached) != len(entries)):
-        save_cache(cache_path, identity, entries)
+    with closing(read_headers(root, todo, workers or default_workers(), pseudonymiser, assembled, describe)) as read:
+        if cache_path is not None and todo:
+            with CacheWriter(cache_path, identity) as writer:  # written as headers come, while the readers work
+                for rel, entry in entries.items():
+                    writer.add(rel, entry)
+                for rel, entry in read:
+                    entries[rel] = entry
+                    writer.add(rel, entry)
+        else:
+            entries.update(read)
+            if cache_path is not None and len(cached) != len(entries):
+                save_cache(cache_path, identity, entries)  # files gone since the last scan
     return len(files), dict(sorted(entries.items())), n_cached
 
 

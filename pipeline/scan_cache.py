@@ -105,15 +105,44 @@ def entry_json(rel: str, size: int, mtime_ns: int, header: dict[str, Any] | None
             f'"reason":{encode_basestring_ascii(reason)},"detail":{encode_basestring_ascii(detail)}}}')
 
 
-def save_cache(path: Path, identity: dict[str, str], entries: dict[str, ScanEntry]) -> None:
-    """Write the cache atomically (headers already pseudonymised).
+class CacheWriter:
+    """Writes a cache file entry by entry, as the headers come, and puts it in place atomically at the end.
 
-    Entries read by scan workers come as JSON text already (``fragment``); the file is the JSON
-    object ``{"identity": ..., "entries": {path: entry}}``.
+    The file is the JSON object ``{"identity": ..., "entries": {path: entry}}`` (entries in any
+    order); entries read by scan workers come as JSON text already (``fragment``). Use as a
+    context manager: leaving it with an error removes the unfinished file and keeps the old cache.
     """
-    parts = [e.fragment if e.fragment is not None else entry_json(rel, e.size, e.mtime_ns, e.cached, e.reason, e.detail)
-             for rel, e in sorted(entries.items())]
-    text = f'{{"identity":{_JSON.encode(identity)},"entries":{{{",".join(parts)}}}}}'
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+
+    def __init__(self, path: Path, identity: dict[str, str]) -> None:
+        self.path = path
+        self.tmp = path.with_name(path.name + ".tmp")
+        self.file = self.tmp.open("w", encoding="utf-8", buffering=1 << 16)
+        self.file.write(f'{{"identity":{_JSON.encode(identity)},"entries":{{')
+        self.separator = ""
+
+    def add(self, rel: str, entry: ScanEntry) -> None:
+        """Write one file's entry."""
+        text = entry.fragment if entry.fragment is not None else \
+            entry_json(rel, entry.size, entry.mtime_ns, entry.cached, entry.reason, entry.detail)
+        self.file.write(self.separator)
+        self.file.write(text)
+        self.separator = ","
+
+    def __enter__(self) -> CacheWriter:
+        return self
+
+    def __exit__(self, kind: Any, error: Any, trace: Any) -> None:
+        if kind is None:
+            self.file.write("}}")
+        self.file.close()
+        if kind is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def save_cache(path: Path, identity: dict[str, str], entries: dict[str, ScanEntry]) -> None:
+    """Write the cache atomically (headers already pseudonymised), entries sorted by path."""
+    with CacheWriter(path, identity) as writer:
+        for rel, entry in sorted(entries.items()):
+            writer.add(rel, entry)

@@ -12,10 +12,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from transforms.dicom_bytes import UNCOMPRESSED_LE, NotFast, parse_file
-from transforms.dicom_headers import SliceHeader, header_fields, header_from_fields, read_header
+from pydicom.tag import Tag
+
+from transforms.dicom_bytes import UNCOMPRESSED_LE, NotFast, ParsedFile, parse_file
+from transforms.dicom_headers import (PER_FILE_KEYWORDS, SliceHeader, header_fields, header_fields_like,
+                                      header_from_fields, read_header)
 
 _CANNOT_BUILD = (AttributeError, TypeError, KeyError, ValueError)
+_PER_FILE_TAGS = frozenset(int(Tag(k)) for k in PER_FILE_KEYWORDS)
+_SHARED = "shared fields"  # memo keys of series templates start with this (decoded values' keys with a tag)
+
+
+def _shared_key(parsed: ParsedFile) -> tuple[Any, ...]:
+    """What a file shares with the other files of its series: every raw element but the per-file ones."""
+    return (_SHARED, parsed.transfer_syntax, parsed.media_sop_class, parsed.values.get("SpecificCharacterSet"),
+            *[item for item in parsed.elements.items() if item[0] not in _PER_FILE_TAGS])
 
 
 def read_fields_fast(path: str | Path, memo: dict[Any, Any] | None = None) -> dict[str, Any] | SliceHeader:
@@ -24,7 +35,10 @@ def read_fields_fast(path: str | Path, memo: dict[Any, Any] | None = None) -> di
     Args:
         path: a DICOM file.
         memo: decoded header values shared by a batch of files (see
-            :func:`transforms.dicom_bytes.parse_bytes`); keep it to a few thousand files.
+            :func:`transforms.dicom_bytes.parse_bytes`), and the fields of each series' first file:
+            a file whose raw elements equal those of an earlier one but for the per-file ones
+            (:data:`~transforms.dicom_headers.PER_FILE_KEYWORDS`) gets the earlier fields with
+            its own per-file fields. Keep it to a few thousand files.
 
     Returns:
         A dict of :class:`~transforms.dicom_headers.SliceHeader` fields, or the header itself when
@@ -37,11 +51,18 @@ def read_fields_fast(path: str | Path, memo: dict[Any, Any] | None = None) -> di
         parsed, _, file_size = parse_file(str(path), memo=memo)
     except (NotFast, OSError):
         return read_header(path)
-    try:
-        fields = header_fields(parsed.values, path, transfer_syntax=parsed.transfer_syntax,
-                               media_sop_class=parsed.media_sop_class)
-    except _CANNOT_BUILD:
-        return read_header(path)  # the loader looks at something this view lacks: stay correct
+    key = _shared_key(parsed) if memo is not None else None
+    like = memo.get(key) if memo is not None else None
+    if like is not None:
+        fields = header_fields_like(parsed.values, path, like)
+    else:
+        try:
+            fields = header_fields(parsed.values, path, transfer_syntax=parsed.transfer_syntax,
+                                   media_sop_class=parsed.media_sop_class)
+        except _CANNOT_BUILD:
+            return read_header(path)  # the loader looks at something this view lacks: stay correct
+        if memo is not None:
+            memo[key] = dict(fields)  # a copy: callers may change theirs (pseudonymisation)
     offset, length = parsed.pixel_offset, parsed.pixel_length
     if offset is None or (length is not None and offset + length > file_size):
         return read_header(path)  # no pixel data, or cut inside it: the loader says what it is

@@ -1,12 +1,13 @@
 """Reading the headers of an export for ``radpipe scan``: in worker processes, pseudonymised at once.
 
 The files are cut into units (whole folders where possible, as exports keep a series together)
-that child processes and the main process itself claim in shrinking runs from a shared counter.
-Each reader pseudonymises the headers before they leave it, writes their cache form as JSON text,
-and assembles the series whose every header it holds, with their index row and ``*.series.json``
-text: series assembly is per SeriesInstanceUID, so such a series is the one the whole export
-gives, and the main process assembles again only the series that span runs (or come partly from
-the cache).
+that child processes and the main process itself claim in shrinking runs from a shared counter;
+children hand their results back through a temporary spool file, which the main process takes in
+between its own runs. Each reader pseudonymises the headers before they leave it, writes their
+cache form as JSON text, and assembles the series whose every header it holds, with their index
+row and ``*.series.json`` text: series assembly is per SeriesInstanceUID, so such a series is the
+one the whole export gives, and the main process assembles again only the series that span runs
+(or come partly from the cache).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import gc
 import multiprocessing
 import os
 import pickle
+import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -185,23 +187,74 @@ def _read_headers(root: Path, items: list[Item], workers: int, pseudonymiser: Ps
 
 
 def _child_reads(root: str, items: list[Item], starts: list[int], readers: int, state: Any, lock: Any, conn: Any,
-                 pseudonymiser: Pseudonymiser, assemble: bool, describe: Callable[[SeriesInfo], Any] | None) -> None:
-    """A child reader: claims runs of items from the front until none is left, then sends their results.
+                 spool: str, pseudonymiser: Pseudonymiser, assemble: bool,
+                 describe: Callable[[SeriesInfo], Any] | None) -> None:
+    """A child reader: claims runs of items from the front until none is left.
 
-    Results go back only at the end, as ``(first, end, pickled result)``: the parent reads items
-    itself meanwhile and collects them when it runs out. On an error the child sends what it
-    finished; the parent reads the rest again (and meets the error itself).
+    Each run's result goes, pickled, to the end of the file ``spool``, and a notice
+    ``(first, end, offset, length)`` down ``conn``: the notices are small, so the child never
+    waits for the parent, which collects results between its own runs. Closing ``conn`` says the
+    child is done; on an error it closes with the runs it finished, and the parent reads the
+    rest again (and meets the error itself).
     """
     gc.disable()
     memos: tuple[dict[Any, Any], dict[Any, Any]] = ({}, {})
-    done: list[tuple[int, int, bytes]] = []
     try:
-        while (claimed := _claim(state, lock, starts, readers, from_back=False)) is not None:
-            result = _read_chunk(root, items[claimed[0]:claimed[1]], pseudonymiser, assemble, memos, describe)
-            done.append((*claimed, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)))
+        with open(spool, "ab") as out:
+            at = out.tell()
+            while (claimed := _claim(state, lock, starts, readers, from_back=False)) is not None:
+                result = _read_chunk(root, items[claimed[0]:claimed[1]], pseudonymiser, assemble, memos, describe)
+                blob = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+                out.write(blob)
+                out.flush()
+                conn.send((*claimed, at, len(blob)))
+                at += len(blob)
     finally:
-        conn.send(done)
         conn.close()
+
+
+class _Child:
+    """A child reader as the parent sees it: its process, the end of its notice pipe and its spool file."""
+
+    def __init__(self, context: Any, claims: tuple[Any, ...], work: tuple[Any, ...]) -> None:
+        """Start :func:`_child_reads` with its arguments before ``conn`` (``claims``) and after ``spool`` (``work``)."""
+        fd, self.spool = tempfile.mkstemp(prefix="radpipe-scan-", suffix=".spool")  # readable by this user only
+        self.results = os.fdopen(fd, "rb")
+        self.notices, send = context.Pipe(duplex=False)
+        self.open = False
+        try:
+            self.process = context.Process(target=_child_reads, daemon=True, name="radpipe-scan-reader",
+                                           args=(*claims, send, self.spool, *work))
+            self.process.start()
+            self.open = True
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            send.close()
+
+    def collect(self, returned: list[tuple[int, int]], wait: bool
+                ) -> Iterator[tuple[list[tuple[str, ScanEntry]], Assembled]]:
+        """The results the child has announced (all it will send, with ``wait``), recording their ranges."""
+        while self.open and (wait or self.notices.poll()):
+            try:
+                first, end, at, length = self.notices.recv()
+            except EOFError:  # done, or died: what it never announced is read by the parent
+                self.open = False
+                return
+            self.results.seek(at)
+            result = pickle.loads(self.results.read(length))
+            returned.append((first, end))
+            yield result
+
+    def close(self) -> None:
+        """Stop listening; a child that has not said it is done is stopped (one that has is left to exit)."""
+        self.notices.close()
+        if self.open:
+            self.process.terminate()
+            self.process.join()
+        self.results.close()
+        os.unlink(self.spool)
 
 
 def _chunk_results(root: str, items: list[Item], starts: list[int], children: int, pseudonymiser: Pseudonymiser,
@@ -211,46 +264,36 @@ def _chunk_results(root: str, items: list[Item], starts: list[int], children: in
 
     Readers claim runs from shared bounds (:func:`_claim`), children from the front and this process
     from the back, in shrinking runs so that all finish about together whatever each one's speed.
-    This process has no helper thread to feed the children (a pool's threads would take turns with
-    it for the GIL while it reads); it collects their results when nothing is left to claim. Items
-    a child claimed but never sent back (it died) are read here.
+    This process has no helper thread (a pool's threads would take turns with it for the GIL while
+    it reads): between its own runs it takes in the results the children have announced. Items a
+    child claimed but never announced (it died) are read here.
     """
     context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else \
         multiprocessing.get_context()
     state, lock = context.RawArray("q", [0, len(starts) - 1]), context.Lock()
-    readers = []
-    for _ in range(children):
-        receive, send = context.Pipe(duplex=False)
-        process = context.Process(target=_child_reads, daemon=True, name="radpipe-scan-reader",
-                                  args=(root, items, starts, children + 1, state, lock, send, pseudonymiser,
-                                        assemble, describe))
-        process.start()
-        send.close()
-        readers.append((process, receive))
     memos: tuple[dict[Any, Any], dict[Any, Any]] = ({}, {})
     returned: list[tuple[int, int]] = []
+    readers: list[_Child] = []
     try:
+        for _ in range(children):
+            readers.append(_Child(context, (root, items, starts, children + 1, state, lock),
+                                  (pseudonymiser, assemble, describe)))
         with progress_of(len(items), "reading headers") as advance:
             while (claimed := _claim(state, lock, starts, children + 1, from_back=True)) is not None:
                 returned.append(claimed)
                 yield _read_chunk(root, items[claimed[0]:claimed[1]], pseudonymiser, assemble, memos, describe)
                 advance(claimed[1] - claimed[0])
-            for process, receive in readers:
-                try:
-                    done = receive.recv()
-                except EOFError:  # the child died without a word: its items are read below
-                    done = []
-                for first, end, result in done:
-                    returned.append((first, end))
-                    yield pickle.loads(result)
-                    advance(end - first)
+                for reader in readers:
+                    for result in reader.collect(returned, wait=False):
+                        yield result
+                        advance(returned[-1][1] - returned[-1][0])
+            for reader in readers:
+                for result in reader.collect(returned, wait=True):
+                    yield result
+                    advance(returned[-1][1] - returned[-1][0])
     finally:
-        for process, receive in readers:
-            receive.close()
-            process.join(5)
-            if process.is_alive():
-                process.terminate()
-                process.join()
+        for reader in readers:
+            reader.close()
     for first, end in _unclaimed(len(items), returned):
         yield _read_chunk(root, items[first:end], pseudonymiser, assemble, memos, describe)
 

@@ -198,6 +198,29 @@ def test_files_a_dying_reader_claimed_are_read_by_the_main_process(export, scann
     assert survived.index_csv.read_text() == scanned.index_csv.read_text()
     assert survived.skipped_csv.read_text() == scanned.skipped_csv.read_text()
     assert survived.n_read == survived.n_files > 64  # enough files for the parallel path
+def test_a_reader_dying_midway_loses_nothing_and_leaves_no_spool(export, scanned, tmp_path, monkeypatch):
+    """Runs a child announced before it died are kept, the rest are read here; its spool file is removed."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    parent, calls = os.getpid(), []
+    real = scan_read._read_chunk
+
+    def read_then_die(*args, **kwargs):
+        calls.append(1)
+        if os.getpid() != parent and len(calls) > 1:
+            os._exit(9)  # killed in its second run: the first was announced
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scan_read, "_read_chunk", read_then_die)
+    monkeypatch.setattr(scan_read, "_SMALLEST_CLAIM", 8)
+    survived = scan_export(export.export_dir, tmp_path / "index.csv", workers=2, pseudonymiser=Pseudonymiser(SECRET))
+    assert survived.index_csv.read_text() == scanned.index_csv.read_text()
+    assert survived.skipped_csv.read_text() == scanned.skipped_csv.read_text()
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
 def test_no_identifier_in_clear_in_any_output_or_log(export, tmp_path, monkeypatch, capsys, caplog):
     monkeypatch.setenv("RADPIPE_SECRET_FILE", str(tmp_path / "secret.key"))
     out = tmp_path / "scan" / "index.csv"

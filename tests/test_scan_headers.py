@@ -70,3 +70,28 @@ def test_other_objects_and_damaged_files_give_the_loaders_result(tmp_path, fallb
     assert _outcome(read_header_fast, paths["sr"])[0] == "NotAnImageError"
     assert "truncated" in _outcome(read_header_fast, paths["cut_in_pixels"])[1]
     assert str(paths["dx"]) not in fallbacks and str(paths["sr"]) not in fallbacks
+
+
+def test_files_of_a_series_share_the_first_files_fields_and_keep_their_own(tmp_path, monkeypatch):
+    """With a memo, a series' later files reuse the fields of its first one, computed once, and still equal
+    the loader's header: per-slice values (position, instance, rescale, times) are each file's own."""
+    from pipeline.scan_headers import read_fields_fast
+    from transforms.dicom_headers import header_from_fields
+
+    built: list[str] = []
+    real = scan_headers.header_fields
+    monkeypatch.setattr(scan_headers, "header_fields", lambda v, p, **kw: (built.append(str(p)), real(v, p, **kw))[1])
+    per_slice = {"RescaleSlope": lambda t, z: 0.5 + z, "RescaleIntercept": lambda t, z: -z,
+                 "AcquisitionTime": lambda t, z: f"1200{z:02d}", "AcquisitionNumber": lambda t, z: 1 + z % 2}
+    pet = write_series(tmp_path / "pet", rows=8, cols=8, n_slices=4, seed=1, extra=per_slice)
+    mr4d = write_series(tmp_path / "mr", rows=8, cols=8, n_slices=3, n_timepoints=2, modality="MR", intercept=0.0,
+                        echo_time=30.0, seed=2)
+    other = write_series(tmp_path / "other", rows=8, cols=8, n_slices=2, seed=3, series_description="other")
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(pet[0].read_bytes()[:-40])  # the same elements as the series, cut inside its pixels
+    memo: dict = {}
+    for path in [*pet, *mr4d, *other]:
+        assert header_from_fields(read_fields_fast(path, memo)) == read_header(path)
+    assert len(built) == 3  # once per series
+    assert {read_header(p).slope for p in pet} == {0.5, 1.5, 2.5, 3.5}
+    assert "truncated" in _outcome(lambda p: read_fields_fast(p, memo), cut)[1]

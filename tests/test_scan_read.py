@@ -109,3 +109,24 @@ def test_cache_written_from_reader_fragments_reloads_as_the_same_headers(export,
     reloaded = load_cache(path, identity, export)
     assert {rel: (e.size, e.mtime_ns, e.header, e.reason, e.detail) for rel, e in reloaded.items()} == \
         {rel: (e.size, e.mtime_ns, e.header, e.reason, e.detail) for rel, e in entries.items()}
+
+
+def test_cache_writer_keeps_the_old_cache_when_the_scan_fails(export, tmp_path):
+    import json
+
+    from pipeline.scan_cache import CacheWriter, cache_identity
+
+    ps = Pseudonymiser(SECRET)
+    entries = dict(_read_chunk(str(export), walk_files(export), ps)[0])
+    identity = cache_identity(export, ps)
+    path = tmp_path / "cache.json"
+    with CacheWriter(path, identity) as writer:
+        for rel, entry in reversed(list(entries.items())):  # any order
+            writer.add(rel, entry)
+    written = path.read_text(encoding="utf-8")
+    assert set(json.loads(written)["entries"]) == set(entries)
+    with pytest.raises(KeyboardInterrupt):
+        with CacheWriter(path, identity) as writer:
+            writer.add(*next(iter(entries.items())))
+            raise KeyboardInterrupt
+    assert path.read_text(encoding="utf-8") == written and list(tmp_path.iterdir()) == [path]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -75,6 +75,8 @@ class ParsedFile:
         has_pixels: the file holds a (7FE0,0010) Pixel Data element.
         pixel_offset: where the pixel data's value starts (``None`` without pixel data).
         pixel_length: the value's length (``None``: encapsulated or absent).
+        elements: the raw elements ``values`` were decoded from (tag -> (VR or None, bytes)), in file
+            order, without the SpecificCharacterSet (in ``values``); what two files share, byte for byte.
     """
 
     values: dict[str, Any]
@@ -83,6 +85,7 @@ class ParsedFile:
     has_pixels: bool
     pixel_offset: int | None
     pixel_length: int | None
+    elements: dict[int, tuple[bytes | None, bytes]] = field(default_factory=dict)
 
 
 def _split(text: str) -> Any:
@@ -289,7 +292,7 @@ def parse_bytes(buf: bytes, file_size: int, memo: dict[Any, Any] | None = None) 
     if charset_raw is not None:
         values["SpecificCharacterSet"] = charset
     return ParsedFile(values, syntax, meta.get("MediaStorageSOPClassUID", ""), found_pixels,
-                      pixel_start if found_pixels else None, pixel_length)
+                      pixel_start if found_pixels else None, pixel_length, raw)
 
 
 def parse_file(path: str, *, whole: bool = False, memo: dict[Any, Any] | None = None

@@ -431,7 +431,6 @@ def _fields(v: Mapping[str, Any], path: str | Path, transfer_syntax: str, ds: Da
     return dict(
         path=str(path),
         sop_class_uid=str(v.get("SOPClassUID", "")),
-        sop_instance_uid=str(v.get("SOPInstanceUID", "")),
         modality=_str(v, "Modality").upper(),
         study_uid=str(v.get("StudyInstanceUID", "")),
         series_uid=str(v.get("SeriesInstanceUID", "")),
@@ -456,21 +455,13 @@ def _fields(v: Mapping[str, Any], path: str | Path, transfer_syntax: str, ds: Da
         cols=int(v["Columns"]),
         pixel_spacing=pixel_spacing,
         orientation=_floats(v.get("ImageOrientationPatient"), 6) or (first.orientation if first else None),
-        position=_floats(v.get("ImagePositionPatient"), 3) or (first.position if first else None),
         slice_thickness=slice_thickness,
         spacing_between_slices=_float(v.get("SpacingBetweenSlices")),
-        instance_number=_int(v.get("InstanceNumber")),
-        echo_number=_int(v.get("EchoNumbers")),
-        echo_time=_float(v.get("EchoTime")),
         repetition_time=_float(v.get("RepetitionTime")),
         inversion_time=_float(v.get("InversionTime")),
         flip_angle=_float(v.get("FlipAngle")),
         field_strength=_float(v.get("MagneticFieldStrength")),
-        acquisition_number=_int(v.get("AcquisitionNumber")),
-        acquisition_time=_str(v, "AcquisitionTime") or _str(v, "ContentTime"),
-        temporal_position=_int(v.get("TemporalPositionIdentifier")),
         n_temporal_positions=_int(v.get("NumberOfTemporalPositions")),
-        trigger_time=_float(v.get("TriggerTime")),
         number_of_frames=_int(v.get("NumberOfFrames")) or 1,
         transfer_syntax=transfer_syntax,
         photometric=_str(v, "PhotometricInterpretation").upper(),
@@ -478,8 +469,6 @@ def _fields(v: Mapping[str, Any], path: str | Path, transfer_syntax: str, ds: Da
         bits_allocated=_int(v.get("BitsAllocated")) or 0,
         bits_stored=_int(v.get("BitsStored")) or 0,
         pixel_representation=_int(v.get("PixelRepresentation")) or 0,
-        slope=_float(v.get("RescaleSlope")) or (first.slope if first else 1.0),
-        intercept=_float(v.get("RescaleIntercept")) or (first.intercept if first else 0.0),
         gantry_tilt=_float(v.get("GantryDetectorTilt")) or 0.0,
         convolution_kernel=_str(v, "ConvolutionKernel"),
         kvp=_float(v.get("KVP")),
@@ -489,4 +478,41 @@ def _fields(v: Mapping[str, Any], path: str | Path, transfer_syntax: str, ds: Da
         mosaic_normal=mosaic_normal,
         frame_offsets=_floats(v.get("GridFrameOffsetVector"), _int(v.get("NumberOfFrames")) or 1),
         frames=frames,
+        **_per_file_fields(v, first),
     )
+
+
+# Header values that differ between the files of one series (or may: PET rescales each slice);
+# every other value a series' files share. SliceLocation is read but used by no field.
+PER_FILE_KEYWORDS = ("SOPInstanceUID", "ImagePositionPatient", "SliceLocation", "InstanceNumber", "EchoNumbers",
+                     "EchoTime", "AcquisitionNumber", "AcquisitionTime", "ContentTime", "TemporalPositionIdentifier",
+                     "TriggerTime", "RescaleSlope", "RescaleIntercept")
+
+
+def _per_file_fields(v: Mapping[str, Any], first: FrameInfo | None) -> dict[str, Any]:
+    """The fields computed from :data:`PER_FILE_KEYWORDS` (and the first frame's, shared), and from nothing else."""
+    return dict(
+        sop_instance_uid=str(v.get("SOPInstanceUID", "")),
+        position=_floats(v.get("ImagePositionPatient"), 3) or (first.position if first else None),
+        instance_number=_int(v.get("InstanceNumber")),
+        echo_number=_int(v.get("EchoNumbers")),
+        echo_time=_float(v.get("EchoTime")),
+        acquisition_number=_int(v.get("AcquisitionNumber")),
+        acquisition_time=_str(v, "AcquisitionTime") or _str(v, "ContentTime"),
+        temporal_position=_int(v.get("TemporalPositionIdentifier")),
+        trigger_time=_float(v.get("TriggerTime")),
+        slope=_float(v.get("RescaleSlope")) or (first.slope if first else 1.0),
+        intercept=_float(v.get("RescaleIntercept")) or (first.intercept if first else 0.0),
+    )
+
+
+def header_fields_like(values: Mapping[str, Any], path: str | Path, like: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`header_fields` of a file whose values other than :data:`PER_FILE_KEYWORDS` (and whose transfer
+    syntax and media SOP class) equal those of the file whose fields are ``like``: only the per-file fields
+    are computed (the files of a series share the rest, so a scan computes it once per series).
+    """
+    fields = dict(like)
+    frames = like["frames"]
+    fields.update(_per_file_fields(values, frames[0] if frames else None))
+    fields["path"] = str(path)
+    return fields
