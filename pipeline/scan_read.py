@@ -152,11 +152,11 @@ def read_headers(root: Path, items: list[Item], workers: int, pseudonymiser: Pse
                  ) -> Iterator[tuple[str, ScanEntry]]:
     """Read and pseudonymise the headers of ``items`` (relative to ``root``) in ``workers`` processes.
 
-    This process is one of them: it reads too, and collects the others' results when nothing is
-    left to claim (so ``workers=2`` keeps two cores busy with one child process).
+    This process is one of them: it reads too, and takes in the others' results between its own
+    runs (so ``workers=2`` keeps two cores busy with one child process).
 
     Args:
-        assembled: when given, receives each chunk's series (for :func:`assemble_entries`).
+        assembled: when given, receives the series of each run read (for :func:`assemble_entries`).
         describe: made of each series a chunk's reader assembles, where it is assembled (picklable).
     """
     if not items:
@@ -218,9 +218,9 @@ class _Child:
 
     def __init__(self, context: Any, claims: tuple[Any, ...], work: tuple[Any, ...]) -> None:
         """Start :func:`_child_reads` with its arguments before ``conn`` (``claims``) and after ``spool`` (``work``)."""
+        self.notices, send = context.Pipe(duplex=False)
         fd, self.spool = tempfile.mkstemp(prefix="radpipe-scan-", suffix=".spool")  # readable by this user only
         self.results = os.fdopen(fd, "rb")
-        self.notices, send = context.Pipe(duplex=False)
         self.open = False
         try:
             self.process = context.Process(target=_child_reads, daemon=True, name="radpipe-scan-reader",
