@@ -152,6 +152,18 @@ def test_multiframe_and_single_images(tmp_path):
     assert (dx.kind, dx.shape, dx.n_slices) == ("single2d", (8, 10), 1)
 
 
+def test_images_of_one_series_numbered_alike_keep_uids_of_their_own(tmp_path):
+    """Distinct radiographs of one series that share an InstanceNumber (re-exports, other syntaxes) are
+    separate volumes, each with its own uid, whatever the input order."""
+    paths = [write_single_image(tmp_path / f"dx{k}.dcm", rows=6, cols=5, series_uid="1.2.3.4", study_uid="1.2.3",
+                                seed=k, extra={"InstanceNumber": 1 if k < 3 else 2}) for k in range(4)]
+    series = assemble_series(_headers(paths))
+    assert sorted(s.uid for s in series) == ["1.2.3.4_i1-1", "1.2.3.4_i1-2", "1.2.3.4_i1-3", "1.2.3.4_i2"]
+    assert sorted(s.files[0] for s in series) == sorted(str(p) for p in paths)
+    again = assemble_series([read_header(p) for p in reversed(paths)])
+    assert [(s.uid, s.files) for s in again] == [(s.uid, s.files) for s in series]
+
+
 def test_uids_are_stable_and_independent_of_input_order(tmp_path):
     paths = write_series(tmp_path, rows=4, cols=4, n_slices=4)
     first = assemble_series([read_header(p) for p in paths])

@@ -198,6 +198,8 @@ def test_files_a_dying_reader_claimed_are_read_by_the_main_process(export, scann
     assert survived.index_csv.read_text() == scanned.index_csv.read_text()
     assert survived.skipped_csv.read_text() == scanned.skipped_csv.read_text()
     assert survived.n_read == survived.n_files > 64  # enough files for the parallel path
+
+
 def test_a_reader_dying_midway_loses_nothing_and_leaves_no_spool(export, scanned, tmp_path, monkeypatch):
     """Runs a child announced before it died are kept, the rest are read here; its spool file is removed."""
     import tempfile
@@ -256,3 +258,27 @@ def test_cli_missing_folder_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "does not exist" in err and "nope" in err
     assert not (tmp_path / "i.csv").exists() and not (tmp_path / "i.series").exists()
+
+
+def test_pydicom_sample_folder_is_accounted_for_alike_by_one_and_two_workers(tmp_path):
+    """pydicom's own test files (odd syntaxes, damaged files, copies of instances, DICOMDIRs, reports): every file
+    is in a series or skipped with its reason, each row has a reference of its own, workers change nothing."""
+    import warnings
+
+    import pydicom.data
+
+    folder = Path(pydicom.data.__file__).parent / "test_files"
+    ps = Pseudonymiser(SECRET)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the samples are made to trigger pydicom's warnings
+        one = scan_export(folder, tmp_path / "one" / "index.csv", workers=1, pseudonymiser=ps)
+        two = scan_export(folder, tmp_path / "two" / "index.csv", workers=2, pseudonymiser=ps)
+    index, skipped = _rows(one.index_csv), _rows(one.skipped_csv)
+    walked = [p for p in folder.rglob("*") if p.is_file()]
+    assert one.n_files == len(walked) > 64 and sum(int(r["n_files"]) for r in index) + len(skipped) == len(walked)
+    assert all(r["reason"] for r in skipped) and len({r["series_ref"] for r in index}) == len(index)
+    assert two.index_csv.read_text() == one.index_csv.read_text()
+    assert two.skipped_csv.read_text() == one.skipped_csv.read_text()
+    refs = {p.name: p.read_text() for p in output_paths(one.index_csv)["series"].iterdir()}
+    assert refs == {p.name: p.read_text() for p in output_paths(two.index_csv)["series"].iterdir()}
+    assert len(refs) == len(index)

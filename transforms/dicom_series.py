@@ -13,7 +13,7 @@ which files (or frames) belong to one volume.
 """
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 
 import numpy as np
@@ -153,14 +153,30 @@ def sort_series(series: Iterable[SeriesInfo]) -> list[SeriesInfo]:
     return sorted(series, key=lambda s: (s.study_uid, s.series_number if s.series_number is not None else -1, s.uid))
 
 
+def _image_tokens(headers: list[SliceHeader]) -> list[tuple[str, ...]]:
+    """The uid token of each file of a series whose files are volumes of their own: ``i<InstanceNumber>``.
+
+    Files that share an InstanceNumber (distinct instances numbered alike) get ``i<n>-1``, ``i<n>-2``, ...
+    in their order, so every volume keeps a uid (and a series reference) of its own. One file: no token.
+    """
+    if len(headers) < 2:
+        return [()] * len(headers)
+    numbers = [h.instance_number if h.instance_number is not None else k + 1 for k, h in enumerate(headers)]
+    shared = {n for n, count in Counter(numbers).items() if count > 1}
+    seen: Counter[int] = Counter()
+    tokens = []
+    for n in numbers:
+        seen[n] += 1
+        tokens.append((f"i{n}-{seen[n]}" if n in shared else f"i{n}",))
+    return tokens
+
+
 def _build_part(series_uid: str, tokens: tuple[str, ...], headers: list[SliceHeader],
                 common: Problems) -> list[SeriesInfo]:
     kind = _kind(headers[0])
     if kind in ("multiframe", "single2d"):
-        many = len(headers) > 1
         out = []
-        for k, h in enumerate(headers):
-            extra = (f"i{h.instance_number if h.instance_number is not None else k + 1}",) if many else ()
+        for h, extra in zip(headers, _image_tokens(headers)):
             if kind == "single2d":
                 out.append(_single2d(series_uid, tokens + extra, h, common))
             else:
