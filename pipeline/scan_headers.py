@@ -51,8 +51,10 @@ def read_fields_fast(path: str | Path, memo: dict[Any, Any] | None = None) -> di
         parsed, _, file_size = parse_file(str(path), memo=memo)
     except (NotFast, OSError):
         return read_header(path)
-    key = _shared_key(parsed) if memo is not None else None
-    like = memo.get(key) if memo is not None else None
+    key = like = None
+    if memo is not None:
+        key = _shared_key(parsed)
+        like = memo.get(key)
     if like is not None:
         fields = header_fields_like(parsed.values, path, like)
     else:

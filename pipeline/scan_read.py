@@ -233,9 +233,8 @@ class _Child:
         finally:
             send.close()
 
-    def collect(self, returned: list[tuple[int, int]], wait: bool
-                ) -> Iterator[tuple[list[tuple[str, ScanEntry]], Assembled]]:
-        """The results the child has announced (all it will send, with ``wait``), recording their ranges."""
+    def collect(self, wait: bool) -> Iterator[tuple[tuple[int, int], tuple[list[tuple[str, ScanEntry]], Assembled]]]:
+        """The runs the child has announced (every one it will send, with ``wait``): (item range, result)."""
         while self.open and (wait or self.notices.poll()):
             try:
                 first, end, at, length = self.notices.recv()
@@ -243,9 +242,7 @@ class _Child:
                 self.open = False
                 return
             self.results.seek(at)
-            result = pickle.loads(self.results.read(length))
-            returned.append((first, end))
-            yield result
+            yield (first, end), pickle.loads(self.results.read(length))
 
     def close(self) -> None:
         """Stop listening; a child that has not said it is done is stopped (one that has is left to exit)."""
@@ -268,34 +265,41 @@ def _chunk_results(root: str, items: list[Item], starts: list[int], children: in
     it reads): between its own runs it takes in the results the children have announced. Items a
     child claimed but never announced (it died) are read here.
     """
+    memos: tuple[dict[Any, Any], dict[Any, Any]] = ({}, {})
+    returned: list[tuple[int, int]] = []
+    with progress_of(len(items), "reading headers") as advance:
+        for (first, end), result in _claimed_runs(root, items, starts, children, pseudonymiser, assemble, describe,
+                                                  memos):
+            returned.append((first, end))
+            advance(end - first)
+            yield result
+        for first, end in _unclaimed(len(items), returned):
+            advance(end - first)
+            yield _read_chunk(root, items[first:end], pseudonymiser, assemble, memos, describe)
+
+
+def _claimed_runs(root: str, items: list[Item], starts: list[int], children: int, pseudonymiser: Pseudonymiser,
+                  assemble: bool, describe: Callable[[SeriesInfo], Any] | None,
+                  memos: tuple[dict[Any, Any], dict[Any, Any]]
+                  ) -> Iterator[tuple[tuple[int, int], tuple[list[tuple[str, ScanEntry]], Assembled]]]:
+    """(item range, result) of every run this process and its children claimed and finished, in any order."""
     context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else \
         multiprocessing.get_context()
     state, lock = context.RawArray("q", [0, len(starts) - 1]), context.Lock()
-    memos: tuple[dict[Any, Any], dict[Any, Any]] = ({}, {})
-    returned: list[tuple[int, int]] = []
     readers: list[_Child] = []
     try:
         for _ in range(children):
             readers.append(_Child(context, (root, items, starts, children + 1, state, lock),
                                   (pseudonymiser, assemble, describe)))
-        with progress_of(len(items), "reading headers") as advance:
-            while (claimed := _claim(state, lock, starts, children + 1, from_back=True)) is not None:
-                returned.append(claimed)
-                yield _read_chunk(root, items[claimed[0]:claimed[1]], pseudonymiser, assemble, memos, describe)
-                advance(claimed[1] - claimed[0])
-                for reader in readers:
-                    for result in reader.collect(returned, wait=False):
-                        yield result
-                        advance(returned[-1][1] - returned[-1][0])
+        while (claimed := _claim(state, lock, starts, children + 1, from_back=True)) is not None:
+            yield claimed, _read_chunk(root, items[claimed[0]:claimed[1]], pseudonymiser, assemble, memos, describe)
             for reader in readers:
-                for result in reader.collect(returned, wait=True):
-                    yield result
-                    advance(returned[-1][1] - returned[-1][0])
+                yield from reader.collect(wait=False)
+        for reader in readers:
+            yield from reader.collect(wait=True)
     finally:
         for reader in readers:
             reader.close()
-    for first, end in _unclaimed(len(items), returned):
-        yield _read_chunk(root, items[first:end], pseudonymiser, assemble, memos, describe)
 
 
 def assemble_entries(entries: Iterable[ScanEntry], assembled: Iterable[Assembled] = (),
