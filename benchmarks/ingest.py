@@ -1,6 +1,6 @@
 """Ingest benchmark: ``radpipe scan`` and series-to-volume loading against the usual tools.
 
-Writes a synthetic hospital export (:func:`pipeline.synthetic_export.write_export`), then measures
+Writes a synthetic hospital export (:func:`pipeline.demo.synthetic_export.write_export`), then measures
 
 * scan throughput (files/s, no cache) with ``--workers`` processes and with one, against a
   single-process loop of ``pydicom.dcmread`` over the same files (whole files, pixel data included),
@@ -32,9 +32,9 @@ from pathlib import Path
 import pydicom
 
 from pipeline.pseudonym import Pseudonymiser
-from pipeline.scan import output_paths, scan_export
-from pipeline.synthetic_export import write_export
-from transforms.dicom_headers import read_header
+from pipeline.ingest.scan import output_paths, scan_export
+from pipeline.demo.synthetic_export import write_export
+from transforms.dicom.headers import read_header
 
 DCM2NIIX = Path(sys.executable).parent / "dcm2niix"
 
@@ -108,8 +108,8 @@ def bench_volumes(export: Path, work: Path, n_series: int, repeats: int) -> list
     from monai.data import PydicomReader
     from monai.transforms import LoadImage
 
-    from pipeline.convert import write_nifti
-    from transforms.dicom_volume import load_series
+    from pipeline.ingest.convert import write_nifti
+    from transforms.dicom.volume import load_series
     from transforms.readers import RadpipeReader
 
     ps = Pseudonymiser(b"benchmark-secret-benchmark-secret")

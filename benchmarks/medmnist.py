@@ -185,7 +185,7 @@ def _report_figures(report_json: Path) -> dict[str, Any]:
 def benchmark(data: str | Path, work: str | Path, epochs: int | None = None, limit: int | None = None,
               threads: int | None = None, bootstrap: int = 1000) -> dict[str, Any]:
     """Import, train, evaluate and report one MedMNIST file; return the figures and timings."""
-    from pipeline.medmnist import dataset_name
+    from pipeline.manifest.medmnist import dataset_name
 
     data, work = Path(data).absolute(), Path(work)
     work.mkdir(parents=True, exist_ok=True)

@@ -30,10 +30,10 @@ import torch
 def write_random_run(run_dir: Path, config: Path, overrides: list[str] | None = None) -> Path:
     """A run directory in ``radpipe train``'s format, with random weights, for ``config`` (``--set`` style
     ``overrides`` applied)."""
-    from pipeline.checkpoint import atomic_save
+    from pipeline.train.checkpoint import atomic_save
     from pipeline.config import load_config, save_config
-    from pipeline.labels import LabelMap
-    from pipeline.run_dir import build_model
+    from pipeline.manifest.labels import LabelMap
+    from pipeline.train.run_dir import build_model
 
     cfg = load_config(config, ["train.device=cpu", "transforms.augment=none", *(overrides or [])])
     labels = LabelMap(cfg.data.task, tuple(cfg.data.classes), tuple(cfg.data.label_columns))
@@ -53,8 +53,8 @@ def model_only(run_dir: Path, n_series: int, batch_size: int, workers: int, repe
 
     The model runs with the threads ``predict`` gives it next to ``workers`` loader processes.
     """
-    from pipeline.inference import inference_threads
-    from pipeline.run_dir import load_run
+    from pipeline.infer.batching import inference_threads
+    from pipeline.train.run_dir import load_run
 
     run = load_run(run_dir)
     with inference_threads(run.device, workers):
@@ -62,7 +62,7 @@ def model_only(run_dir: Path, n_series: int, batch_size: int, workers: int, repe
 
 
 def _model_rate(run, n_series: int, batch_size: int, repeats: int) -> float:
-    from pipeline.inference import Predictor, model_in_channels
+    from pipeline.infer.batching import Predictor, model_in_channels
 
     predictor = Predictor(run.model, run.task, run.device)
     shape = (batch_size, model_in_channels(run.model) or 1, *run.cfg.transforms.size)
@@ -81,7 +81,7 @@ def preprocessing_only(run_dir: Path, index_csv: Path, limit: int = 8) -> float:
     """Series per second of reading + preprocessing alone (the run's infer chain, one process, one thread)."""
     import csv
 
-    from pipeline.run_dir import load_run
+    from pipeline.train.run_dir import load_run
 
     run = load_run(run_dir)
     with open(index_csv, newline="", encoding="utf-8") as f:
@@ -110,9 +110,9 @@ def main() -> None:
                              "pixels, which the example config's 2x2x4 mm spacing upsamples ~10x before resizing")
     args = parser.parse_args()
 
-    from pipeline.inference import default_workers, inference_threads
-    from pipeline.predict import predict
-    from pipeline.synthetic_export import write_export
+    from pipeline.infer.batching import default_workers, inference_threads
+    from pipeline.infer.predict import predict
+    from pipeline.demo.synthetic_export import write_export
 
     work = Path(args.keep or tempfile.mkdtemp(prefix="radpipe-bench-predict-"))
     os.environ.setdefault("RADPIPE_SECRET_FILE", str(work / "secret.key"))

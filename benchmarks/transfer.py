@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.medmnist import dataset_name
+from pipeline.manifest.medmnist import dataset_name
 
 _spec = importlib.util.spec_from_file_location("radpipe_bench_medmnist", Path(__file__).with_name("medmnist.py"))
 bench = importlib.util.module_from_spec(_spec)  # type: ignore[arg-type]

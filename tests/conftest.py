@@ -14,7 +14,7 @@ import pytest
 @pytest.fixture
 def dicom_series(tmp_path: Path) -> Callable[..., list[Path]]:
     """Factory: ``dicom_series(name, **write_series_kwargs)`` writes a synthetic series under ``tmp_path/name``."""
-    from pipeline.synthetic_dicom import write_series
+    from pipeline.demo.synthetic_dicom import write_series
 
     def make(name: str = "series", **kwargs: Any) -> list[Path]:
         kwargs.setdefault("rows", 24)

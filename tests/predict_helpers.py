@@ -1,6 +1,6 @@
 """Tiny trained runs and image folders for the evaluate / predict / CAM tests and the benchmark.
 
-:func:`make_run` trains a run with :func:`pipeline.train.train` (one epoch on a few small NIfTI
+:func:`make_run` trains a run with :func:`pipeline.train.launch.train` (one epoch on a few small NIfTI
 volumes), so the run directory has exactly the format ``radpipe train`` writes.
 """
 from __future__ import annotations
@@ -38,10 +38,10 @@ def write_run(run_dir: Path, *, size: tuple[int, ...] = (16, 16, 8), model: str 
     """Write a run directory in ``radpipe train``'s format with random, seeded weights (no training)."""
     import torch
 
-    from pipeline.checkpoint import atomic_save
+    from pipeline.train.checkpoint import atomic_save
     from pipeline.config import save_config
-    from pipeline.labels import LabelMap
-    from pipeline.run_dir import build_model
+    from pipeline.manifest.labels import LabelMap
+    from pipeline.train.run_dir import build_model
 
     cfg = config_from_dict({
         "data": {"task": "binary", "classes": ["no", "yes"]},
@@ -63,7 +63,7 @@ def write_run(run_dir: Path, *, size: tuple[int, ...] = (16, 16, 8), model: str 
 def make_run(run_dir: Path, *, size: tuple[int, ...] = (16, 16, 8), model: str = "resnet10",
              intensity: str = "ct-abdomen", n_cases: int = 8, seed: int = 0) -> Path:
     """Train a binary ``no`` / ``yes`` run for one epoch on ``n_cases`` small volumes; return its directory."""
-    from pipeline.train import train
+    from pipeline.train.launch import train
 
     data = run_dir.parent / f"{run_dir.name}-data"
     rows = []

@@ -28,8 +28,8 @@ from monai.data import ImageReader
 from monai.utils import ensure_tuple
 
 from pipeline.errors import DicomReadError, ImageReadError
-from transforms.dicom_series import LPS_TO_RAS, SeriesInfo
-from transforms.dicom_volume import load_series
+from transforms.dicom.series import LPS_TO_RAS, SeriesInfo
+from transforms.dicom.volume import load_series
 
 SERIES_REF_SUFFIX = ".series.json"
 SERIES_REF_FORMAT = "radpipe.series-ref"

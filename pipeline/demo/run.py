@@ -1,0 +1,195 @@
+"""``radpipe demo``: the whole pipeline, end to end, on data it writes itself.
+
+Stages, each run through the same command a researcher would type (and printed as such):
+
+1. a synthetic hospital export (DICOM, three sites, PHI, localizers, stray files) and its label sheet;
+2. ``radpipe scan`` -> series index; ``radpipe manifest`` -> manifest; ``radpipe validate-manifest``;
+   ``radpipe split`` (patient-grouped, stratified);
+3. pretraining on a "public" source task (NIfTI volumes with hypodense cysts), then
+   ``radpipe train`` on the hospital task (hyperdense lesions) starting from that backbone;
+4. ``radpipe evaluate`` on the validation and test splits; ``radpipe report`` by site and sex with the
+   operating point fixed on validation;
+5. ``radpipe predict`` over a folder of new scans (including a corrupt file, an incomplete series and
+   a non-image object).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import PipelineError
+
+# One preprocessing for both tasks: crop to the body, resample to 6 mm (about the scanners' own
+# in-plane spacing, so nothing is upsampled for nothing), soft-tissue window, 32x32x24 voxels.
+DEMO_TRANSFORMS: dict[str, Any] = {
+    "spatial_dims": 3,
+    "orientation": "RAS",
+    "crop_foreground": True,
+    "spacing": [6.0, 6.0, 6.0],
+    "intensity": "ct-abdomen",
+    "size": [32, 32, 24],
+    "augment": "light",
+}
+
+SOURCE_CONFIG: dict[str, Any] = {
+    "data": {"task": "binary", "classes": ["normal", "cyst"], "patient_column": "patient_id", "cache": "memory"},
+    "transforms": DEMO_TRANSFORMS,
+    "model": {"name": "resnet10"},
+    "train": {"epochs": 10, "batch_size": 8, "lr": 0.002, "scheduler": "cosine", "warmup_epochs": 1},
+}
+
+TARGET_CONFIG: dict[str, Any] = {
+    "data": {"task": "binary", "classes": ["normal", "lesion"], "patient_column": "patient_key", "cache": "memory"},
+    "transforms": DEMO_TRANSFORMS,
+    "model": {"name": "resnet10"},
+    "transfer": {"strategy": "finetune", "head_lr": 0.002},
+    "train": {"epochs": 12, "batch_size": 8, "lr": 0.001, "scheduler": "cosine", "warmup_epochs": 1},
+    "eval": {"cohorts": ["site", "sex"], "bootstrap": 1000},
+}
+
+
+class Demo:
+    """Runs the stages into one output folder and prints each command before running it."""
+
+    def __init__(self, out: Path, seed: int, quick: bool = False) -> None:
+        self.out = out
+        self.seed = seed
+        self.quick = quick
+        self.start = time.monotonic()
+        self.stage = 0
+
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+
+    def step(self, title: str) -> None:
+        self.stage += 1
+        self.say(f"\n[{self.stage}] {title}  (t = {time.monotonic() - self.start:.0f} s)")
+
+    def run(self, argv: Sequence[str]) -> None:
+        """Run one ``radpipe`` command in-process; a failure stops the demo with its message."""
+        from pipeline.cli import main
+
+        self.say("    $ radpipe " + " ".join(shlex.quote(str(a)) for a in argv))
+        status = main([str(a) for a in argv])
+        if status != 0:
+            raise DemoStageError(f"demo stage '{argv[0]}' failed with status {status}; its message is above")
+
+    def config(self, name: str, values: dict[str, Any], epochs: int | None = None) -> Path:
+        values = json.loads(json.dumps(values))
+        if epochs is not None:
+            values["train"]["epochs"] = epochs
+        values["train"]["seed"] = self.seed
+        path = self.out / name
+        path.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+        return path
+
+
+class DemoStageError(PipelineError, RuntimeError):
+    """A stage of the demo failed."""
+
+
+def run_demo(out_dir: str | Path, n_patients: int = 60, seed: int = 0, export_only: bool = False,
+             quick: bool = False) -> dict[str, Any]:
+    """Run the demo into ``out_dir`` and return a summary (paths and headline figures).
+
+    Args:
+        out_dir: folder of everything the demo writes.
+        n_patients: patients of the synthetic export.
+        seed: seed of the data and of training.
+        export_only: stop after writing the export and the label sheet.
+        quick: fewer epochs and cases (for tests); the figures are then not meaningful.
+    """
+    from pipeline.demo.source import write_source_dataset
+    from pipeline.demo.synthetic_export import write_export, write_new_scans
+
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    demo = Demo(out, seed, quick)
+    demo.step(f"writing a synthetic hospital export of {n_patients} patients")
+    export = write_export(out, n_patients=n_patients, seed=seed)
+    demo.say(
+        f"    {export.n_files} files: {export.n_image_series} image series, {export.n_sr} dose reports, a truncated "
+        f"file, a README.txt and a DICOMDIR; label sheet {export.labels_csv.name} ({export.n_lesion} lesions)"
+    )
+    summary: dict[str, Any] = {"export": str(export.export_dir), "labels": str(export.labels_csv)}
+    if export_only:
+        return summary
+
+    demo.step("indexing the export (headers only, pseudonymised)")
+    demo.run(["scan", export.export_dir, "--out", out / "index.csv"])
+    demo.step("joining the index to the label sheet by accession number (hashed) into a manifest")
+    demo.run([
+        "manifest", out / "index.csv", "--labels", export.labels_csv, "--key", "accession_number",
+        "--where", "modality == 'CT'", "--select", "largest-series", "--out", out / "manifest.csv",
+    ])
+    demo.step("validating the manifest")
+    demo.run(["validate-manifest", out / "manifest.csv"])
+    demo.step("splitting by patient, stratified by label")
+    demo.run([
+        "split", out / "manifest.csv", "--out", out / "manifest_split.csv", "--group", "patient_key",
+        "--stratify", "label", "--val", "0.2", "--test", "0.3", "--seed", seed,
+    ])
+
+    demo.step("pretraining a 3D backbone on a public-like source task (hypodense cysts, NIfTI)")
+    source_manifest = write_source_dataset(out / "source", n_cases=20 if quick else 100, seed=seed + 1)
+    source_cfg = demo.config("source_config.yaml", SOURCE_CONFIG, epochs=1 if quick else None)
+    demo.run(["train", "--config", source_cfg, "--manifest", source_manifest, "--out", out / "runs" / "source"])
+
+    demo.step("transfer: training the hospital lesion model from the source backbone")
+    target_cfg = demo.config("lesion_config.yaml", TARGET_CONFIG, epochs=1 if quick else None)
+    run_dir = out / "runs" / "lesion"
+    demo.run([
+        "train", "--config", target_cfg, "--manifest", out / "manifest_split.csv", "--out", run_dir,
+        "--set", f"model.pretrained=run:{out / 'runs' / 'source'}",
+    ])
+
+    demo.step("evaluating the best checkpoint on the validation and test splits")
+    for split in ("val", "test"):
+        demo.run([
+            "evaluate", "--run", run_dir, "--manifest", out / "manifest_split.csv", "--split", split,
+            "--out", out / f"predictions_{split}.csv",
+        ])
+    demo.step("report by site and sex, operating point fixed on validation")
+    report_dir = out / "report"
+    demo.run([
+        "report", out / "predictions_test.csv", "--cohort", "site", "--cohort", "sex", "--out", report_dir,
+        "--threshold-from", out / "predictions_val.csv", "--run", run_dir,
+    ])
+
+    demo.step("batch inference over a folder of new scans")
+    new = write_new_scans(out / "new_scans", seed=seed + 2)
+    demo.run(["predict", "--run", run_dir, new.scan_dir, "--out", out / "new_scans_predictions.csv"])
+
+    report = json.loads((report_dir / "report.json").read_text(encoding="utf-8"))
+    overall = report["overall"]
+    summary.update(
+        run=str(run_dir),
+        report=str(report_dir / "report.html"),
+        test_auc=overall.get("auc"),
+        test_auc_ci=(overall.get("auc_ci_low"), overall.get("auc_ci_high")),
+        test_n=overall.get("n"),
+        predictions=str(out / "new_scans_predictions.csv"),
+        seconds=round(time.monotonic() - demo.start, 1),
+    )
+    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    auc = summary["test_auc"]
+    ci = summary["test_auc_ci"]
+    auc_text = "n/a" if auc is None else f"{auc:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}, n = {summary['test_n']})"
+    demo.say(
+        f"\nDone in {summary['seconds']:.0f} s.\n  test AUC: {auc_text}\n  report: {summary['report']}\n"
+        f"  new-scan predictions: {summary['predictions']}"
+    )
+    return summary
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    """Handler of ``radpipe demo``."""
+    run_demo(args.out, n_patients=args.patients, seed=args.seed, export_only=args.export_only)
+    return 0

@@ -1,0 +1,352 @@
+"""Batched inference shared by ``radpipe evaluate`` and ``radpipe predict``.
+
+Reading and preprocessing run in DataLoader worker processes while the model runs in the main
+process. A case that cannot be read or preprocessed never stops the batch:
+:class:`CaseDataset` catches the error and returns an error record, and :func:`collate_cases`
+separates good images (stacked into one tensor) from errors. :class:`Predictor` runs the model
+under ``torch.inference_mode`` (AMP and channels-last on CUDA), optionally averaging over flips
+(test-time augmentation), and turns outputs into probabilities.
+
+Output conventions (the columns of every predictions CSV):
+    * ``binary`` / ``multiclass``: ``prob_<class>`` per class, summing to 1 (softmax; a single-logit binary
+      model gives ``sigmoid`` and its complement); ``pred`` is the most probable class (binary: ``classes[1]``
+      when its probability is >= 0.5).
+    * ``multilabel``: ``prob_<class>`` = sigmoid of each output; ``pred`` joins the classes with
+      probability >= 0.5 with ``;``.
+    * ``regression``: ``pred`` is the model output.
+Probabilities are written with 6 decimals.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger("radpipe")
+
+PROB_DECIMALS = 6
+_MAX_ERROR_CHARS = 400
+
+
+@dataclass(frozen=True)
+class Case:
+    """One case to predict.
+
+    Attributes:
+        id: stable id (the ``series_id`` column).
+        inputs: transform input: one path per image column.
+        error: why the case cannot be predicted, found before reading it (empty: try it).
+    """
+
+    id: str
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    error: str = ""
+
+
+@dataclass
+class CaseBatch:
+    """What :func:`collate_cases` makes of a list of dataset records."""
+
+    ids: list[str]
+    images: torch.Tensor | None
+    affines: list[torch.Tensor | None]
+    errors: list[tuple[str, str]]
+
+    def pin_memory(self) -> CaseBatch:
+        """Pin the images (the DataLoader calls this with ``pin_memory=True``) for asynchronous copies."""
+        if self.images is not None:
+            self.images = self.images.pin_memory()
+        return self
+
+
+def describe_error(error: BaseException, scrub: Callable[[str], str] | None = None) -> str:
+    """One line saying what went wrong: the innermost error, and the MONAI transform it came from."""
+    chain = [error]
+    while chain[-1].__cause__ is not None or chain[-1].__context__ is not None:
+        nxt = chain[-1].__cause__ or chain[-1].__context__
+        if nxt is None or nxt in chain or len(chain) > 10:
+            break
+        chain.append(nxt)
+    root = chain[-1]
+    transform = ""
+    for e in chain:
+        match = re.search(r"applying transform <?([\w.]+)", str(e))
+        if match:
+            transform = match.group(1).rsplit(".", 1)[-1]
+    message = " ".join(str(root).split()) or repr(root)
+    text = f"{type(root).__name__}: {message}"
+    if transform:
+        text = f"in {transform}: {text}"
+    if scrub is not None:
+        text = scrub(text)
+    return text[:_MAX_ERROR_CHARS]
+
+
+class CaseDataset(torch.utils.data.Dataset):
+    """Preprocessed cases; errors are returned as records, never raised.
+
+    Args:
+        cases: the cases.
+        transform: the run's eval / infer chain: dict of image paths -> dict with ``"image"``.
+        expected_shape: ``(C, *spatial)`` the model needs; a case of another shape becomes an error.
+        scrub: applied to error messages (e.g. to hide folder names of a hospital export).
+    """
+
+    def __init__(
+        self,
+        cases: Sequence[Case],
+        transform: Callable[[dict[str, Any]], Mapping[str, Any]],
+        expected_shape: Sequence[int] | None = None,
+        scrub: Callable[[str], str] | None = None,
+    ) -> None:
+        self.cases = list(cases)
+        self.transform = transform
+        self.expected_shape = tuple(expected_shape) if expected_shape else None
+        self.scrub = scrub
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        case = self.cases[index]
+        if case.error:
+            return {"id": case.id, "error": case.error}
+        try:
+            out = self.transform(dict(case.inputs))
+            image = out["image"]
+            affine = getattr(image, "affine", None)
+            if isinstance(image, torch.Tensor):
+                tensor = image.detach().as_subclass(torch.Tensor).float().contiguous()
+            else:
+                tensor = torch.as_tensor(np.asarray(image), dtype=torch.float32)
+            shape_error = check_shape(tuple(tensor.shape), self.expected_shape)
+            if shape_error:
+                return {"id": case.id, "error": shape_error}
+            if not torch.isfinite(tensor).all():
+                return {"id": case.id, "error": "preprocessed image holds NaN or infinite values"}
+            return {
+                "id": case.id,
+                "image": tensor,
+                "affine": torch.as_tensor(affine, dtype=torch.float64).clone() if affine is not None else None,
+            }
+        except Exception as e:  # noqa: BLE001 - any failure of one case becomes that case's error row
+            return {"id": case.id, "error": describe_error(e, self.scrub)}
+
+
+def check_shape(found: tuple[int, ...], expected: tuple[int, ...] | None) -> str:
+    """Why a preprocessed image does not fit the model (empty when it does)."""
+    if expected is None or found == expected:
+        return ""
+    if len(found) != len(expected):
+        return (
+            f"wrong dimensionality: preprocessed image has shape {list(found)} ({len(found) - 1} spatial dims), "
+            f"the model takes {list(expected)} ({len(expected) - 1} spatial dims)"
+        )
+    if found[0] != expected[0]:
+        return f"wrong number of channels: preprocessed image has {found[0]}, the model takes {expected[0]}"
+    return f"preprocessed image has shape {list(found)}, the model takes {list(expected)}"
+
+
+def collate_cases(records: Sequence[Mapping[str, Any]]) -> CaseBatch:
+    """Stack the good images of a list of records and list the errors apart."""
+    good = [r for r in records if "image" in r]
+    errors = [(r["id"], r["error"]) for r in records if "image" not in r]
+    images = torch.stack([r["image"] for r in good]) if good else None
+    return CaseBatch([r["id"] for r in good], images, [r.get("affine") for r in good], errors)
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def make_case_loader(dataset: CaseDataset, batch_size: int, workers: int, pin_memory: bool = False
+                     ) -> torch.utils.data.DataLoader:
+    """A loader reading cases in order with ``workers`` processes (0: in the main process)."""
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate_cases,
+        pin_memory=pin_memory,
+        worker_init_fn=_worker_init if workers > 0 else None,
+        prefetch_factor=4 if workers > 0 else None,
+        persistent_workers=False,
+    )
+
+
+def default_workers() -> int:
+    """Loader worker processes: one less than this process's share of the CPUs, at most 4 (0 on one CPU).
+
+    Under torchrun the CPUs are shared among the ``LOCAL_WORLD_SIZE`` processes of the machine.
+    """
+    return max(0, min(4, cpu_share() - 1))
+
+
+def cpu_share() -> int:
+    """CPUs of this process: all of them, or its part under torchrun (``LOCAL_WORLD_SIZE`` processes)."""
+    return max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
+
+
+def resolve_device(name: str | None, cfg_device: str) -> torch.device:
+    """``auto`` (CUDA when present), ``cpu`` or ``cuda``; ``None`` takes the run's ``train.device``.
+
+    Under torchrun each process takes the GPU of its ``LOCAL_RANK``.
+
+    Raises:
+        ConfigError: ``cuda`` is asked for and there is none.
+    """
+    from pipeline.errors import ConfigError
+
+    wanted = name or cfg_device
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available; use --device cpu or auto")
+    if wanted == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0)  # torchrun: one GPU per process
+    return torch.device("cuda", local_rank % torch.cuda.device_count())
+
+
+def device_for_run(run_dir: str | Path, name: str | None) -> torch.device:
+    """Where a run's model runs: ``name``, else the run's ``train.device`` (read before the run is loaded)."""
+    from pipeline.config import load_config
+    from pipeline.errors import ConfigError
+
+    try:
+        cfg_device = load_config(Path(run_dir) / "config.yaml").train.device
+    except ConfigError:
+        cfg_device = "cpu"  # load_run reports the broken or missing config with its reason
+    return resolve_device(name, cfg_device)
+
+
+@contextmanager
+def inference_threads(device: torch.device, workers: int) -> Iterator[int]:
+    """Give the model the CPU cores the loader workers leave (CPU inference only), restored afterwards.
+
+    Loader workers run one thread each; a model using every core as well oversubscribes the CPU,
+    which costs far more than the idle core saves.
+    """
+    before = torch.get_num_threads()
+    threads = before
+    if device.type == "cpu" and workers > 0:
+        threads = max(1, min(before, cpu_share() - workers))
+        torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)
+
+
+def model_in_channels(model: nn.Module) -> int | None:
+    """Input channels of the model's first convolution (None if it has none)."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            return int(module.in_channels)
+    return None
+
+
+def expected_input_shape(model: nn.Module, size: Sequence[int]) -> tuple[int, ...] | None:
+    """``(C, *size)`` of the model's input, or None when the channels cannot be told."""
+    channels = model_in_channels(model)
+    return (channels, *size) if channels and size else None
+
+
+def to_probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
+    """Model outputs (B, K) -> probabilities (B, classes) in float32; regression values unchanged."""
+    logits = logits.float()
+    if task == "regression":
+        return logits
+    if task == "multilabel":
+        return torch.sigmoid(logits)
+    if logits.shape[1] == 1:
+        positive = torch.sigmoid(logits)
+        return torch.cat([1 - positive, positive], dim=1)
+    return torch.softmax(logits, dim=1)
+
+
+class Predictor:
+    """Runs a model over batches of preprocessed images.
+
+    Args:
+        model: the network (moved to ``device``, put in eval mode).
+        task: the run's task.
+        device: where to run.
+        amp: autocast on CUDA (bf16 where supported, else fp16).
+        channels_last: channels-last memory format on CUDA.
+        tta: average the probabilities over the identity and one flip along each spatial axis.
+    """
+
+    def __init__(self, model: nn.Module, task: str, device: torch.device | str = "cpu", amp: bool = True,
+                 channels_last: bool = True, tta: bool = False) -> None:
+        self.device = torch.device(device)
+        self.task = task
+        self.tta = tta
+        from pipeline.train.engine import amp_dtype
+
+        cuda = self.device.type == "cuda"
+        self.amp_dtype: torch.dtype | None = amp_dtype(self.device) if amp else None
+        self.memory_format: torch.memory_format | None = None
+        self.model = model.to(self.device).eval()
+        self._channels_last = channels_last and cuda
+
+    def _format(self, images: torch.Tensor) -> torch.Tensor:
+        if not self._channels_last or images.ndim not in (4, 5):
+            return images
+        fmt = torch.channels_last if images.ndim == 4 else torch.channels_last_3d
+        if self.memory_format != fmt:
+            self.model = self.model.to(memory_format=fmt)
+            self.memory_format = fmt
+        return images.contiguous(memory_format=fmt)
+
+    def _forward(self, images: torch.Tensor) -> torch.Tensor:
+        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
+                    else nullcontext())
+        with autocast:
+            return to_probabilities(self.model(images), self.task)
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        """Probabilities (or regression values) of a batch, shape (B, K), as float64 numpy."""
+        with torch.inference_mode():
+            images = self._format(images.to(self.device, non_blocking=True))
+            probs = self._forward(images)
+            if self.tta:
+                for axis in range(2, images.ndim):
+                    probs = probs + self._forward(torch.flip(images, dims=(axis,)))
+                probs = probs / (images.ndim - 1)
+        return probs.double().cpu().numpy()
+
+
+def iterate_predictions(loader: torch.utils.data.DataLoader, predictor: Predictor
+                        ) -> Iterator[tuple[CaseBatch, np.ndarray]]:
+    """Yield each batch with its probabilities (an empty array when the batch holds only errors)."""
+    for batch in loader:
+        probs = predictor(batch.images) if batch.images is not None else np.zeros((0, 0))
+        yield batch, probs
+
+
+def prediction_columns(task: str, classes: Sequence[str]) -> list[str]:
+    """The prediction columns of a task: ``pred`` then ``prob_<class>`` per class."""
+    return ["pred"] + ([] if task == "regression" else [f"prob_{c}" for c in classes])
+
+
+def prediction_fields(task: str, classes: Sequence[str], probs: np.ndarray) -> dict[str, str]:
+    """The ``pred`` and ``prob_<class>`` cells of one case."""
+    if task == "regression":
+        return {"pred": f"{float(probs[0]):.6g}"}
+    fields = {f"prob_{c}": f"{float(p):.{PROB_DECIMALS}f}" for c, p in zip(classes, probs)}
+    if task == "multilabel":
+        fields["pred"] = ";".join(c for c, p in zip(classes, probs) if p >= 0.5)
+    elif task == "binary" and len(classes) == 2:
+        fields["pred"] = classes[1] if probs[1] >= 0.5 else classes[0]
+    else:
+        fields["pred"] = classes[int(np.argmax(probs))]
+    return fields

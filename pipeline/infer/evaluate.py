@@ -1,0 +1,145 @@
+"""``radpipe evaluate``: predictions of a trained run on one split of a manifest.
+
+The run's best checkpoint runs over the rows of the chosen split (every row when the manifest
+has no ``split`` column) with the run's eval chain (its deterministic preprocessing; the label
+is not needed to predict). The output has one row per case in manifest order: every manifest
+column as written (relative image paths stay relative), then ``pred`` and ``prob_<class>`` (see
+:mod:`pipeline.infer.batching` for the conventions). With ``--tta`` probabilities are averaged over
+the image and its flips along each spatial axis. The file is written atomically, after every
+case has been predicted; a case that cannot be read stops the command with every failing row
+listed (an evaluation must cover the whole split).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from pipeline.errors import ImageReadError, ManifestError, format_problems
+from pipeline.infer.batching import (
+    Case,
+    CaseDataset,
+    Predictor,
+    default_workers,
+    device_for_run,
+    expected_input_shape,
+    inference_threads,
+    iterate_predictions,
+    make_case_loader,
+    prediction_columns,
+    prediction_fields,
+)
+from pipeline.infer.prediction_file import write_csv_atomic
+from pipeline.progress import progress
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger("radpipe")
+
+
+@dataclass(frozen=True)
+class EvaluateSummary:
+    """What :func:`evaluate` wrote: the output path, cases predicted, split and whether TTA was on."""
+
+    out: Path
+    n_cases: int
+    split: str
+    tta: bool
+
+
+def split_rows(raw: pd.DataFrame, split: str | None) -> tuple[np.ndarray, str]:
+    """Rows of ``split`` (split names normalised as in validation); every row without a ``split`` column.
+
+    Raises:
+        ManifestError: no row has the split.
+    """
+    from pipeline.manifest.reading import SPLIT_SYNONYMS
+
+    if "split" not in raw.columns or not split:
+        return np.arange(len(raw)), "all"
+    values = [SPLIT_SYNONYMS.get(str(v).strip().lower(), str(v).strip().lower()) for v in raw["split"]]
+    wanted = SPLIT_SYNONYMS.get(split.lower(), split.lower())
+    index = np.array([i for i, v in enumerate(values) if v == wanted], dtype=int)
+    if index.size == 0:
+        found = sorted(set(values))
+        raise ManifestError(
+            f"manifest has no row of split '{split}' (column 'split' holds {found}); choose one with --split"
+        )
+    return index, wanted
+
+
+def evaluate(run_dir: str | Path, manifest: str | Path, out: str | Path, split: str | None = None,
+             tta: bool | None = None, batch_size: int | None = None, workers: int | None = None,
+             device: str | None = None) -> EvaluateSummary:
+    """Predict every case of one split of a manifest with a trained run.
+
+    Args:
+        run_dir: the run directory.
+        manifest: the manifest CSV.
+        out: the predictions CSV (written atomically).
+        split: the split to evaluate; None: the run's ``eval.split``.
+        tta: flip test-time augmentation; None: the run's ``eval.tta``.
+        batch_size: cases per batch; None: the run's ``train.batch_size``.
+        workers: loader processes; None: :func:`~pipeline.infer.batching.default_workers`.
+        device: ``auto``, ``cpu`` or ``cuda``; None: the run's ``train.device``.
+
+    Raises:
+        RunError: the run is incomplete or inconsistent.
+        ManifestError: the manifest lacks columns or the split.
+        ImageReadError: some cases cannot be read or preprocessed (all listed).
+    """
+    from pipeline.manifest.reading import load_manifest, read_manifest_csv
+    from pipeline.train.run_dir import load_run
+
+    run = load_run(run_dir, device=device_for_run(run_dir, device))
+    cfg, labels = run.cfg, run.label_map
+    raw = read_manifest_csv(manifest)
+    df = load_manifest(manifest, cfg.data)
+    missing = [c for c in cfg.data.image_columns if c not in df.columns]
+    if missing:
+        raise ManifestError(
+            f"manifest {manifest} has no image column(s) {missing} the run takes; found {list(raw.columns)}"
+        )
+    clashes = [c for c in raw.columns if c == "pred" or c.startswith("prob_")]
+    if clashes:
+        raise ManifestError(f"manifest {manifest}: columns {clashes} clash with the output columns; rename them")
+    index, split_name = split_rows(raw, split if split is not None else cfg.eval.split)
+    cases = [Case(str(i), {c: str(df.iloc[i][c]) for c in cfg.data.image_columns}) for i in index]
+    use_tta = cfg.eval.tta if tta is None else tta
+    predictor = Predictor(run.model, labels.task, run.device, amp=cfg.train.amp,
+                          channels_last=cfg.train.channels_last, tta=use_tta)
+    dataset = CaseDataset(cases, run.infer_transform, expected_input_shape(run.model, cfg.transforms.size))
+    size = batch_size or cfg.train.batch_size
+    loader = make_case_loader(dataset, size, default_workers() if workers is None else workers,
+                              pin_memory=run.device.type == "cuda")
+    fields: dict[int, dict[str, str]] = {}
+    problems: list[str] = []
+    total = -(-len(cases) // size)
+    with inference_threads(run.device, loader.num_workers):
+        for batch, probs in progress(iterate_predictions(loader, predictor), total=total, desc="evaluate"):
+            for case_id, p in zip(batch.ids, probs):
+                fields[int(case_id)] = prediction_fields(labels.task, labels.classes, p)
+            problems += [f"row {int(case_id) + 2}: {error}" for case_id, error in batch.errors]
+    if problems:
+        raise ImageReadError(
+            f"{len(problems)} of {len(cases)} case(s) of {manifest} could not be predicted; fix or remove them "
+            f"(radpipe validate-manifest lists unreadable files): {format_problems(sorted(problems))}"
+        )
+    columns = list(raw.columns) + prediction_columns(labels.task, labels.classes)
+    rows = [{**raw.iloc[i].to_dict(), **fields[int(i)]} for i in index]
+    write_csv_atomic(out, columns, rows)
+    log.info("evaluate: %d case(s) of split %s -> %s%s", len(rows), split_name, out, " (TTA)" if use_tta else "")
+    return EvaluateSummary(Path(out), len(rows), split_name, use_tta)
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    """``radpipe evaluate`` handler."""
+    summary = evaluate(args.run, args.manifest, args.out, split=args.split, tta=args.tta,
+                       batch_size=args.batch_size, workers=args.workers, device=args.device)
+    print(f"{summary.n_cases} case(s) of split '{summary.split}' -> {summary.out}")
+    return 0

@@ -1,0 +1,234 @@
+"""``radpipe predict``: batch inference over new scans, one row per series, resumable.
+
+Output ``PREDICTIONS.csv``: ``series_id`` (the stable id of a series; see
+:mod:`pipeline.infer.inputs`), the input's key columns, ``pred``, ``prob_<class>``, ``status``
+(``ok`` / ``error``) and ``error`` (why). A series that cannot be read, fails a check or fails
+in the transform chain gets a row with status ``error`` and never stops the batch. Input files
+and series that are not predicted at all (non-image objects, unreadable or non-DICOM files,
+series the run's selection rule leaves out) are listed with the reason in
+``<out stem>.skipped.csv``, so every input file is accounted for.
+
+Rows are appended and fsync'ed batch by batch; a re-run after a kill repairs a half-written last
+line and skips the ids already written. When every case is done the file is rewritten sorted by
+``series_id`` and ``<out stem>.done.json`` is written. ``--shard i/n`` (or torchrun's
+``RANK``/``WORLD_SIZE``) predicts the ids whose hash falls in shard ``i`` into
+``<out stem>.part-i-of-n.csv``; ``radpipe predict-merge`` joins the parts into a file equal to an
+unsharded run's.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from pipeline.infer.batching import (
+    CaseDataset,
+    Predictor,
+    default_workers,
+    describe_error,
+    device_for_run,
+    expected_input_shape,
+    inference_threads,
+    iterate_predictions,
+    make_case_loader,
+    prediction_columns,
+    prediction_fields,
+)
+from pipeline.infer.prediction_file import (
+    PredictionFileError,
+    ResumableCsvWriter,
+    find_parts,
+    finalize,
+    in_shard,
+    merge_parts,
+    parse_shard,
+    part_path,
+    read_rows,
+    shard_from_env,
+    sibling,
+    write_skipped,
+)
+from pipeline.infer.inputs import SKIPPED_COLUMNS, PredictInput, discover
+from pipeline.progress import progress
+
+if TYPE_CHECKING:
+    from pipeline.infer.cam import CamMaker
+    from pipeline.manifest.labels import LabelMap
+
+log = logging.getLogger("radpipe")
+
+
+@dataclass(frozen=True)
+class PredictSummary:
+    """What :func:`predict` did.
+
+    Attributes:
+        out: the predictions file written (a part file when sharded).
+        skipped_file: the list of inputs not predicted.
+        n_rows: rows in ``out``.
+        n_ok: rows with status ok.
+        n_error: rows with status error.
+        n_skipped: entries of the skipped list.
+        n_resumed: rows already in ``out`` from an earlier, interrupted run.
+        shard: ``(i, n)`` or None.
+        seconds_inputs: time spent finding the cases (the scan of a DICOM export included).
+        seconds_inference: time spent reading, preprocessing and predicting them.
+    """
+
+    out: Path
+    skipped_file: Path
+    n_rows: int
+    n_ok: int
+    n_error: int
+    n_skipped: int
+    n_resumed: int
+    shard: tuple[int, int] | None
+    seconds_inputs: float = 0.0
+    seconds_inference: float = 0.0
+
+
+def predict(run_dir: str | Path, input_path: str | Path, out: str | Path, *, batch_size: int | None = None,
+            workers: int | None = None, shard: tuple[int, int] | None = None, cam_dir: str | Path | None = None,
+            device: str | None = None, modality: str | None = None, rule: str | None = None) -> PredictSummary:
+    """Predict every series of an input with a trained run (see the module docstring).
+
+    Args:
+        run_dir: the run directory (``radpipe train --out``).
+        input_path: DICOM export folder, NIfTI folder or manifest CSV.
+        out: the predictions CSV (``<stem>.part-i-of-n.csv`` is written instead when sharded).
+        batch_size: series per batch; None: the run's ``train.batch_size``.
+        workers: loader processes reading and preprocessing; None: :func:`default_workers`.
+        shard: ``(i, n)``: predict only shard ``i`` of ``n``; None: all (or torchrun's rank).
+        cam_dir: write Grad-CAM maps (NIfTI + PNG) per series there.
+        device: ``auto``, ``cpu`` or ``cuda``; None: the run's ``train.device``.
+        modality: DICOM input: modalities to predict, comma-separated or ``any`` (overrides the run's selection).
+        rule: DICOM input: ``all``, ``largest-series``, ``first`` or ``description:REGEX`` (overrides the run's
+            selection).
+
+    Raises:
+        RunError: the run's files are missing or inconsistent.
+        PredictionFileError: ``out`` exists with other columns or holds rows of another run, checkpoint or input.
+    """
+    from pipeline.train.run_dir import load_run
+
+    run = load_run(run_dir, device=device_for_run(run_dir, device))
+    cfg, labels = run.cfg, run.label_map
+    shard = shard or shard_from_env()
+    target = part_path(out, *shard) if shard else Path(out)
+    n_workers = default_workers() if workers is None else workers
+    start = time.perf_counter()
+    source = discover(input_path, cfg, work_dir=target.with_name(f"{target.stem}.scan"), workers=max(1, n_workers),
+                      modality=modality, rule=rule, run_dir=run_dir)
+    seconds_inputs = time.perf_counter() - start
+    cases = [c for c in source.cases if not shard or in_shard(c.id, *shard)]
+    columns = ["series_id", *source.key_columns, *prediction_columns(labels.task, labels.classes), "status", "error"]
+    job = {"run": str(Path(run_dir).absolute()), "input": str(Path(input_path).absolute()),
+           "checkpoint_sha1": file_sha1(run.run_dir / "checkpoints" / "best.pt"),
+           "shard": list(shard) if shard else None}
+    writer = ResumableCsvWriter(target, columns, job=job)
+    resumed = len(writer.done)
+    todo = [c for c in cases if c.id not in writer.done]
+    log.info("predict: %d series (%d already done), %d skipped input(s)", len(cases), len(cases) - len(todo),
+             len(source.skipped))
+    predictor = Predictor(run.model, labels.task, run.device, amp=cfg.train.amp,
+                          channels_last=cfg.train.channels_last)
+    cams = None
+    if cam_dir is not None:
+        from pipeline.infer.cam import CamMaker
+
+        cams = CamMaker(run.model, run.device)
+    size = batch_size or cfg.train.batch_size
+    dataset = CaseDataset(todo, run.infer_transform, expected_input_shape(run.model, cfg.transforms.size),
+                          scrub=source.scrub)
+    loader = make_case_loader(dataset, size, n_workers, pin_memory=run.device.type == "cuda")
+    started = time.perf_counter()
+    with inference_threads(run.device, n_workers):
+        try:
+            _run_batches(loader, predictor, writer, source, labels, cams, cam_dir, cfg.transforms.orientation,
+                         total=-(-len(todo) // size))
+        finally:
+            writer.close()
+    seconds = time.perf_counter() - started
+    skipped_file = sibling(target, "skipped")
+    write_skipped(skipped_file, SKIPPED_COLUMNS, source.skipped)
+    n_rows = finalize(target, summary={**job, "input_kind": source.kind, "skipped": len(source.skipped)},
+                      keep={c.id for c in cases})
+    _, rows, _ = read_rows(target)
+    n_ok = sum(r["status"] == "ok" for r in rows)
+    return PredictSummary(target, skipped_file, n_rows, n_ok, n_rows - n_ok, len(source.skipped), resumed, shard,
+                          seconds_inputs, seconds)
+
+
+def file_sha1(path: str | Path) -> str:
+    """SHA-1 of a file's bytes (identifies the checkpoint a prediction file comes from)."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _run_batches(loader: torch.utils.data.DataLoader, predictor: Predictor, writer: ResumableCsvWriter,
+                 source: PredictInput, labels: LabelMap, cams: CamMaker | None, cam_dir: str | Path | None,
+                 orientation: str, total: int) -> None:
+    """Predict every batch of ``loader`` and append its rows (good cases and errors) to ``writer``."""
+    for batch, probs in progress(iterate_predictions(loader, predictor), total=total, desc="predict"):
+        rows = []
+        for i, case_id in enumerate(batch.ids):
+            fields = prediction_fields(labels.task, labels.classes, probs[i])
+            note = ""
+            if cams is not None:
+                note = _write_cam(cams, cam_dir, case_id, batch.images[i], batch.affines[i], probs[i],
+                                  labels.task, fields, orientation, source.scrub)
+            rows.append({"series_id": case_id, **source.keys[case_id], **fields, "status": "ok", "error": note})
+        for case_id, error in batch.errors:
+            rows.append({"series_id": case_id, **source.keys[case_id], "status": "error", "error": error})
+        writer.write_rows(rows)
+
+
+def _write_cam(cams: CamMaker, cam_dir: str | Path | None, case_id: str, image: torch.Tensor,
+               affine: torch.Tensor | None, probs: np.ndarray, task: str, fields: dict[str, str], orientation: str,
+               scrub: Callable[[str], str] | None) -> str:
+    """Write one series' Grad-CAM; a failure is noted in the row's error cell, the prediction stays."""
+    from pipeline.infer.cam import cam_class_index, save_cam
+
+    try:
+        index = cam_class_index(task, probs)
+        cam = cams(image, index)
+        prob = fields.get(f"prob_{fields['pred']}", "")
+        save_cam(cam_dir, case_id, image, cam, affine, title=f"{case_id}: {fields['pred']} {prob}".strip(),
+                 orientation=orientation)
+    except Exception as e:  # noqa: BLE001 - a heat map never costs the prediction
+        return f"Grad-CAM failed: {describe_error(e, scrub)}"
+    return ""
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    """``radpipe predict`` handler."""
+    summary = predict(
+        args.run, args.input, args.out, batch_size=args.batch_size, workers=args.workers,
+        shard=parse_shard(args.shard) if args.shard else None, cam_dir=args.cam, device=args.device,
+        modality=args.modality, rule=args.series,
+    )
+    resumed = f", {summary.n_resumed} from an earlier run" if summary.n_resumed else ""
+    print(f"{summary.n_rows} series ({summary.n_ok} ok, {summary.n_error} error{resumed}) -> {summary.out}; "
+          f"{summary.n_skipped} input(s) not predicted -> {summary.skipped_file}")
+    return 0
+
+
+def merge_command(args: argparse.Namespace) -> int:
+    """``radpipe predict-merge`` handler: parts given, or found next to ``--out``."""
+    parts = [Path(p) for p in args.parts] or find_parts(args.out)
+    if not parts:
+        raise PredictionFileError(f"no part files given and none found next to {args.out} (<stem>.part-i-of-n.csv)")
+    n = merge_parts(parts, args.out)
+    print(f"{n} series from {len(parts)} part(s) -> {args.out}")
+    return 0

@@ -1,0 +1,148 @@
+"""The header cache of ``radpipe scan``: one JSON file beside the index, keyed by path, size and mtime.
+
+Headers are stored after pseudonymisation (no patient name or birth date; patient ID and accession
+number as keys), as the fields that differ from their defaults. The cache is used only for the same
+export folder, the same secret (checked through the key of a fixed probe, never the secret itself)
+and the same :class:`~transforms.dicom.headers.SliceHeader` layout.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import operator
+import os
+from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from pathlib import Path
+from typing import Any
+
+from pipeline.pseudonym import Pseudonymiser
+from transforms.dicom.headers import FrameInfo, SliceHeader
+
+log = logging.getLogger("radpipe")
+
+CACHE_VERSION = 1
+_HEADER_FIELDS = tuple(f.name for f in dataclasses.fields(SliceHeader))
+_FRAME_FIELDS = tuple(f.name for f in dataclasses.fields(FrameInfo))
+_SCHEMA = hashlib.sha256(repr((CACHE_VERSION, _HEADER_FIELDS, _FRAME_FIELDS)).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ScanEntry:
+    """One file: its header, or why it is skipped."""
+
+    size: int
+    mtime_ns: int
+    header: SliceHeader | None  # pseudonymised
+    reason: str = ""
+    detail: str = ""
+    cached: dict[str, Any] | None = None  # the header as the cache stores it
+    fragment: str | None = None  # the whole entry as the cache file holds it (:func:`entry_json`)
+
+
+_HEADER_DEFAULTS = tuple((f.name, f.default) for f in dataclasses.fields(SliceHeader))
+_HEADER_VALUES = operator.attrgetter(*(name for name, _ in _HEADER_DEFAULTS))
+
+
+def header_to_json(header: SliceHeader) -> dict[str, Any]:
+    """The header as the cache stores it: the fields that differ from their defaults, without the path."""
+    out = {name: value for (name, default), value in zip(_HEADER_DEFAULTS, _HEADER_VALUES(header))
+           if value != default and name != "path"}
+    if "frames" in out:
+        out["frames"] = [dataclasses.asdict(f) for f in header.frames]
+    return out
+
+
+def fields_to_json(fields: dict[str, Any]) -> dict[str, Any]:
+    """:func:`header_to_json` of ``SliceHeader(**fields)``, from the fields themselves."""
+    out = {name: fields[name] for name, default in _HEADER_DEFAULTS
+           if name != "path" and name in fields and fields[name] != default}
+    if "frames" in out:
+        out["frames"] = [dataclasses.asdict(f) for f in out["frames"]]
+    return out
+
+
+def header_from_json(data: dict[str, Any], path: str) -> SliceHeader:
+    """The header :func:`header_to_json` stored, for the file at ``path``."""
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k != "frames"}
+    frames = tuple(FrameInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in f.items()})
+                   for f in data.get("frames", ()))
+    return SliceHeader(path=path, frames=frames, **values)
+
+
+def cache_identity(root: Path, pseudonymiser: Pseudonymiser) -> dict[str, str]:
+    """What a cache must match to be used: header layout, export folder, secret and identifier mode."""
+    # the key of a fixed probe tells whether the secret or keep_identifiers changed, without storing either
+    return {"schema": _SCHEMA, "root": str(root.resolve()), "probe": pseudonymiser.key("radpipe-cache", "instance")}
+
+
+def load_cache(path: Path, identity: dict[str, str], root: Path) -> dict[str, ScanEntry]:
+    """The cached entries of an earlier scan of the same export (``root``) with the same secret (else empty)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("identity") != identity:
+            log.info("scan cache %s is from another export, secret or radpipe version; reading every header", path)
+            return {}
+        return {rel: ScanEntry(e["size"], e["mtime_ns"],
+                               header_from_json(e["header"], os.path.join(root, rel)) if e["header"] else None,
+                               e["reason"], e["detail"], e["header"]) for rel, e in data["entries"].items()}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        log.warning("scan cache %s is unreadable (%s); reading every header", path, type(e).__name__)
+        return {}
+
+
+_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
+def entry_json(rel: str, size: int, mtime_ns: int, header: dict[str, Any] | None, reason: str = "",
+               detail: str = "") -> str:
+    """One entry of the cache file, ``"rel":{...}``, with ``header`` as :func:`header_to_json` gives it (or None)."""
+    return (f'{encode_basestring_ascii(rel)}:{{"size":{size},"mtime_ns":{mtime_ns},"header":{_JSON.encode(header)},'
+            f'"reason":{encode_basestring_ascii(reason)},"detail":{encode_basestring_ascii(detail)}}}')
+
+
+class CacheWriter:
+    """Writes a cache file entry by entry, as the headers come, and puts it in place atomically at the end.
+
+    The file is the JSON object ``{"identity": ..., "entries": {path: entry}}`` (entries in any
+    order); entries read by scan workers come as JSON text already (``fragment``). Use as a
+    context manager: leaving it with an error removes the unfinished file and keeps the old cache.
+    """
+
+    def __init__(self, path: Path, identity: dict[str, str]) -> None:
+        self.path = path
+        self.tmp = path.with_name(path.name + ".tmp")
+        self.file = self.tmp.open("w", encoding="utf-8", buffering=1 << 16)
+        self.file.write(f'{{"identity":{_JSON.encode(identity)},"entries":{{')
+        self.separator = ""
+
+    def add(self, rel: str, entry: ScanEntry) -> None:
+        """Write one file's entry."""
+        text = entry.fragment if entry.fragment is not None else \
+            entry_json(rel, entry.size, entry.mtime_ns, entry.cached, entry.reason, entry.detail)
+        self.file.write(self.separator)
+        self.file.write(text)
+        self.separator = ","
+
+    def __enter__(self) -> CacheWriter:
+        return self
+
+    def __exit__(self, kind: Any, error: Any, trace: Any) -> None:
+        if kind is None:
+            self.file.write("}}")
+        self.file.close()
+        if kind is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def save_cache(path: Path, identity: dict[str, str], entries: dict[str, ScanEntry]) -> None:
+    """Write the cache atomically (headers already pseudonymised), entries sorted by path."""
+    with CacheWriter(path, identity) as writer:
+        for rel, entry in sorted(entries.items()):
+            writer.add(rel, entry)

@@ -1,0 +1,197 @@
+"""``radpipe convert``: one NIfTI (``.nii.gz``) plus a BIDS-style JSON sidecar per DICOM series.
+
+Like dcm2niix, but named by pseudonymised keys (``<patient_key>_<series_key>.nii.gz``) and with
+the series assembly of :mod:`transforms.dicom.series` (slices sorted by position, missing slices
+and tilt reported). Series are converted in parallel worker processes; a series that fails is
+listed in ``OUT_DIR/index.csv`` with its reason and never stops the batch.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline import __version__
+from pipeline.progress import progress
+from pipeline.pseudonym import Pseudonymiser
+from pipeline.ingest.scan import collect_headers, default_workers
+from pipeline.ingest.rows import series_problems
+from transforms.dicom.series import SeriesInfo, assemble_series
+
+log = logging.getLogger("radpipe")
+
+CONVERT_COLUMNS = ("patient_key", "study_key", "series_key", "accession_key", "modality", "series_description",
+                   "status", "nifti", "sidecar", "shape", "spacing", "orientation", "problems", "error")
+CACHE_NAME = ".convert-scan-cache.json"
+
+
+@dataclass
+class ConvertSummary:
+    """What :func:`convert_export` wrote.
+
+    Attributes:
+        out_dir: the output folder.
+        index_csv: ``out_dir/index.csv``, one row per series (written or failed).
+        n_series: series found.
+        n_written: NIfTI files written.
+        n_failed: series that could not be converted (see their ``error``).
+        seconds: wall time.
+        rows: the rows of ``index.csv``.
+    """
+
+    out_dir: Path
+    index_csv: Path
+    n_series: int
+    n_written: int
+    n_failed: int
+    seconds: float
+    rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    def lines(self) -> list[str]:
+        """The summary as printed by ``radpipe convert``."""
+        return [f"series: {self.n_series}, written: {self.n_written}, failed: {self.n_failed}",
+                f"time: {self.seconds:.1f} s", f"index: {self.index_csv}"]
+
+
+def _seconds(ms: float | None) -> float | None:
+    return None if ms is None else round(ms / 1000.0, 6)
+
+
+def sidecar(info: SeriesInfo, keys: dict[str, str], problems: list[str]) -> dict[str, Any]:
+    """BIDS-style sidecar of a series (times in seconds, as BIDS wants); no identifiers but keys."""
+    h = info.header
+    data: dict[str, Any] = {
+        "Modality": h.modality, "Manufacturer": h.manufacturer, "ManufacturersModelName": h.model,
+        "InstitutionName": h.institution, "BodyPartExamined": h.body_part, "SeriesDescription": h.series_description,
+        "ProtocolName": h.protocol_name, "SeriesNumber": h.series_number, "ImageType": list(h.image_type),
+        "SliceThickness": h.slice_thickness, "SpacingBetweenSlices": round(float(np.linalg.norm(info.slice_step)), 6),
+        "EchoTime": _seconds(h.echo_time), "RepetitionTime": _seconds(h.repetition_time),
+        "InversionTime": _seconds(h.inversion_time), "FlipAngle": h.flip_angle,
+        "MagneticFieldStrength": h.field_strength, "KVP": h.kvp, "ConvolutionKernel": h.convolution_kernel,
+        "ImageOrientationPatientDICOM": [round(v, 8) for v in (*info.row_cosines, *info.column_cosines)],
+        "VoxelSpacing": [round(float(v), 6) for v in info.spacing], "Shape": list(info.shape),
+        "Orientation": info.orientation_label, "TransferSyntaxUID": h.transfer_syntax,
+        "ConversionSoftware": "radpipe", "ConversionSoftwareVersion": __version__,
+        "PatientKey": keys["patient_key"], "StudyKey": keys["study_key"], "SeriesKey": keys["series_key"],
+        "Status": keys["status"], "Problems": problems,
+    }
+    if info.n_timepoints > 1 and info.temporal_spacing:
+        data["TemporalSpacing"] = info.temporal_spacing
+    if h.gantry_tilt:
+        data["GantryDetectorTilt"] = h.gantry_tilt
+    return {k: v for k, v in data.items() if v not in (None, "")}
+
+
+def write_nifti(volume: np.ndarray, affine: np.ndarray, path: Path, temporal_spacing: float | None = None) -> None:
+    """Save ``volume`` (x, y, z[, t]) with its RAS ``affine`` as NIfTI-1 (sform and qform: scanner)."""
+    import nibabel as nib
+
+    image = nib.Nifti1Image(volume, affine)
+    image.header.set_xyzt_units("mm", "sec")
+    image.set_sform(affine, code=1)
+    image.set_qform(affine, code=1)
+    if volume.ndim == 4 and temporal_spacing:
+        zooms = list(image.header.get_zooms())
+        zooms[3] = float(temporal_spacing)
+        image.header.set_zooms(zooms)
+    tmp = path.with_name(path.name.replace(".nii.gz", ".tmp.nii.gz"))
+    nib.save(image, tmp)
+    os.replace(tmp, path)
+
+
+def _convert_one(info: SeriesInfo, row: dict[str, Any], out_dir: str, problems: list[str]) -> dict[str, Any]:
+    """Load one series, write its NIfTI and sidecar (worker process); failures fill ``error``."""
+    from transforms.dicom.volume import load_series
+
+    stem = f"{row['patient_key']}_{row['series_key']}"
+    nifti, side = Path(out_dir) / f"{stem}.nii.gz", Path(out_dir) / f"{stem}.json"
+    try:
+        volume, affine, _ = load_series(info)
+        write_nifti(volume, affine, nifti, info.temporal_spacing)
+        side.write_text(json.dumps(sidecar(info, row, problems), indent=2), encoding="utf-8")
+    except Exception as e:  # noqa: BLE001 - one failing series never aborts the batch
+        for partial in (nifti, side):
+            partial.unlink(missing_ok=True)
+        message = " ".join(str(e).split())
+        return {**row, "status": "failed", "error": f"{type(e).__name__}: {message}"}
+    return {**row, "nifti": nifti.name, "sidecar": side.name, "shape": "x".join(map(str, volume.shape))}
+
+
+def _run(jobs: list[tuple[SeriesInfo, dict[str, Any], list[str]]], out_dir: Path,
+         workers: int) -> Iterator[dict[str, Any]]:
+    if workers <= 1 or len(jobs) < 2:
+        for info, row, problems in progress(jobs, desc="converting"):
+            yield _convert_one(info, row, str(out_dir), problems)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_convert_one, info, row, str(out_dir), problems) for info, row, problems in jobs]
+        for future in progress(futures, desc="converting"):
+            yield future.result()
+
+
+def convert_export(export_dir: str | Path, out_dir: str | Path, *, workers: int | None = None,
+                   keep_identifiers: bool = False, pseudonymiser: Pseudonymiser | None = None) -> ConvertSummary:
+    """Convert every image series under ``export_dir`` to ``out_dir/<patient_key>_<series_key>.nii.gz`` + ``.json``.
+
+    Args:
+        export_dir: the DICOM export folder.
+        out_dir: output folder (created); also gets ``index.csv`` and a header cache.
+        workers: processes reading headers and converting series (default :func:`~pipeline.ingest.scan.default_workers`).
+        keep_identifiers: name files by identifiers in clear (an explicit, logged opt-out).
+        pseudonymiser: the key maker (default: the secret of ``$RADPIPE_SECRET_FILE``).
+
+    Returns:
+        A :class:`ConvertSummary`.
+
+    Raises:
+        DicomReadError: ``export_dir`` is not a folder.
+    """
+    start = time.monotonic()
+    workers = workers or default_workers()
+    if pseudonymiser is None:
+        pseudonymiser = Pseudonymiser(keep_identifiers=keep_identifiers)
+    if pseudonymiser.keep_identifiers:
+        log.warning("convert: --keep-identifiers: file names and the index hold identifiers IN CLEAR")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _, entries, _ = collect_headers(export_dir, workers=workers, pseudonymiser=pseudonymiser,
+                                    cache_path=out / CACHE_NAME, exclude=[out])
+    series = assemble_series(e.header for e in entries.values() if e.header is not None)
+    jobs = []
+    for info in series:
+        h = info.header
+        status, problems = series_problems(info)
+        row = {"patient_key": h.patient_id, "study_key": pseudonymiser.key(h.study_uid, "study"),
+               "series_key": pseudonymiser.key(info.uid, "series"), "accession_key": h.accession_number,
+               "modality": h.modality, "series_description": h.series_description, "status": status,
+               "nifti": "", "sidecar": "", "shape": "", "spacing": "x".join(f"{v:.3f}" for v in info.spacing),
+               "orientation": info.orientation_label, "problems": "; ".join(problems), "error": ""}
+        jobs.append((info, row, problems))
+    rows = list(_run(jobs, out, workers))
+    rows.sort(key=lambda r: (r["patient_key"], r["study_key"], r["series_key"]))
+    index = out / "index.csv"
+    with index.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(CONVERT_COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
+    n_failed = sum(r["status"] == "failed" for r in rows)
+    return ConvertSummary(out_dir=out, index_csv=index, n_series=len(rows), n_written=len(rows) - n_failed,
+                          n_failed=n_failed, seconds=time.monotonic() - start, rows=rows)
+
+
+def run_convert_command(args: Any) -> int:
+    """Handler of ``radpipe convert``."""
+    summary = convert_export(args.export_dir, args.out_dir, workers=args.workers,
+                             keep_identifiers=args.keep_identifiers)
+    for line in summary.lines():
+        print(line)
+    return 1 if summary.n_failed and not summary.n_written else 0

@@ -1,0 +1,247 @@
+"""Join a scan index (``radpipe scan``) to a label sheet into a manifest, one series per study.
+
+The hospital's label sheet is keyed by an identifier it knows (accession number, patient
+ID); the index holds only pseudonymised keys. The sheet's identifiers are hashed with the
+same :class:`~pipeline.pseudonym.Pseudonymiser` secret and matched on the index's key
+columns, so no identifier is written in clear: the manifest drops the identifier columns
+of the sheet, and the report names unmatched cases by their pseudonymised keys only.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.errors import ManifestError, format_problems
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from pipeline.pseudonym import Pseudonymiser
+
+#: label-sheet identifier -> (index key column, pseudonymiser kind)
+KEYS = {
+    "accession_number": ("accession_key", "accession"),
+    "patient_id": ("patient_key", "patient"),
+    "study_instance_uid": ("study_key", "study"),
+    "study_uid": ("study_key", "study"),
+}
+#: label-sheet columns never written to the manifest (identifiers in clear)
+IDENTIFIER_COLUMNS = re.compile(
+    r"^(accession(_?number|_?no)?|patient_?id|patient_?name|name|first_?name|last_?name|surname|mrn|"
+    r"birth_?date|date_?of_?birth|dob|study_?(instance_?)?uid|series_?(instance_?)?uid|ssn|address|phone)$",
+    re.IGNORECASE,
+)
+NUMERIC_INDEX_COLUMNS = ("rows", "columns", "n_slices", "n_frames", "n_timepoints", "n_files", "series_number")
+COHORT_FROM_INDEX = {"manufacturer": "manufacturer", "model": "scanner_model", "institution": "institution",
+                     "modality": "modality", "sex": "sex", "age": "age"}
+SELECT_RULES = ("largest-series", "first", "description:REGEX")
+MAX_LISTED_KEYS = 20
+
+
+@dataclass
+class JoinReport:
+    """What matched and what did not (pseudonymised keys only)."""
+
+    n_series: int = 0
+    n_error_series: int = 0
+    n_filtered_out: int = 0
+    n_label_rows: int = 0
+    n_rows: int = 0
+    unmatched_labels: list[str] = field(default_factory=list)
+    unmatched_index: list[str] = field(default_factory=list)
+    no_series_chosen: list[str] = field(default_factory=list)
+    dropped_columns: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """The report as text lines."""
+
+        def keys(values: list[str]) -> str:
+            shown = ", ".join(values[:MAX_LISTED_KEYS])
+            more = f" ... and {len(values) - MAX_LISTED_KEYS} more" if len(values) > MAX_LISTED_KEYS else ""
+            return f": {shown}{more}" if values else ""
+
+        out = [
+            f"index: {self.n_series} series, {self.n_error_series} dropped with status error, "
+            f"{self.n_filtered_out} dropped by --where",
+            f"labels: {self.n_label_rows} row(s); manifest: {self.n_rows} case(s)",
+            f"label rows matching no usable series: {len(self.unmatched_labels)}{keys(self.unmatched_labels)}",
+            f"index keys without a label row: {len(self.unmatched_index)}{keys(self.unmatched_index)}",
+        ]
+        if self.no_series_chosen:
+            out.append(f"studies where --select chose no series: {len(self.no_series_chosen)}"
+                       f"{keys(self.no_series_chosen)}")
+        if self.dropped_columns:
+            out.append(f"label-sheet identifier columns left out: {', '.join(self.dropped_columns)}")
+        return out
+
+
+def _read(path: Path, what: str) -> pd.DataFrame:
+    from pipeline.manifest.reading import read_manifest_csv
+
+    try:
+        return read_manifest_csv(path)
+    except ManifestError as e:
+        raise ManifestError(str(e).replace("manifest", what, 1)) from e
+
+
+def _select(candidates: pd.DataFrame, rule: str) -> pd.DataFrame:
+    """The rows of one study kept by ``rule`` (at most one)."""
+    if rule == "first":
+        return candidates.head(1)
+    if rule.startswith("description:"):
+        pattern = re.compile(rule.partition(":")[2], re.IGNORECASE)
+        candidates = candidates[[bool(pattern.search(str(d))) for d in candidates["series_description"]]]
+    if candidates.empty:
+        return candidates
+    sort_by = [c for c in ("n_slices", "n_files") if c in candidates.columns]
+    ordered = candidates.assign(_order=range(len(candidates)))
+    ordered = ordered.sort_values([*sort_by, "_order"], ascending=[False] * len(sort_by) + [True], kind="stable")
+    return ordered.drop(columns="_order").head(1)
+
+
+def join_manifest(
+    index_csv: str | Path,
+    labels_csv: str | Path,
+    key: str,
+    out: str | Path,
+    where: str | None = None,
+    select: str = "largest-series",
+    label_columns: tuple[str, ...] = ("label",),
+    pseudonymiser: Pseudonymiser | None = None,
+) -> tuple[pd.DataFrame, JoinReport]:
+    """Build a manifest from a scan index and a label sheet and write it to ``out``.
+
+    Args:
+        index_csv: series index written by ``radpipe scan``.
+        labels_csv: the label sheet (one row per study or patient).
+        key: the sheet's identifier column: ``accession_number``, ``patient_id``, ``study_instance_uid``
+            (hashed and matched to the index's key column), or an index key column such as
+            ``accession_key`` when the sheet already holds pseudonymised keys.
+        out: the manifest CSV to write; image paths are written relative to its folder.
+        where: a pandas query on the index (e.g. ``"modality == 'CT'"``) applied before selection.
+        select: one series per study: ``largest-series`` (most slices), ``first``, or
+            ``description:REGEX`` (the largest series whose description matches).
+        label_columns: the sheet's label column(s).
+        pseudonymiser: hashes the sheet's identifiers; default: the user's secret.
+
+    Returns:
+        The manifest and the match report.
+
+    Raises:
+        ManifestError: missing columns, a duplicated key in the sheet, or a bad ``--where``.
+    """
+    import pandas as pd
+
+    from pipeline.pseudonym import Pseudonymiser
+
+    index_csv, labels_csv, out = Path(index_csv), Path(labels_csv), Path(out)
+    index = _read(index_csv, "scan index")
+    sheet = _read(labels_csv, "label sheet")
+    if select not in ("largest-series", "first") and not select.startswith("description:"):
+        raise ManifestError(f"--select {select!r}: expected one of {', '.join(SELECT_RULES)}")
+    if select.startswith("description:"):
+        try:
+            re.compile(select.partition(":")[2])
+        except re.error as e:
+            raise ManifestError(f"--select {select!r}: the pattern is not a regular expression ({e})") from e
+        if "series_description" not in index:
+            raise ManifestError(f"--select {select!r} needs a series_description column in {index_csv}")
+    if key in KEYS:
+        index_key, kind = KEYS[key]
+    elif key.endswith("_key"):
+        index_key, kind = key, ""
+    else:
+        raise ManifestError(f"--key {key!r}: expected one of {', '.join(KEYS)} or an index key column (e.g. "
+                            "accession_key) when the sheet is already pseudonymised")
+    problems = [f"label sheet {labels_csv} has no column '{c}'" for c in (key, *label_columns) if c not in sheet]
+    problems += [f"scan index {index_csv} has no column '{c}'" for c in (index_key, "series_ref", "study_key")
+                 if c not in index]
+    if problems:
+        raise ManifestError(format_problems(problems) + "; fix the column names or the --key / --label-column options")
+    for column in NUMERIC_INDEX_COLUMNS:
+        if column in index:
+            index[column] = pd.to_numeric(index[column], errors="coerce")
+    report = JoinReport(n_series=len(index), n_label_rows=len(sheet))
+    usable = index["status"].str.lower() != "error" if "status" in index else pd.Series(True, index=index.index)
+    report.n_error_series = int((~usable).sum())
+    index = index[usable]
+    if where:
+        try:
+            kept = index.query(where)
+        except Exception as e:  # pandas raises many types for a bad expression
+            raise ManifestError(
+                f"--where {where!r} cannot be evaluated on the scan index ({' '.join(str(e).split())}); "
+                f"columns: {', '.join(index.columns)}"
+            ) from e
+        report.n_filtered_out = len(index) - len(kept)
+        index = kept
+    hasher = pseudonymiser or (Pseudonymiser() if kind else None)
+    sheet["_key"] = [hasher.key(v, kind) if hasher is not None else v.strip() for v in sheet[key]]
+    duplicated = sheet["_key"].duplicated(keep=False) & (sheet["_key"] != "")
+    if duplicated.any():
+        rows = [str(i + 2) for i in sheet.index[duplicated]]
+        raise ManifestError(
+            f"label sheet {labels_csv}: column '{key}' repeats a value on rows {', '.join(rows[:20])}; "
+            "keep one row per key"
+        )
+    sheet_keys = set(sheet["_key"]) - {""}
+    index_keys = set(index[index_key].astype(str)) - {""}
+    report.unmatched_labels = sorted(
+        [k or f"(row {i + 2}: empty {key})" for i, k in zip(sheet.index, sheet["_key"]) if k not in index_keys]
+    )
+    report.unmatched_index = sorted(index_keys - sheet_keys)
+    dropped = [c for c in sheet.columns if c != "_key" and c not in label_columns and
+               (c == key or IDENTIFIER_COLUMNS.match(c))]
+    report.dropped_columns = dropped
+    extra = [c for c in sheet.columns if c not in dropped and c not in label_columns and c != "_key"]
+    matched = index[index[index_key].astype(str).isin(sheet_keys)]
+    rows = []
+    by_key = sheet.set_index("_key")
+    for study, candidates in matched.groupby("study_key", sort=False):
+        chosen = _select(candidates, select)
+        if chosen.empty:
+            report.no_series_chosen.append(str(study))
+            continue
+        series = chosen.iloc[0]
+        labels = by_key.loc[str(series[index_key])]
+        row = {"image": _relative_ref(series["series_ref"], index_csv.parent, out.parent)}
+        row.update({c: labels[c] for c in label_columns})
+        row.update({c: series.get(c, "") for c in ("patient_key", "study_key", "series_key") if c in index})
+        row.update({c: labels[c] for c in extra})
+        row.update({name: series[source] for source, name in COHORT_FROM_INDEX.items()
+                    if source in index and name not in row})
+        rows.append(row)
+    manifest = pd.DataFrame(rows, columns=list(rows[0]) if rows else ["image", *label_columns, "patient_key"])
+    report.n_rows = len(manifest)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    manifest.to_csv(out, index=False)
+    return manifest, report
+
+
+def _relative_ref(ref: str, index_folder: Path, manifest_folder: Path) -> str:
+    """An index ``series_ref`` (relative to the index) made relative to the manifest's folder."""
+    if not ref:
+        return ""
+    absolute = os.path.normpath(os.path.join(index_folder.absolute(), ref))
+    return os.path.relpath(absolute, manifest_folder.absolute())
+
+
+def manifest_command(args: argparse.Namespace) -> int:
+    """``radpipe manifest``: join a scan index and a label sheet; print what did not match."""
+    label_columns = tuple(c.strip() for c in args.label_column.split(",") if c.strip())
+    manifest, report = join_manifest(
+        args.index, args.labels, args.key, args.out, where=args.where, select=args.select, label_columns=label_columns
+    )
+    for line in report.lines():
+        print(line)
+    print(f"wrote {args.out} ({len(manifest)} case(s)); next: radpipe validate-manifest {args.out}")
+    if manifest.empty:
+        raise ManifestError(
+            f"no series of {args.index} matched a row of {args.labels} on '{args.key}'; check --key, --where "
+            "and that radpipe scan used the same pseudonymisation secret ($RADPIPE_SECRET_FILE)"
+        )
+    return 0

@@ -1,0 +1,408 @@
+"""Validation report per cohort: ``report.json``, ``metrics.csv`` and a self-contained ``report.html``.
+
+:func:`build_report` computes, for all cases and for every value of every cohort column, the AUC with a
+bootstrap 95% CI (class-stratified, whole patients resampled when a patient has several cases), the metrics at
+an operating point fixed on **validation** predictions (never on the evaluated cases), Brier score and ECE, and
+flags what a reviewer must not overlook: cohorts too small to quote (``too_few_positives`` /
+``too_few_negatives``), a single class (``single_class``, AUC null), a cohort whose AUC CI lies entirely below the
+overall AUC (``auc_below_overall``), and a threshold not taken from validation (``threshold_not_from_validation``).
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline import statistics as M
+from pipeline.config import EvalConfig
+from pipeline.errors import ManifestError, format_problems
+from pipeline.report.inputs import Predictions, RunInfo, check_columns, parse_predictions
+
+BINARY_KEYS = ("n", "n_pos", "prevalence", "auc", "auc_ci_low", "auc_ci_high", "accuracy", "sensitivity",
+               "specificity", "ppv", "npv", "f1", "balanced_accuracy", "brier", "ece", "flags")
+REGRESSION_KEYS = ("n", "mae", "mae_ci_low", "mae_ci_high", "rmse", "pearson_r", "flags")
+MISSING_VALUE = "(missing)"
+PATIENT_COLUMNS = ("patient_id", "patient_key")
+
+
+def build_report(
+    predictions: pd.DataFrame,
+    cohorts: Sequence[str],
+    out_dir: str | Path,
+    *,
+    source: str = "predictions.csv",
+    validation: pd.DataFrame | None = None,
+    validation_source: str = "validation predictions",
+    compare: pd.DataFrame | None = None,
+    compare_source: str = "other predictions",
+    id_column: str = "image",
+    eval_config: EvalConfig | None = None,
+    n_bootstrap: int | None = None,
+    seed: int = 0,
+    positive: str | None = None,
+    patient_column: str | None = None,
+    run: RunInfo | None = None,
+) -> dict[str, Any]:
+    """Compute the per-cohort validation report and write it to ``out_dir``.
+
+    Args:
+        predictions: the predictions table (strings, as read by ``read_predictions_csv``).
+        cohorts: columns whose values are reported separately (e.g. ``site``, ``sex``).
+        out_dir: folder receiving ``report.json``, ``metrics.csv`` and ``report.html``.
+        source: file name of ``predictions`` (messages and report header).
+        validation: validation predictions fixing the operating point; None uses 0.5 and flags it.
+        validation_source: file name of ``validation``.
+        compare: predictions of another model on the same cases (DeLong test of the AUC difference).
+        compare_source: file name of ``compare``.
+        id_column: column matching the cases of ``compare`` (and checking that validation cases differ).
+        eval_config: threshold rule, target sensitivity, resamples and ``min_cases`` (defaults if None).
+        n_bootstrap: resamples of the CIs; None takes ``eval_config.bootstrap``.
+        seed: seed of the bootstrap.
+        positive: positive class of a binary task (default: the second ``prob_`` column).
+        patient_column: column grouping a patient's cases; None takes the run's ``data.patient_column`` or the
+            first of ``patient_id`` / ``patient_key`` present.
+        run: the run directory read by ``read_run``; adds its config and weights report.
+
+    Returns:
+        The content of ``report.json`` (NaN as None).
+
+    Raises:
+        ManifestError: a column is missing, holds bad values, or the compared cases differ.
+    """
+    from pipeline.report.page import write_html
+
+    cfg = eval_config or EvalConfig()
+    n_boot = cfg.bootstrap if n_bootstrap is None else n_bootstrap
+    task, classes, label_columns = _run_task(run)
+    pred = parse_predictions(predictions, source, task, classes, positive, label_columns)
+    check_columns(pred.frame, cohorts, source, "cohort")
+    if patient_column is None and run is not None and run.config is not None:
+        patient_column = run.config.data.patient_column if run.config.data.patient_column in pred.frame else None
+    if patient_column is None:
+        patient_column = next((c for c in PATIENT_COLUMNS if c in pred.frame.columns), None)
+    elif patient_column not in pred.frame.columns:
+        check_columns(pred.frame, [patient_column], source, "patient")
+    threshold, rule, from_validation = _threshold(pred, validation, validation_source, id_column, cfg, label_columns)
+    clusters = _clusters(pred.frame, patient_column)
+    ctx = _Context(pred, threshold, from_validation, clusters, n_boot, seed, cfg.min_cases)
+    overall, overall_plot = ctx.group(np.ones(len(pred.frame), dtype=bool), None)
+    cohort_json: dict[str, dict[str, Any]] = {}
+    plots: dict[str, Any] = {"overall": overall_plot, "cohorts": {}}
+    for column in cohorts:
+        values = pred.frame[column].str.strip().replace("", MISSING_VALUE)
+        cohort_json[column], plots["cohorts"][column] = {}, {}
+        for value in sorted(values.unique(), key=lambda v: (v == MISSING_VALUE, v)):
+            obj, plot = ctx.group((values == value).to_numpy(), overall)
+            cohort_json[column][value], plots["cohorts"][column][value] = obj, plot
+    report: dict[str, Any] = {
+        "source": source,
+        "task": pred.task,
+        "classes": list(pred.classes),
+        "positive_class": pred.classes[pred.positive] if pred.positive is not None else None,
+        "threshold": threshold,
+        "threshold_rule": rule,
+        "n_bootstrap": n_boot,
+        "bootstrap_unit": "patient" if _repeats(clusters) else "case",
+        "seed": seed,
+        "min_cases": cfg.min_cases,
+        "excluded": pred.excluded,
+        "overall": overall,
+        "cohorts": cohort_json,
+    }
+    if compare is not None:
+        other = parse_predictions(compare, compare_source, pred.task, pred.classes,
+                                  report["positive_class"], label_columns, classes_from=source)
+        report["comparison"] = compare_predictions(pred, other, id_column)
+    if run is not None:
+        from pipeline.report.page import run_summary
+
+        report["run"] = run_summary(run)
+    report = to_json(report)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    metrics_table(report).to_csv(out / "metrics.csv", index=False)
+    write_html(report, plots, out / "report.html")
+    return report
+
+
+def _run_task(run: RunInfo | None) -> tuple[str | None, list[str] | None, tuple[str, ...]]:
+    task, classes, label_columns = None, None, ("label",)
+    if run is not None and run.config is not None:
+        task, label_columns = run.config.data.task, tuple(run.config.data.label_columns)
+    if run is not None and run.labels is not None:
+        task = run.labels.get("task", task)
+        classes = [str(c) for c in run.labels.get("classes", [])] or None
+        if isinstance(run.labels.get("label_columns"), list) and run.labels["label_columns"]:
+            label_columns = tuple(str(c) for c in run.labels["label_columns"])
+    return task, classes, label_columns
+
+
+def _threshold(
+    pred: Predictions, validation: pd.DataFrame | None, source: str, id_column: str, cfg: EvalConfig,
+    label_columns: Sequence[str],
+) -> tuple[Any, str, bool]:
+    """Operating point(s) from validation predictions, or 0.5 (flagged) without them."""
+    if pred.task == "multiclass":
+        unused = "; validation predictions not needed" if validation is not None else ""
+        return None, f"argmax (the class of highest probability){unused}", True
+    if pred.task == "regression":
+        return None, "none (regression)", True
+    if validation is None:
+        fixed: Any = 0.5 if pred.task == "binary" else {c: 0.5 for c in pred.classes}
+        rule = "fixed 0.5: no validation predictions given (--threshold-from), not a validated operating point"
+        return fixed, rule, False
+    positive = pred.classes[pred.positive] if pred.positive is not None else None
+    val = parse_predictions(validation, source, pred.task, pred.classes, positive, label_columns,
+                            classes_from=pred.source)
+    _check_not_test(val, pred, id_column)
+    rule = cfg.threshold
+    words = "Youden's J" if rule == "youden" else f"sensitivity >= {cfg.target_sensitivity:g}"
+    text = f"{words} on validation predictions {source} (n={len(val.frame)}), applied unchanged"
+
+    def pick(y: np.ndarray, score: np.ndarray, name: str) -> float:
+        try:
+            return M.choose_threshold(y, score, rule, cfg.target_sensitivity)
+        except ValueError as e:
+            raise ManifestError(f"{source}: cannot fix the threshold of {name}: {e}; use a validation set with "
+                                "positive and negative cases") from e
+
+    if pred.task == "binary":
+        return pick(val.truth, val.positive_score, positive or "the positive class"), text, True
+    return {c: pick(val.truth[:, k], val.scores[:, k], c) for k, c in enumerate(pred.classes)}, text, True
+
+
+def _check_not_test(val: Predictions, pred: Predictions, id_column: str) -> None:
+    if "split" in val.frame.columns and val.frame["split"].str.strip().str.lower().eq("test").any():
+        raise ManifestError(f"{val.source}: column 'split' holds 'test' rows; the threshold must be fixed on "
+                            "validation predictions only (radpipe evaluate --split val)")
+    if id_column in val.frame.columns and id_column in pred.frame.columns:
+        shared = sorted(set(val.frame[id_column]) & set(pred.frame[id_column]))
+        if shared:
+            raise ManifestError(f"{val.source}: {len(shared)} case(s) also in {pred.source} (by '{id_column}'), e.g. "
+                                f"{shared[:3]}; the threshold must come from validation cases only")
+
+
+def _clusters(frame: pd.DataFrame, column: str | None) -> np.ndarray | None:
+    if column is None:
+        return None
+    values = frame[column].str.strip().to_numpy(dtype=object)
+    blank = values == ""
+    values[blank] = [f"\0case{i}" for i in np.flatnonzero(blank)]  # an unknown patient is its own cluster
+    return values
+
+
+def _repeats(clusters: np.ndarray | None) -> bool:
+    return clusters is not None and len(set(clusters)) < len(clusters)
+
+
+class _Context:
+    """Everything shared by the groups of one report."""
+
+    def __init__(self, pred: Predictions, threshold: Any, from_validation: bool, clusters: np.ndarray | None,
+                 n_boot: int, seed: int, min_cases: int) -> None:
+        self.pred, self.threshold, self.from_validation = pred, threshold, from_validation
+        self.clusters, self.n_boot, self.seed, self.min_cases = clusters, n_boot, seed, min_cases
+
+    def _ci(self, y: np.ndarray, score: np.ndarray, mask: np.ndarray) -> M.BootstrapCI:
+        clusters = None if self.clusters is None else self.clusters[mask]
+        return M.bootstrap_auc_ci(y, score, clusters, self.n_boot, self.seed)
+
+    def group(self, mask: np.ndarray, overall: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The JSON object and the plot data of one group of cases."""
+        p = self.pred
+        if p.task == "regression":
+            return self._regression(mask)
+        if p.task == "binary":
+            y, score = p.truth[mask], p.positive_score[mask]
+            m = M.binary_metrics(y, score, self.threshold)
+            ci = self._ci(y, score, mask) if np.isfinite(m["auc"]) else None
+            counts = [(m["n_pos"], m["n"] - m["n_pos"])]
+            plot = {"roc": {"": _roc(y, score)}, "calibration": {"": M.calibration_bins(y, score)},
+                    "confusion": m.pop("confusion"), "labels": _binary_labels(p)}
+        else:
+            m, ci, counts, plot = self._multi(mask)
+        obj = {"n": m["n"], "n_pos": m.get("n_pos"), "prevalence": m.get("prevalence"), "auc": m["auc"],
+               "auc_ci_low": ci.low if ci else None, "auc_ci_high": ci.high if ci else None}
+        obj.update({k: m[k] for k in BINARY_KEYS[6:-1]})
+        obj["flags"] = self._flags(counts, obj, overall)
+        if "per_class" in m:
+            obj["per_class"] = m["per_class"]
+        if p.task == "multiclass":
+            obj["confusion_matrix"] = plot["confusion"]
+        return obj, plot
+
+    def _flags(self, counts: list[tuple[int, int]], obj: dict[str, Any], overall: dict[str, Any] | None) -> list[str]:
+        flags = []
+        if any(pos == 0 or neg == 0 for pos, neg in counts) and not np.isfinite(_num(obj["auc"])):
+            flags.append("single_class")
+        if any(pos < self.min_cases for pos, _ in counts):
+            flags.append("too_few_positives")
+        if any(neg < self.min_cases for _, neg in counts):
+            flags.append("too_few_negatives")
+        if overall is not None and _num(obj["auc_ci_high"]) < _num(overall["auc"]):
+            flags.append("auc_below_overall")
+        if not self.from_validation:
+            flags.append("threshold_not_from_validation")
+        return flags
+
+    def _multi(self, mask: np.ndarray) -> tuple[dict[str, Any], M.BootstrapCI, list[tuple[int, int]], dict[str, Any]]:
+        p = self.pred
+        probs = p.scores[mask]
+        k = len(p.classes)
+        if p.task == "multiclass":
+            y = p.truth[mask]
+            m = M.multiclass_metrics(y, probs)
+            onehot = np.eye(k)[y] if y.size else np.zeros((0, k))
+            ci = M.bootstrap_ci(lambda w: M.macro_auc(onehot, probs, w), y,
+                                None if self.clusters is None else self.clusters[mask], self.n_boot, self.seed)
+            confusion = m.pop("confusion")
+        else:
+            onehot = p.truth[mask]
+            per_label = [M.binary_metrics(onehot[:, j], probs[:, j], self.threshold[c])
+                         for j, c in enumerate(p.classes)]
+            m = {"n": int(mask.sum()), "per_class": per_label}
+            for key in ("auc", *BINARY_KEYS[6:-1]):
+                values = [r[key] for r in per_label if np.isfinite(r[key])]
+                m[key] = float(np.mean(values)) if values else float("nan")
+            # macro over the labels defined in this group; a resample losing one of them is dropped (n_valid)
+            defined = [j for j, r in enumerate(per_label) if np.isfinite(r["auc"])]
+            ci = M.bootstrap_ci(lambda w: np.mean([M.weighted_auc(onehot[:, j], probs[:, j], w) for j in defined],
+                                                  axis=0) if defined else np.full(len(w), np.nan),
+                                np.zeros(len(onehot), dtype=int),
+                                None if self.clusters is None else self.clusters[mask], self.n_boot, self.seed)
+            confusion = {c: r.pop("confusion") for c, r in zip(p.classes, per_label)}
+        per_class = {}
+        counts = []
+        for j, (c, r) in enumerate(zip(p.classes, m["per_class"])):
+            class_ci = self._ci(onehot[:, j], probs[:, j], mask) if np.isfinite(r["auc"]) else None
+            per_class[c] = {"n_pos": r["n_pos"], "prevalence": r["prevalence"], "auc": r["auc"],
+                            "auc_ci_low": class_ci.low if class_ci else None,
+                            "auc_ci_high": class_ci.high if class_ci else None,
+                            **{key: r[key] for key in ("sensitivity", "specificity", "ppv", "npv", "f1")}}
+            counts.append((r["n_pos"], m["n"] - r["n_pos"]))
+        m["per_class"] = per_class
+        plot = {"roc": {c: _roc(onehot[:, j], probs[:, j]) for j, c in enumerate(p.classes)},
+                "calibration": ({"top label": M.calibration_bins(probs.argmax(1) == p.truth[mask], probs.max(1))}
+                                if p.task == "multiclass" else
+                                {c: M.calibration_bins(onehot[:, j], probs[:, j]) for j, c in enumerate(p.classes)}),
+                "confusion": confusion, "labels": list(p.classes)}
+        return m, ci, counts, plot
+
+    def _regression(self, mask: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+        y, pred = self.pred.truth[mask], self.pred.scores[mask]
+        m = M.regression_metrics(y, pred)
+        clusters = None if self.clusters is None else self.clusters[mask]
+        ci = M.bootstrap_mae_ci(y, pred, clusters, self.n_boot, self.seed)
+        flags = ["too_few_cases"] if m["n"] < self.min_cases else []
+        obj = {"n": m["n"], "mae": m["mae"], "mae_ci_low": ci.low, "mae_ci_high": ci.high, "rmse": m["rmse"],
+               "pearson_r": m["pearson_r"], "flags": flags}
+        return obj, {"scatter": (y.tolist(), pred.tolist())}
+
+
+def _binary_labels(p: Predictions) -> list[str]:
+    pos = p.classes[p.positive] if p.positive is not None else "positive"
+    neg = [c for c in p.classes if c != pos]
+    return [neg[0] if len(neg) == 1 else "negative", pos]
+
+
+def _roc(y: np.ndarray, score: np.ndarray) -> tuple[list[float], list[float], float] | None:
+    from sklearn.metrics import roc_curve
+
+    y = np.asarray(y).astype(bool)
+    if y.all() or not y.any():
+        return None
+    fpr, tpr, _ = roc_curve(y, score)
+    return fpr.tolist(), tpr.tolist(), M.roc_auc(y, score)
+
+
+def _num(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def compare_predictions(a: Predictions, b: Predictions, id_column: str = "image") -> dict[str, Any]:
+    """DeLong test of the AUC difference of two models' predictions on the same cases (matched by ``id_column``).
+
+    Raises:
+        ManifestError: the id column is missing or repeated, the cases differ (naming the missing ids), or the
+            true labels disagree.
+    """
+    if a.task == "regression":
+        raise ManifestError(f"--compare tests a difference of AUCs; {a.source} is a regression task without AUC")
+    for p in (a, b):
+        check_columns(p.frame, [id_column], p.source, "case id (--id-column)")
+        repeated = p.frame[id_column][p.frame[id_column].duplicated()].unique().tolist()
+        if repeated:
+            raise ManifestError(f"{p.source}: column '{id_column}' repeats {format_problems(repeated)}; "
+                                "each case must appear once (choose another --id-column)")
+    ids_a, ids_b = a.frame[id_column].tolist(), b.frame[id_column].tolist()
+    only_a, only_b = sorted(set(ids_a) - set(ids_b)), sorted(set(ids_b) - set(ids_a))
+    if only_a or only_b:
+        parts = [f"{len(only_a)} case(s) missing from {b.source}: {_head(only_a)}" if only_a else "",
+                 f"{len(only_b)} case(s) missing from {a.source}: {_head(only_b)}" if only_b else ""]
+        raise ManifestError(f"--compare needs the same cases (by '{id_column}'); " + "; ".join(x for x in parts if x)
+                            + "; evaluate both models on the same manifest and split")
+    order = b.frame.reset_index().set_index(id_column).loc[ids_a, "index"].to_numpy()
+    truth_b = b.truth[order]
+    if not np.array_equal(a.truth, truth_b):
+        bad = [ids_a[i] for i in np.flatnonzero((a.truth != truth_b).reshape(len(ids_a), -1).any(axis=1))]
+        raise ManifestError(f"--compare: the true labels of {a.source} and {b.source} differ for "
+                            f"{format_problems(bad)}; both must be evaluated on the same manifest")
+    out: dict[str, Any] = {"other": b.source, "id_column": id_column, "method": "DeLong (fast algorithm, Sun & Xu "
+                           "2014), two-sided"}
+    if a.task == "binary":
+        result = M.delong_test(a.truth, a.positive_score, b.positive_score[order])
+        out.update(_delong_json(result))
+        out["n"] = result.n
+        return out
+    per_class = {}
+    for k, c in enumerate(a.classes):
+        y = a.truth[:, k] if a.task == "multilabel" else (a.truth == k).astype(int)
+        try:
+            per_class[c] = _delong_json(M.delong_test(y, a.scores[:, k], b.scores[order, k]))
+        except ValueError as e:
+            per_class[c] = {"error": str(e)}
+    out.update({"n": len(ids_a), "per_class": per_class})
+    return out
+
+
+def _head(ids: list[str], limit: int = 10) -> str:
+    return ", ".join(ids[:limit]) + (f", ... ({len(ids) - limit} more)" if len(ids) > limit else "")
+
+
+def _delong_json(r: M.DeLongResult) -> dict[str, Any]:
+    half = 1.959963984540054 * r.se_difference
+    return {"auc_a": r.auc_a, "auc_b": r.auc_b, "difference": r.difference, "difference_ci_low": r.difference - half,
+            "difference_ci_high": r.difference + half, "z": r.z, "p_value": r.p_value, "n": r.n, "n_pos": r.n_pos,
+            "n_neg": r.n_neg}
+
+
+def to_json(value: Any) -> Any:
+    """Plain JSON values: numpy scalars and arrays converted, NaN and infinities as None."""
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [to_json(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def metrics_table(report: dict[str, Any]) -> pd.DataFrame:
+    """One row per group (overall, then every cohort value) with the scalar metrics and the flags."""
+    keys = REGRESSION_KEYS if report["task"] == "regression" else BINARY_KEYS
+    rows = [{"cohort": "overall", "value": "", **{k: report["overall"][k] for k in keys}}]
+    for column, values in report["cohorts"].items():
+        rows += [{"cohort": column, "value": value, **{k: obj[k] for k in keys}} for value, obj in values.items()]
+    table = pd.DataFrame(rows, columns=["cohort", "value", *keys])
+    table["flags"] = table["flags"].map(";".join)
+    return table

@@ -1,0 +1,154 @@
+"""Checkpoints of a training run: atomic writes, RNG state, and loading back.
+
+A checkpoint is a ``torch.save`` of a dict::
+
+    {"model", "optimizer", "scheduler", "scaler", "epoch", "iteration", "best_metric", "best_epoch",
+     "early_stop_state", "rng": {"torch", "numpy", "python", "cuda"}, "config", "model_info", "finished"}
+
+``model_info`` (name, spatial_dims, in_channels, num_outputs, options) rebuilds the architecture
+without any pretrained source; ``finished`` marks a run that reached its last epoch or stopped early.
+
+``model`` is the state dict of the bare model (no DDP / ``torch.compile`` wrapper), so
+``run:RUN_DIR`` weight sources and :func:`pipeline.train.run_dir.load_run` read ``["model"]``
+directly. Checkpoints hold only tensors, numbers, strings and containers, so they load with
+``torch.load(..., weights_only=True)`` (no code runs when a shared run is opened). Files are
+written to a temporary file in the same folder, flushed to disk and moved over the target with
+:func:`os.replace`, so a kill at any moment leaves either the previous or the new checkpoint,
+never a truncated one.
+"""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.errors import RunError
+
+def atomic_write_bytes(path: str | Path, write: Any) -> None:
+    """Write a file atomically: ``write(fileobj)`` into a temporary sibling, fsync, then ``os.replace``.
+
+    Args:
+        path: final file path.
+        write: callable receiving a binary file object.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable; not possible on every platform
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """``torch.save(obj, path)`` that never leaves a partial file at ``path``."""
+    atomic_write_bytes(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(text: str, path: str | Path) -> None:
+    """Write UTF-8 text atomically (used for small run files like ``metrics.csv``)."""
+    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def rng_state() -> dict[str, Any]:
+    """The state of every global random generator (torch, numpy, python and CUDA when present).
+
+    Only tensors, numbers and tuples, so checkpoints load with ``torch.load(weights_only=True)``.
+    """
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore generators saved by :func:`rng_state` (CUDA only when the device count matches)."""
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    random.setstate(state["python"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare model under DDP / DataParallel / ``torch.compile`` wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod  # type: ignore[assignment]
+        elif isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            model = model.module
+        else:
+            return model
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`atomic_save`.
+
+    Raises:
+        RunError: the file is missing, unreadable or not a radpipe checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"checkpoint {path} not found; train first (radpipe train) or give the right run directory")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for corrupt files
+        raise RunError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); retrain or restore it") from e
+    if not isinstance(data, dict) or "model" not in data:
+        raise RunError(f"checkpoint {path} has no 'model' entry; expected a radpipe checkpoint dict")
+    return data
+
+
+def restore_training(
+    ckpt: dict[str, Any], trainer: Any, evaluator: Any, optimizer: Any, scheduler: Any, early_stop: Any,
+    metrics_log: Any,
+) -> None:
+    """Put a resumed run's engines, optimiser, schedule, scaler and early-stop state where ``ckpt`` left them."""
+    from ignite.engine import Events
+
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    trainer.state.epoch = int(ckpt["epoch"])
+    trainer.state.iteration = int(ckpt["iteration"])
+    if ckpt.get("best_epoch", -1) >= 0:
+        evaluator.state.best_metric = float(ckpt["best_metric"])
+        evaluator.state.best_metric_epoch = int(ckpt["best_epoch"])
+    if early_stop is not None and ckpt.get("early_stop_state"):
+        early_stop._handler.load_state_dict(ckpt["early_stop_state"])
+    metrics_log.load(int(ckpt["epoch"]))
+    if ckpt.get("scaler"):
+
+        @trainer.on(Events.STARTED)
+        def _load_scaler(engine: Any) -> None:
+            if engine.scaler is not None:
+                engine.scaler.load_state_dict(ckpt["scaler"])

@@ -1,0 +1,252 @@
+"""``radpipe train``: validate everything, then train on MONAI's SupervisedTrainer / SupervisedEvaluator.
+
+Order of work: the config, the manifest (every problem, reported together) and the label map
+are checked and the model is built (pretrained weights read) before the run directory is
+created; then datasets are cached, the engines built, and the run proceeds epoch by epoch.
+Model selection uses the ``val`` split only; ``test`` rows are never read.
+
+Example:
+    >>> result = train(load_config("cfg.yaml"), "runs/exp1", manifest="data/manifest.csv")
+    >>> result.best_metric, result.best_epoch
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config, config_to_dict, load_config, with_changes
+from pipeline.errors import ConfigError, RunError
+
+log = logging.getLogger("radpipe")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        run_dir: the run directory.
+        key_metric: ``train.key_metric``.
+        best_metric: best validation value of the key metric (None when never validated).
+        best_epoch: epoch of ``best.pt`` (None when never validated).
+        last_epoch: last finished epoch (the epoch of ``last.pt``).
+        stopped_early: early stopping ended the run before ``train.epochs``.
+        history: the rows of ``metrics.csv`` (numbers; empty validation cells are None).
+    """
+
+    run_dir: Path
+    key_metric: str
+    best_metric: float | None
+    best_epoch: int | None
+    last_epoch: int
+    stopped_early: bool
+    history: list[dict[str, Any]]
+
+
+def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    return [
+        f"{section}.{key}: {a[section][key]!r} vs {b.get(section, {}).get(key)!r}"
+        for section in a
+        for key in a[section]
+        if a[section][key] != b.get(section, {}).get(key)
+    ]
+
+
+def resolve_config(cfg: Config, manifest: str | os.PathLike | None) -> Config:
+    """``cfg`` with ``data.manifest`` set from ``manifest`` (or the config) as an absolute path.
+
+    Raises:
+        ConfigError: no manifest given anywhere.
+    """
+    path = str(manifest) if manifest is not None else cfg.data.manifest
+    if not path:
+        raise ConfigError("no manifest: give --manifest M.csv or set data.manifest in the config")
+    return with_changes(cfg, data={"manifest": str(Path(path).expanduser().absolute())})
+
+
+def check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> dict[str, Any] | None:
+    """Check ``run_dir`` for a new run (absent or empty) or a resume (same config); return ``last.pt``.
+
+    Resuming a run killed before its first epoch ended (no ``last.pt``) starts it over; None is returned.
+
+    Raises:
+        RunError: a new run would overwrite a run, or a resumed folder holds no run.
+        ConfigError: the config differs from the resumed run's ``config.yaml``.
+    """
+    from pipeline.train.checkpoint import load_checkpoint
+
+    last = run_dir / "checkpoints" / "last.pt"
+    if not resume:
+        if int(os.environ.get("RANK", "0")) == 0 and run_dir.exists() and any(run_dir.iterdir()):
+            raise RunError(
+                f"run directory {run_dir} exists and is not empty; add --resume to continue it or choose another --out"
+            )
+        return None
+    if not (run_dir / "config.yaml").is_file():
+        raise RunError(f"cannot resume: {run_dir / 'config.yaml'} not found; start a new run without --resume")
+    saved = load_config(run_dir / "config.yaml")
+    diff = _differences(config_to_dict(cfg), config_to_dict(saved))
+    if diff:
+        raise ConfigError(
+            f"cannot resume {run_dir}: the config differs from its config.yaml ({'; '.join(diff[:5])}); "
+            "resume with the run's own config (omit --config / --set) or start a new run"
+        )
+    if not last.is_file():
+        log.warning("%s has no finished epoch yet: resuming starts it from the beginning", run_dir)
+        return None
+    return load_checkpoint(last)
+
+
+def check_environment(cfg: Config) -> None:
+    """Config checks that need the installation: transforms, model name, device, tracking.
+
+    Raises:
+        ConfigError: a setting cannot work here (the message names the key and the fix).
+        UnknownModelError: ``model.name`` is not registered.
+    """
+    import importlib.util
+
+    import torch
+
+    from models.registry import get_entry
+    from transforms.chains import check_config
+
+    check_config(cfg)
+    get_entry(cfg.model.name)
+    if cfg.train.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "config key 'train.device' is 'cuda' but no CUDA device is available; set device: auto or cpu"
+        )
+    if cfg.train.mlflow_uri and importlib.util.find_spec("mlflow") is None:
+        raise ConfigError(
+            f"config key 'train.mlflow_uri' is {cfg.train.mlflow_uri!r} but mlflow is not installed; "
+            "pip install 'radpipe[tracking]' or leave train.mlflow_uri empty"
+        )
+
+
+def _split_of(value: object) -> str:
+    from pipeline.manifest.reading import SPLIT_SYNONYMS
+
+    text = str(value or "").strip().lower()
+    return SPLIT_SYNONYMS.get(text, text)
+
+
+def validate_inputs(cfg: Config) -> tuple[Any, Any]:
+    """Check the config against the installation and the manifest, and build the label map.
+
+    The manifest is validated as a whole (columns, labels, splits, leakage) but only the image
+    files of ``train`` and ``val`` rows are opened: training never reads the test split.
+
+    Returns:
+        The manifest (``split`` normalised to train / val / test) and its :class:`~pipeline.manifest.labels.LabelMap`.
+
+    Raises:
+        ConfigError, UnknownModelError: see :func:`check_environment`.
+        ManifestError: every error of the manifest in one message (warnings are logged).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.errors import ManifestError, format_problems
+    from pipeline.manifest.labels import LabelMap
+    from pipeline.manifest.reading import Problem, image_columns, load_manifest, validate_manifest
+    from pipeline.manifest.checks import image_file_problem
+
+    check_environment(cfg)
+    path = cfg.data.manifest
+    df = load_manifest(path, cfg.data)
+    problems = list(validate_manifest(df, cfg, check_files=False))
+    if "split" not in df.columns:
+        problems.append(
+            Problem("error", None, "split", "no split column; training needs train and val rows",
+                    "add a split column (radpipe split MANIFEST.csv --out OUT.csv)")
+        )
+    else:
+        df = df.assign(split=[_split_of(v) for v in df["split"]])
+        for side in ("train", "val"):
+            if not (df["split"] == side).any():
+                problems.append(
+                    Problem("error", None, "split", f"no '{side}' rows; training needs train and val rows",
+                            "assign cases to train and val (radpipe split)")
+                )
+        used = df[df["split"].isin(("train", "val"))]
+        cells = [(int(r), c, v) for c in image_columns(df, cfg.data) if c in used.columns
+                 for r, v in zip(used["row"], used[c]) if v]
+        with ThreadPoolExecutor(8) as pool:
+            found = list(pool.map(lambda cell: image_file_problem(cell[2]), cells))
+        problems += [
+            Problem("error", row, column, problem, "fix the path or the file, or drop the row")
+            for (row, column, _), problem in zip(cells, found) if problem
+        ]
+    errors = [str(p) for p in problems if p.severity == "error"]
+    if errors:
+        raise ManifestError(f"manifest {path}: {format_problems(errors)}")
+    for p in problems:
+        log.warning("manifest %s: %s", path, p)
+    return df, LabelMap.from_manifest(df, cfg.data)
+
+
+def train(
+    cfg: Config,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    manifest: str | os.PathLike | None = None,
+    resume: bool = False,
+    extra_handlers: Sequence[Any] = (),
+) -> TrainResult:
+    """Train a model and write a run directory (see :mod:`pipeline.train.run_dir`).
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every process calls this; each trains on its shard,
+    validation predictions are gathered from all ranks, and only rank 0 writes files.
+
+    Args:
+        cfg: the run configuration.
+        out_dir: the run directory; None: ``runs/<timestamp>`` (required with ``resume``).
+        manifest: the CSV manifest; None: ``cfg.data.manifest``.
+        resume: continue the run in ``out_dir`` from ``checkpoints/last.pt`` (same config).
+        extra_handlers: further ignite handlers (with ``attach(engine)``) attached to the trainer last.
+
+    Returns:
+        The best and last epochs and the per-epoch history.
+
+    Raises:
+        ConfigError: bad config (before any work; nothing is written).
+        ManifestError: the manifest has problems (all listed; nothing is written).
+        RunError: the run directory conflicts with ``resume``.
+        WeightsError: the pretrained weights cannot be read or mapped.
+    """
+    from pipeline.train.run_dir import default_run_dir
+
+    cfg = resolve_config(cfg, manifest)
+    if resume and out_dir is None:
+        raise RunError("--resume needs --out RUN_DIR: the run directory to continue")
+    run_dir = Path(out_dir) if out_dir is not None else default_run_dir()
+    checkpoint = check_run_dir(run_dir, cfg, resume)
+    df, label_map = validate_inputs(cfg)
+    from pipeline.train.engine import run_training
+
+    return run_training(cfg, run_dir, df, label_map, checkpoint, extra_handlers)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    """``radpipe train``: parse the config and options, train, print where the run is."""
+    overrides = list(args.set or [])
+    if args.deterministic:
+        overrides.append("train.deterministic=true")
+    config = args.config
+    if config is None and args.resume and args.out:
+        config = Path(args.out) / "config.yaml"
+    if config is None:
+        raise ConfigError("no config: give --config CFG.yaml (examples in data_manifests/)")
+    cfg = load_config(config, overrides)
+    result = train(cfg, args.out, manifest=args.manifest, resume=args.resume)
+    best = "n/a" if result.best_metric is None else f"{result.best_metric:.4f} (epoch {result.best_epoch})"
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"run: {result.run_dir}  best {result.key_metric}: {best}  last epoch: {result.last_epoch}")
+    return 0
+
+

@@ -1,0 +1,183 @@
+"""What a model is trained and judged on per task: outputs, losses and validation metrics.
+
+The outputs of a model per task (what :func:`probabilities` turns into probabilities):
+
+* ``binary`` and ``multiclass``: one logit per class (softmax; cross-entropy loss, class
+  weights with ``data.balance: loss``). Binary metrics use the probability of class index 1.
+* ``multilabel``: one logit per label (sigmoid; BCE-with-logits, positive weights with
+  ``data.balance: loss``).
+* ``regression``: one value (identity; MSE loss, or L1 with ``train.regression_loss: l1``).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from ignite.metrics import Metric
+from monai.utils import CommonKeys as Keys
+
+from pipeline.train.distributed import DistInfo, all_gather_rows
+
+CLASSIFICATION_METRICS = ("auc", "balanced_accuracy", "f1", "accuracy")
+BINARY_METRICS = CLASSIFICATION_METRICS + ("sensitivity", "specificity")
+REGRESSION_METRICS = ("mae", "rmse")
+
+
+def metric_names(task: str) -> tuple[str, ...]:
+    """Validation metrics computed for ``task``, in the column order of ``metrics.csv``."""
+    if task == "binary":
+        return BINARY_METRICS + ("loss",)
+    if task == "regression":
+        return REGRESSION_METRICS + ("loss",)
+    return CLASSIFICATION_METRICS + ("loss",)
+
+
+def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
+    """Model outputs to probabilities (softmax, sigmoid) or values (regression)."""
+    logits = logits.float()
+    if task in ("binary", "multiclass"):
+        return torch.softmax(logits, dim=1)
+    if task == "multilabel":
+        return torch.sigmoid(logits)
+    return logits
+
+
+class TaskLoss(torch.nn.Module):
+    """The loss of a task, shaping targets as the criterion expects."""
+
+    def __init__(self, task: str, weight: torch.Tensor | None = None, regression_loss: str = "mse") -> None:
+        super().__init__()
+        self.task = task
+        if task in ("binary", "multiclass"):
+            self.criterion: torch.nn.Module = torch.nn.CrossEntropyLoss(weight=weight)
+        elif task == "multilabel":
+            self.criterion = torch.nn.BCEWithLogitsLoss(pos_weight=weight)
+        else:
+            self.criterion = torch.nn.L1Loss() if regression_loss == "l1" else torch.nn.MSELoss()
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        pred = pred.float()
+        if self.task in ("binary", "multiclass"):
+            return self.criterion(pred, target.reshape(-1).long())
+        return self.criterion(pred, target.reshape(pred.shape).float())
+
+
+def compute_metrics(task: str, logits: torch.Tensor, targets: torch.Tensor, loss_fn: TaskLoss) -> dict[str, float]:
+    """All validation metrics of a task from gathered logits and targets (via :mod:`pipeline.statistics`).
+
+    Binary: positive = class index 1, called at probability >= 0.5; AUC, sensitivity, specificity,
+    F1, accuracy, balanced accuracy. Multi-class: argmax calls, macro one-vs-rest AUC and F1, balanced
+    accuracy = mean recall of the classes present. Multi-label: per label at 0.5, macro means of AUC,
+    F1 and balanced accuracy, accuracy over all (case, label) pairs. Regression: MAE and RMSE.
+    Undefined values (one class only) are NaN.
+    """
+    from pipeline import statistics as m
+
+    out: dict[str, float] = {"loss": float(loss_fn(logits, targets)) if len(logits) else float("nan")}
+    probs = probabilities(logits, task).cpu().numpy().astype(float)
+    if task == "regression":
+        y = targets.reshape(probs.shape).float().cpu().numpy()
+        r = m.regression_metrics(y.reshape(-1), probs.reshape(-1))
+        out.update(mae=r["mae"], rmse=r["rmse"])
+        return out
+    if task == "multilabel":
+        y = targets.reshape(probs.shape).cpu().numpy().round().astype(int)
+        per_label = [m.binary_metrics(y[:, k], probs[:, k], 0.5) for k in range(y.shape[1])]
+
+        def mean(key: str) -> float:
+            values = [r[key] for r in per_label if np.isfinite(r[key])]
+            return float(np.mean(values)) if values else float("nan")
+
+        out["auc"] = float(m.macro_auc(y, probs)[0]) if len(y) else float("nan")
+        out["accuracy"] = float(((probs >= 0.5) == y).mean()) if y.size else float("nan")
+        out.update(balanced_accuracy=mean("balanced_accuracy"), f1=mean("f1"))
+        return out
+    y = targets.reshape(-1).long().cpu().numpy()
+    if task == "binary":
+        r = m.binary_metrics(y, probs[:, 1], 0.5)
+        names = BINARY_METRICS
+    else:
+        r = m.multiclass_metrics(y, probs)
+        names = CLASSIFICATION_METRICS
+    out.update({k: float(r[k]) for k in names})
+    return out
+
+
+def key_value(metrics: dict[str, float], key_metric: str) -> float:
+    """The value of ``train.key_metric`` (``neg_mae`` and ``neg_loss`` are negated, higher is better)."""
+    if key_metric.startswith("neg_"):
+        return -metrics[key_metric[4:]]
+    return metrics[key_metric]
+
+
+def better(current: float, best: float) -> bool:
+    """Higher is better and a tie goes to the later epoch; NaN is never better, anything beats a NaN best.
+
+    Ties are common on small validation sets (an AUC of 1.0 reached early and kept): the later
+    checkpoint has trained longer with the same validation score, so it replaces the earlier one.
+    """
+    if math.isnan(current):
+        return False
+    return math.isnan(best) or current >= best
+
+
+class ValidationMetrics(Metric):
+    """Ignite metric gathering logits and targets over the epoch (and over ranks), then scoring them.
+
+    Attached under the key metric's name, whose value it returns; :meth:`completed` also stores
+    every metric of :func:`compute_metrics` in ``engine.state.metrics``. ``num_outputs`` and
+    ``device`` shape the empty tensors of a rank that got no validation case.
+    """
+
+    def __init__(
+        self,
+        task: str,
+        loss_fn: TaskLoss,
+        key_metric: str,
+        dist_info: DistInfo,
+        num_outputs: int = 1,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.task = task
+        self.num_outputs = num_outputs
+        self.device = torch.device(device)
+        self.loss_fn = copy.deepcopy(loss_fn).cpu()
+        self.key_metric = key_metric
+        self.dist_info = dist_info
+        self._logits: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
+        super().__init__(output_transform=lambda out: (out[Keys.PRED], out[Keys.LABEL]))
+
+    def reset(self) -> None:
+        self._logits, self._targets = [], []
+
+    def update(self, output: Sequence[torch.Tensor]) -> None:
+        pred, target = output
+        self._logits.append(pred.detach().float())
+        self._targets.append(target.detach().float().reshape(len(pred), -1))
+
+    def compute_all(self) -> dict[str, float]:
+        """Every metric over all cases of all ranks."""
+        width = self.num_outputs if self.task == "multilabel" else 1
+        empty = (torch.empty(0, self.num_outputs, device=self.device), torch.empty(0, width, device=self.device))
+        logits = torch.cat(self._logits) if self._logits else empty[0]  # a rank may get no validation case
+        targets = torch.cat(self._targets) if self._targets else empty[1]
+        logits = all_gather_rows(logits, self.dist_info).cpu()
+        targets = all_gather_rows(targets, self.dist_info).cpu()
+        metrics = compute_metrics(self.task, logits, targets, self.loss_fn)
+        metrics[self.key_metric] = key_value(metrics, self.key_metric)
+        return metrics
+
+    def compute(self) -> float:
+        return self.compute_all()[self.key_metric]
+
+    def completed(self, engine: Any, name: str) -> None:
+        metrics = self.compute_all()
+        engine.state.metrics.update(metrics)
+        engine.state.metrics[name] = metrics[self.key_metric]
+
+

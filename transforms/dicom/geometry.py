@@ -1,0 +1,363 @@
+"""Slice geometry: how the planes of one volume become a regular (x, y, z[, t]) grid.
+
+:func:`stack_planes` sorts planes by their position projected on the slice normal, clusters equal
+positions, tells time points apart (temporal position, trigger time, acquisition number or time,
+instance number, in that order), derives the slice step from the positions themselves, fills gaps of
+whole missing slices, and keeps a gantry tilt as a sheared step. :class:`SeriesInfo` is the result.
+Geometry is kept in DICOM patient space (LPS); :attr:`SeriesInfo.affine` is the RAS affine MONAI and
+nibabel use.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from transforms.dicom.headers import SliceHeader
+
+POSITION_TOLERANCE_MM = 0.01  # positions closer than this along the normal are the same slice
+OBLIQUE_DEGREES = 5.0  # slice normal further than this from every axis: "oblique"
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+_LEVELS = {"info": 0, "warning": 1, "error": 2}
+_STATUS = {0: "ok", 1: "warning", 2: "error"}
+
+
+@dataclass(frozen=True)
+class Plane:
+    """One 2D image of a series and where it goes: ``frame`` is the frame index in a multi-frame
+    file (``None`` for single-frame files); ``z``/``t`` its slice and time index in the volume.
+    A Siemens mosaic plane holds a whole volume (``z`` is 0)."""
+
+    path: str
+    frame: int | None
+    z: int
+    t: int
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """One volume (3D, 4D, or a 2D projection image) assembled from DICOM headers.
+
+    ``shape`` and ``spacing`` are in array order x (columns), y (rows), z (slices) [, t]; ``spacing``
+    holds mm, plus seconds for t. ``origin``, ``row_cosines`` (direction of increasing x),
+    ``column_cosines`` (increasing y) and ``slice_step`` (mm vector from one z to the next, sheared
+    under gantry tilt) are in DICOM LPS. ``status`` is ``"ok"``, ``"warning"`` (loadable, see
+    ``problems``) or ``"error"`` (refused by the loader).
+    """
+
+    uid: str
+    series_uid: str
+    kind: str  # "slices", "multiframe", "mosaic" or "single2d"
+    planes: tuple[Plane, ...]
+    headers: tuple[SliceHeader, ...]
+    shape: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, float, float]
+    row_cosines: tuple[float, float, float]
+    column_cosines: tuple[float, float, float]
+    slice_step: tuple[float, float, float]
+    orientation_label: str
+    obliquity_deg: float
+    n_slices: int
+    n_timepoints: int
+    temporal_spacing: float | None
+    problems: tuple[str, ...]
+    status: str
+    filled_slices: tuple[int, ...] = field(default=())
+
+    @property
+    def header(self) -> SliceHeader:
+        """The header of the first file (series-level fields: modality, description, ...)."""
+        return self.headers[0]
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Distinct file paths, in volume order."""
+        return tuple(dict.fromkeys(p.path for p in self.planes))
+
+    @property
+    def modality(self) -> str:
+        return self.header.modality
+
+    @property
+    def description(self) -> str:
+        return self.header.series_description
+
+    @property
+    def series_number(self) -> int | None:
+        return self.header.series_number
+
+    @property
+    def study_uid(self) -> str:
+        return self.header.study_uid
+
+    @property
+    def is_4d(self) -> bool:
+        return self.n_timepoints > 1
+
+    @property
+    def affine_lps(self) -> np.ndarray:
+        """4x4 voxel (x, y, z) -> DICOM patient (LPS) mm."""
+        aff = np.eye(4)
+        aff[:3, 0] = np.asarray(self.row_cosines) * self.spacing[0]
+        aff[:3, 1] = np.asarray(self.column_cosines) * self.spacing[1]
+        aff[:3, 2] = self.slice_step
+        aff[:3, 3] = self.origin
+        return aff
+
+    @property
+    def affine(self) -> np.ndarray:
+        """4x4 voxel (x, y, z) -> RAS mm, the convention of nibabel and MONAI."""
+        return LPS_TO_RAS @ self.affine_lps
+
+
+@dataclass(frozen=True)
+class SliceItem:
+    """A plane candidate: one single-frame file or one frame of a multi-frame file."""
+
+    header: SliceHeader
+    frame: int | None
+    position: Sequence[float]  # ImagePositionPatient (LPS mm)
+    temporal: int | None
+    trigger: float | None
+    acquisition: int | None
+    time_s: float | None
+    instance: int
+
+
+class Problems:
+    """Problems found while assembling, each with a level (info, warning, error) that sets the status."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[int, str]] = []
+
+    def add(self, level: str, text: str) -> None:
+        self.items.append((_LEVELS[level], text))
+
+    def extend(self, other: Problems) -> None:
+        self.items.extend(other.items)
+
+    def status(self) -> str:
+        return _STATUS[max((lvl for lvl, _ in self.items), default=0)]
+
+    def texts(self) -> tuple[str, ...]:
+        return tuple(text for _, text in self.items)
+
+
+def dicom_seconds(dicom_time: str) -> float | None:
+    """Seconds since midnight of a DICOM TM value (``HHMMSS.ffffff``), or None when unparsable."""
+    text = dicom_time.strip().replace(":", "")
+    if len(text) < 2 or not text[:2].isdigit():
+        return None
+    try:
+        hours, minutes = int(text[0:2]), int(text[2:4] or 0)
+        return hours * 3600 + minutes * 60 + float(text[4:] or 0)
+    except ValueError:
+        return None
+
+
+def unit(v: Sequence[float]) -> np.ndarray:
+    """``v`` scaled to length 1 (unchanged when zero)."""
+    v = np.asarray(v, dtype=float)
+    norm = np.linalg.norm(v)
+    return v / norm if norm > 0 else v
+
+
+def orientation_label(normal: Sequence[float]) -> tuple[str, float]:
+    """Name the plane of a slice normal (LPS): ``axial``/``coronal``/``sagittal`` or ``oblique``.
+
+    Returns:
+        The label and the angle (degrees) between the normal and the nearest patient axis.
+    """
+    n = np.abs(unit(normal))
+    axis = int(np.argmax(n))
+    angle = float(np.degrees(np.arccos(np.clip(n[axis], -1.0, 1.0))))
+    if angle > OBLIQUE_DEGREES:
+        return "oblique", angle
+    return ("sagittal", "coronal", "axial")[axis], angle
+
+
+def series_uid_with(series_uid: str, tokens: Sequence[str]) -> str:
+    """The uid of one volume of a split series: ``<SeriesInstanceUID>_<token>_<token>``."""
+    return "_".join([series_uid, *tokens]) if tokens else series_uid
+
+
+def _time_index(items: list[SliceItem], cluster: np.ndarray, k: int, problems: Problems) -> np.ndarray | None:
+    """Rank of each item among those at its position, by the first key that tells them apart."""
+    keys = [("TemporalPositionIdentifier", lambda it: it.temporal), ("TriggerTime", lambda it: it.trigger),
+            ("AcquisitionNumber", lambda it: it.acquisition), ("AcquisitionTime", lambda it: it.time_s),
+            ("InstanceNumber", lambda it: it.instance)]
+    for name, get in keys:
+        values = [get(it) for it in items]
+        if any(v is None for v in values):
+            continue
+        by_pos: dict[int, list[float]] = defaultdict(list)
+        for c, v in zip(cluster, values):
+            by_pos[int(c)].append(v)
+        if all(len(set(vs)) == k for vs in by_pos.values()):
+            if name in ("AcquisitionTime", "InstanceNumber"):
+                problems.add("warning", f"{k} images at every position without temporal or acquisition ids; "
+                                        f"taken as {k} time points ordered by {name}")
+            ranks = np.empty(len(items), dtype=int)
+            for c in by_pos:
+                idx = np.flatnonzero(cluster == c)
+                order = sorted(idx, key=lambda i: values[i])
+                ranks[order] = np.arange(k)
+            return ranks
+    return None
+
+
+def stack_planes(series_uid: str, tokens: tuple[str, ...], items: list[SliceItem], cos: np.ndarray, kind: str,
+                 common: Problems) -> list[SeriesInfo]:
+    """Arrange the planes of one volume (same orientation and matrix) into a z[, t] grid.
+
+    Args:
+        series_uid, tokens: SeriesInstanceUID and split tokens so far (acquisitions may add one).
+        items: the planes, any order.
+        cos: the six direction cosines they share.
+        kind: ``"slices"`` or ``"multiframe"``.
+        common: problems found before (copied into every result).
+
+    Returns:
+        One series, or one per acquisition when acquisitions cover different positions.
+    """
+    problems = Problems()
+    problems.extend(common)
+    row, col = unit(cos[:3]), unit(cos[3:])
+    normal = unit(np.cross(row, col))
+    positions = np.array([it.position for it in items], dtype=float)
+    dist = positions @ normal
+    order = np.argsort(dist, kind="stable")
+    sorted_cluster = np.concatenate([[0], np.cumsum(np.diff(dist[order]) > POSITION_TOLERANCE_MM)])
+    cluster = np.empty(len(items), dtype=int)
+    cluster[order] = sorted_cluster
+    counts = np.bincount(cluster)
+    k = int(counts.max())
+    t_index = np.zeros(len(items), dtype=int)
+    if k > 1:
+        ranks = _time_index(items, cluster, k, problems) if (counts == k).all() else None
+        if ranks is None:
+            acquisitions = {it.acquisition for it in items}
+            if len(acquisitions) > 1 and None not in acquisitions:
+                split_ok = all(len({round(float(d) / POSITION_TOLERANCE_MM) for d, it in zip(dist, items)
+                                    if it.acquisition == a}) == sum(it.acquisition == a for it in items)
+                               for a in acquisitions)
+                if split_ok:
+                    note = Problems()
+                    note.extend(common)
+                    note.add("info", f"positions repeat across {len(acquisitions)} acquisitions covering "
+                                     "different positions; split by AcquisitionNumber")
+                    out = []
+                    for a in sorted(acquisitions):
+                        sub = [it for it in items if it.acquisition == a]
+                        out.extend(stack_planes(series_uid, tokens + (f"a{a}",), sub, cos, kind, note))
+                    return out
+            problems.add("error", f"duplicate slice positions: {int((counts > 1).sum())} of {len(counts)} "
+                                  f"positions hold more than one image (up to {k}) and no temporal/acquisition "
+                                  "ids separate them evenly; the series cannot be assembled")
+            keep = np.zeros(len(items), dtype=bool)
+            keep[np.unique(cluster, return_index=True)[1]] = True
+        else:
+            t_index = ranks
+            keep = np.ones(len(items), dtype=bool)
+    else:
+        keep = np.ones(len(items), dtype=bool)
+    n_t = int(t_index[keep].max()) + 1
+    n_pos = len(counts)
+    sums = np.zeros((n_pos, 3))
+    np.add.at(sums, cluster, positions)  # in item order, as a per-cluster mean would add them
+    centres = sums / counts[:, None]
+    d = centres @ normal
+    filled: list[int] = []
+    ref = items[0].header
+    if n_pos == 1:
+        z_of = np.array([0])
+        step = normal * (ref.spacing_between_slices or ref.slice_thickness or 1.0)
+        n_z = 1
+    else:
+        gaps = np.diff(d)
+        typical = float(np.median(gaps))
+        ratio = gaps / typical
+        mult = np.maximum(np.rint(ratio), 1).astype(int)
+        integral = np.abs(gaps - mult * typical) <= max(POSITION_TOLERANCE_MM, 0.02 * typical)
+        if integral.all():
+            z_of = np.concatenate([[0], np.cumsum(mult)])
+            if (mult > 1).any():
+                filled = sorted(set(range(int(z_of[-1]) + 1)) - set(z_of.tolist()))
+                where = ", ".join(f"{d[i]:.2f}-{d[i + 1]:.2f} mm" for i in np.flatnonzero(mult > 1)[:5])
+                problems.add("warning", f"{len(filled)} missing slice(s) (gaps at {where} along the normal, "
+                                        f"spacing {typical:.3g} mm); filled with the minimum value so every "
+                                        "other voxel keeps its true position")
+        else:
+            z_of = np.arange(n_pos)
+            problems.add("warning", f"non-uniform slice spacing: {gaps.min():.3g} to {gaps.max():.3g} mm "
+                                    f"(median {typical:.3g}); the affine uses the mean spacing, so positions "
+                                    "of inner slices are approximate")
+        n_z = int(z_of[-1]) + 1
+        step = (centres[-1] - centres[0]) / (n_z - 1)
+        off_line = np.linalg.norm(centres - (centres[0] + np.outer(z_of, step)), axis=1).max()
+        if off_line > 0.1:
+            problems.add("warning", f"slice positions are not on a straight line (up to {off_line:.2f} mm off)")
+        along = float(step @ normal)
+        lateral = float(np.linalg.norm(step - along * normal))
+        tilt = float(np.degrees(np.arctan2(lateral, along)))
+        if tilt > 0.01:
+            problems.add("warning", f"gantry tilt {tilt:.2f} degrees (GantryDetectorTilt {ref.gantry_tilt:g}): "
+                                    "slices are sheared; the affine is non-orthogonal and keeps every voxel's "
+                                    "true position (resample, e.g. Spacingd, before assuming a square grid)")
+    planes = [Plane(it.header.path, it.frame, z, t)
+              for it, z, t, k in zip(items, z_of[cluster].tolist(), t_index.tolist(), keep.tolist()) if k]
+    planes.sort(key=lambda p: (p.t, p.z))
+    if n_t > 1:
+        per_t = np.bincount([p.t for p in planes], minlength=n_t)
+        if len(set(per_t.tolist())) > 1:
+            problems.add("error", f"incomplete time series: time points hold {per_t.min()} to {per_t.max()} slices")
+    seen = dict.fromkeys(p.path for p in planes)
+    by_path = {it.header.path: it.header for it in items}
+    headers = tuple(by_path[p] for p in seen)
+    origin = centres[0]
+    temporal = temporal_spacing(items, t_index, keep, n_t, ref)
+    shape = (ref.cols, ref.rows, n_z) + ((n_t,) if n_t > 1 else ())
+    return [series_info(series_uid, tokens, kind, planes, headers, shape,
+                        ref, origin, row, col, step, normal, n_z, n_t, temporal, problems, filled)]
+
+
+def temporal_spacing(items: list[SliceItem], t_index: np.ndarray, keep: np.ndarray, n_t: int,
+                     ref: SliceHeader) -> float | None:
+    """Seconds between time points: from acquisition times when regular, else RepetitionTime."""
+    if n_t < 2:
+        return None
+    times = [it.time_s for it, k in zip(items, keep) if k]
+    if None not in times:
+        ts = np.asarray(times, dtype=float)
+        t_kept = t_index[keep]
+        per_t = np.array([ts[t_kept == t].min() for t in range(n_t)])
+        diffs = np.diff(per_t)
+        if (diffs > 0).all() and np.ptp(diffs) <= 0.05 * np.median(diffs) + 1e-3:
+            return float(np.median(diffs))
+    return ref.repetition_time / 1000.0 if ref.repetition_time else None
+
+
+def series_info(series_uid: str, tokens: tuple[str, ...], kind: str, planes: list[Plane],
+                headers: tuple[SliceHeader, ...], shape: tuple[int, ...], ref: SliceHeader, origin: np.ndarray,
+                row: np.ndarray, col: np.ndarray, step: np.ndarray, normal: np.ndarray, n_z: int, n_t: int,
+                temporal: float | None, problems: Problems, filled: list[int]) -> SeriesInfo:
+    """Build the :class:`SeriesInfo` of an arranged volume (spacing, label and status derived here)."""
+    row_sp, col_sp = ref.pixel_spacing or (1.0, 1.0)
+    if ref.pixel_spacing is None:
+        problems.add("warning", "no PixelSpacing; 1 mm assumed")
+    spacing = (float(col_sp), float(row_sp), float(np.linalg.norm(step)))
+    if n_t > 1:
+        spacing += (float(temporal) if temporal else 1.0,)
+    label, angle = orientation_label(normal)
+    return SeriesInfo(
+        uid=series_uid_with(series_uid, tokens), series_uid=series_uid, kind=kind, planes=tuple(planes),
+        headers=headers,
+        shape=shape, spacing=spacing, origin=tuple(float(v) for v in origin), row_cosines=tuple(float(v) for v in row),
+        column_cosines=tuple(float(v) for v in col), slice_step=tuple(float(v) for v in step),
+        orientation_label=label, obliquity_deg=round(angle, 3), n_slices=n_z, n_timepoints=n_t,
+        temporal_spacing=temporal, problems=problems.texts(), status=problems.status(), filled_slices=tuple(filled))
+
+
