@@ -5,7 +5,7 @@ data path) and a 3D case (1x64x64x32 volumes), both read from NIfTI files writte
 script times the same ResNet-18 train step (forward, backward, AdamW step) fed two ways:
 
 * ``model``: one pre-made batch over and over (the upper bound);
-* ``data``: the real path: ``CacheDataset`` over ``train_chain(cfg)`` (load -> reorient ->
+* ``data``: the real path: ``CacheDataset`` over ``train_chain(cfg.transforms, cfg.data.image_columns)`` (load -> reorient ->
   CT window -> size cached, then the ``light`` augmentation set per sample) and a loader.
 
 Two figures per loader setting:
@@ -146,8 +146,9 @@ def cpu_seconds(pids: list[int]) -> float:
 
 def make_loader(case: Case, data: list[dict], setting: LoaderSetting):
     set_track_meta(True)
-    dataset = CacheDataset(data, train_chain(make_config(case), device="cpu"), progress=False, num_workers=1,
-                           copy_cache=setting.copy_cache)
+    cfg = make_config(case)
+    dataset = CacheDataset(data, train_chain(cfg.transforms, cfg.data.image_columns, device="cpu"), progress=False,
+                           num_workers=1, copy_cache=setting.copy_cache)
     if not setting.track_meta:
         set_track_meta(False)  # as the trainer does once the whole set is cached (metadata_free_after_cache)
     if setting.kind == "thread":
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
 GPU_NOTES = """
 On a GPU the step gets 50-200x faster, and the CPU data path becomes the bottleneck. What keeps it fed:
 cache the deterministic part in memory (CacheDataset, copy_cache=False), move each case to the GPU
-once (train_chain(cfg, device='cuda') starts the random part with ToDeviced), run the augmentation
+once (train_chain(cfg.transforms, cfg.data.image_columns, device='cuda') starts the random part with ToDeviced), run the augmentation
 there, iterate with ThreadDataLoader (num_workers=0) after set_track_meta(False), and use AMP and
 channels-last for 2D. Left: per-sample transform launch overhead for small 2D images (batch-level GPU
 augmentation would remove it) and cache filling of large 3D sets (CacheDataset num_workers)."""

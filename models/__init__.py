@@ -2,7 +2,7 @@
 
 The public API is imported lazily, so ``import models`` does not import torch:
 
-* :func:`create_model`, :func:`create_from_config`, :func:`list_models` (``models.registry``)
+* :func:`create_model`, :func:`create_from_config` (``models.factory``), :func:`list_models` (``models.registry``)
 * :func:`load_pretrained`, :class:`WeightsReport` (``models.weights``)
 * :func:`build_param_groups`, :class:`TransferSchedule` (``models.transfer``)
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 _EXPORTS = {
-    "create_model": "models.registry",
-    "create_from_config": "models.registry",
+    "create_model": "models.factory",
+    "create_from_config": "models.factory",
     "list_models": "models.registry",
     "ModelInfo": "models.registry",
     "load_pretrained": "models.weights",

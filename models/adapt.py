@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import torch
 
-CHANNEL_MODES = ("sum", "mean")
-INFLATE_MODES = ("mean", "centre")
+from models.config import CHANNEL_MODES, INFLATE_MODES
 
 
 def adapt_input_channels(weight: torch.Tensor, channels: int, mode: str = "sum") -> torch.Tensor:

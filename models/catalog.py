@@ -25,7 +25,7 @@ def format_table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def run_models_command(args: argparse.Namespace) -> int:
+def models_command(args: argparse.Namespace) -> int:
     """Print every registered backbone: name, 2D/3D, weight sources, notes."""
     infos = list_models()
     if getattr(args, "json", False):

@@ -33,11 +33,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from models.backbone import Backbone
+from models.config import STRATEGIES
 
 if TYPE_CHECKING:
-    from pipeline.config import TransferConfig
+    from models.config import TransferConfig
 
-STRATEGIES = ("finetune", "linear-probe", "gradual")
 
 
 def _check(transfer_cfg: TransferConfig) -> None:

@@ -11,9 +11,7 @@ to the run as ``weights_report.json``.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +19,7 @@ import torch
 from models.adapt import CHANNEL_MODES, INFLATE_MODES, adapt_input_channels, describe_channel_adaptation, inflate_kernel
 from models.backbone import Backbone
 from models.keymaps import translate
+from models.registry import get_entry
 from models.sources import SourceWeights, read_weights
 from pipeline.errors import WeightsError, format_problems
 
@@ -109,10 +108,6 @@ class WeightsReport:
         data["loaded_fraction"] = self.loaded_fraction
         return data
 
-    def save(self, path: str | Path) -> None:
-        """Write the report as JSON (``weights_report.json`` in a run)."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2), encoding="utf-8")
-
 
 def _key_kinds(model: Backbone) -> dict[str, str]:
     params = {n for n, _ in model.named_parameters()}
@@ -191,8 +186,6 @@ def load_pretrained(
         WeightsError: the source cannot be read or, with ``strict``, does not fit the backbone
             (the message names the keys: the first 20 and the count).
     """
-    from models.registry import get_entry
-
     if channel_adapt not in CHANNEL_MODES:
         raise WeightsError(f"channel_adapt {channel_adapt!r} is unknown; allowed: {', '.join(CHANNEL_MODES)}")
     if inflate not in INFLATE_MODES:
@@ -207,13 +200,32 @@ def load_pretrained(
     if weights.kind == "bundle":
         _check_bundle(weights, model, entry.family)
     keymap = translate(weights, model, entry.family)
-    kinds = _key_kinds(model)
-    state = model.state_dict()
     report = WeightsReport(
         model.name, model.spatial_dims, model.in_channels, model.num_classes, weights.source, weights.kind,
         str(weights.path), weights.sha256, strict, channel_adapt, inflate,
         unexpected=list(keymap.unexpected), dropped=dict(keymap.dropped), meta=dict(weights.meta),
     )
+    values, problems = _backbone_values(model, weights, keymap, report, channel_adapt, inflate)
+    if strict:
+        problems += [f"{k}: in the file but fits no key of the model" for k in keymap.unexpected]
+        if problems:
+            raise WeightsError(
+                f"weights {weights.source} ({weights.path}) do not fit {model.name} ({model.spatial_dims}D, "
+                f"{model.in_channels} channel(s)): {format_problems(problems)}. Fix: choose the model that matches "
+                f"the file (model.name, options such as small_input or shortcut_type) or set model.strict: false "
+                f"to initialise these keys anew"
+            )
+    model.load_state_dict(values, strict=False)
+    report.head = _head_entries(model)
+    model.weights_report = report
+    return report
+
+
+def _backbone_values(model: Backbone, weights: SourceWeights, keymap: Any, report: WeightsReport,
+                     channel_adapt: str, inflate: str) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Each backbone key's tensor from the file (adapted where needed), recorded in ``report``; and the problems."""
+    state = model.state_dict()
+    kinds = _key_kinds(model)
     values: dict[str, torch.Tensor] = {}
     problems: list[str] = []
     for key in model.backbone_keys():
@@ -234,16 +246,4 @@ def load_pretrained(
             continue
         values[key] = tensor.to(target.dtype)
         report.backbone[key] = _entry(ADAPTED if how else LOADED, how or f"from {file_key}", kinds[key], target)
-    if strict:
-        problems += [f"{k}: in the file but fits no key of the model" for k in keymap.unexpected]
-        if problems:
-            raise WeightsError(
-                f"weights {weights.source} ({weights.path}) do not fit {model.name} ({model.spatial_dims}D, "
-                f"{model.in_channels} channel(s)): {format_problems(problems)}. Fix: choose the model that matches "
-                f"the file (model.name, options such as small_input or shortcut_type) or set model.strict: false "
-                f"to initialise these keys anew"
-            )
-    model.load_state_dict(values, strict=False)
-    report.head = _head_entries(model)
-    model.weights_report = report
-    return report
+    return values, problems

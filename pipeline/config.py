@@ -5,10 +5,19 @@ A config has six sections (``data``, ``transforms``, ``model``, ``transfer``,
 config. Unknown keys and bad values raise :class:`~pipeline.errors.ConfigError`
 naming the key, the value and what is allowed, with a close match for typos.
 
+The ``transforms`` section is defined by the layer that uses it
+(:class:`transforms.config.TransformsConfig`), as are ``model`` and ``transfer``
+(:mod:`models.config`); this module composes them with its own sections, validates
+them all, and hands each layer only its part.
+
 Example:
-    >>> cfg = load_config("cfg.yaml", overrides=["train.epochs=3", "model.name=resnet10"])
-    >>> cfg.train.epochs
-    3
+    >>> cfg = load_config(overrides=["train.epochs=3", "model.name=resnet10"])
+    >>> cfg.train.epochs, cfg.model.name
+    (3, 'resnet10')
+    >>> load_config(overrides=["train.epoch=3"])
+    Traceback (most recent call last):
+    ...
+    pipeline.errors.ConfigError: unknown config key 'train.epoch'; allowed here: epochs, ... Did you mean 'epochs'?
 """
 from __future__ import annotations
 
@@ -20,7 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
+from models.config import ModelConfig, TransferConfig
 from pipeline.errors import ConfigError
+from pipeline.files import write_atomic
+from transforms.config import TransformsConfig
 
 TASKS = ("binary", "multiclass", "multilabel", "regression")
 
@@ -62,84 +74,6 @@ class DataConfig:
     cache_dir: str = ""
     num_workers: int = field(default=0, metadata=_range(0))
     balance: str = field(default="none", metadata=_choices("none", "sampler", "loss"))
-
-
-@dataclass(frozen=True)
-class TransformsConfig:
-    """The deterministic preprocessing and the random augmentation.
-
-    Attributes:
-        spatial_dims: 2 or 3: what the model sees.
-        orientation: axis codes to reorient to (e.g. ``RAS``); empty keeps the file's.
-        spacing: target voxel spacing in mm; empty keeps the file's.
-        intensity: preset name (see ``transforms.intensity.PRESETS``), e.g. ``ct-abdomen``, ``mr-zscore``.
-        window: custom CT window ``(level, width)`` in HU, used with ``intensity: ct-custom``.
-        windows: several CT window presets stacked as channels (multi-window input).
-        crop_foreground: crop to the bounding box of the body before resizing.
-        size: spatial size the model sees (2 or 3 values).
-        resize: ``resize`` (interpolate) or ``crop-pad`` (centre crop / pad).
-        slice_mode: from a 3D volume to a 2D model: ``middle``, ``slab`` (2.5D channels) or ``all``.
-        slab: number of slices of a slab (odd).
-        augment: augmentation set: ``none``, ``light``, ``medium`` or ``heavy``.
-        augment_prob: probability of each random transform of the set.
-        device: where random augmentation runs: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
-    """
-
-    spatial_dims: int = field(default=3, metadata=_choices(2, 3))
-    orientation: str = "RAS"
-    spacing: tuple[float, ...] = ()
-    intensity: str = "none"
-    window: tuple[float, ...] = ()
-    windows: tuple[str, ...] = ()
-    crop_foreground: bool = False
-    size: tuple[int, ...] = (64, 64, 32)
-    resize: str = field(default="resize", metadata=_choices("resize", "crop-pad"))
-    slice_mode: str = field(default="middle", metadata=_choices("middle", "slab", "all"))
-    slab: int = field(default=3, metadata=_range(1))
-    augment: str = field(default="light", metadata=_choices("none", "light", "medium", "heavy"))
-    augment_prob: float = field(default=0.5, metadata=_range(0.0, 1.0))
-    device: str = field(default="auto", metadata=_choices("auto", "cpu", "cuda"))
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """The backbone and where its weights come from.
-
-    Attributes:
-        name: registry name (``radpipe models`` lists them).
-        pretrained: weight source, e.g. ``torchvision:PATH``, ``medicalnet:PATH``, ``bundle:DIR``, ``run:DIR``.
-        small_input: small-input stem (3x3 conv, stride 1, no max-pool) for 28-64 px inputs.
-        dropout: dropout before the classifier.
-        channel_adapt: how an RGB stem becomes the task's channels: ``sum`` or ``mean``.
-        inflate: 2D->3D kernel inflation: ``mean`` (spread over depth) or ``centre``.
-        strict: a backbone key missing or shape-mismatched in the weights is an error.
-    """
-
-    name: str = "resnet18"
-    pretrained: str = ""
-    small_input: bool = False
-    dropout: float = field(default=0.0, metadata=_range(0.0, 1.0))
-    channel_adapt: str = field(default="sum", metadata=_choices("sum", "mean"))
-    inflate: str = field(default="mean", metadata=_choices("mean", "centre"))
-    strict: bool = True
-
-
-@dataclass(frozen=True)
-class TransferConfig:
-    """How pretrained weights are trained on the new task.
-
-    Attributes:
-        strategy: ``finetune`` (all layers), ``linear-probe`` (frozen backbone, BatchNorm in eval mode)
-            or ``gradual`` (unfreeze stage by stage, head first).
-        head_lr: learning rate of the new head; 0 means ``train.lr``.
-        layer_decay: learning-rate factor per stage going down from the head (1 = same LR everywhere).
-        unfreeze_every: with ``gradual``, epochs between unfreezing one more stage.
-    """
-
-    strategy: str = field(default="finetune", metadata=_choices("finetune", "linear-probe", "gradual"))
-    head_lr: float = field(default=0.0, metadata=_range(0.0))
-    layer_decay: float = field(default=1.0, metadata=_range(0.0, 1.0))
-    unfreeze_every: int = field(default=1, metadata=_range(1))
 
 
 @dataclass(frozen=True)
@@ -329,18 +263,7 @@ def _build(cls: type, values: typing.Mapping[str, Any], prefix: str) -> Any:
 
 
 def _check_consistency(cfg: Config) -> None:
-    t = cfg.transforms
-    if t.size and len(t.size) != t.spatial_dims:
-        raise ConfigError(
-            f"config key 'transforms.size': {list(t.size)} has {len(t.size)} values but transforms.spatial_dims is "
-            f"{t.spatial_dims}; give {t.spatial_dims} values"
-        )
-    if t.spacing and len(t.spacing) not in (2, 3):
-        raise ConfigError(f"config key 'transforms.spacing': expected 2 or 3 values, found {list(t.spacing)}")
-    if t.window and len(t.window) != 2:
-        raise ConfigError(f"config key 'transforms.window': expected [level, width], found {list(t.window)}")
-    if t.slice_mode == "slab" and t.slab % 2 == 0:
-        raise ConfigError(f"config key 'transforms.slab': expected an odd number of slices, found {t.slab}")
+    """Checks across sections (each section checks its own fields when built)."""
     if cfg.data.task != "multilabel" and len(cfg.data.label_columns) != 1:
         raise ConfigError(
             f"config key 'data.label_columns': task '{cfg.data.task}' takes one label column, found "
@@ -423,7 +346,7 @@ def save_config(cfg: Config, path: str | Path) -> None:
     """Write the resolved config as YAML; :func:`load_config` reads it back to an equal object."""
     import yaml
 
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
+    write_atomic(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 def with_changes(cfg: Config, **sections: typing.Mapping[str, Any]) -> Config:

@@ -14,13 +14,13 @@ import pytest
 @pytest.fixture
 def dicom_series(tmp_path: Path) -> Callable[..., list[Path]]:
     """Factory: ``dicom_series(name, **write_series_kwargs)`` writes a synthetic series under ``tmp_path/name``."""
-    from pipeline.demo.synthetic_dicom import write_series
+    from pipeline.demo.synthetic_dicom import series_args, write_series
 
     def make(name: str = "series", **kwargs: Any) -> list[Path]:
         kwargs.setdefault("rows", 24)
         kwargs.setdefault("cols", 20)
         kwargs.setdefault("n_slices", 6)
-        return write_series(tmp_path / name, **kwargs)
+        return write_series(tmp_path / name, *series_args(**kwargs))
 
     return make
 

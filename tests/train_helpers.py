@@ -65,16 +65,16 @@ def small_config(dims: int = 2, size: int = 16, **train: Any) -> Config:
 
 def narrow_resnets(monkeypatch: Any, widen_factor: float = 0.25) -> None:
     """Build registry ResNets with ``widen_factor`` channels so CPU tests run in seconds."""
-    import models.registry as registry
+    import models.factory as factory
 
-    original = registry.create_model
+    original = factory.create_model
 
     def create_model(name: str, *args: Any, **kwargs: Any) -> Any:
         if name.startswith("resnet"):
             kwargs.setdefault("widen_factor", widen_factor)
         return original(name, *args, **kwargs)
 
-    monkeypatch.setattr(registry, "create_model", create_model)
+    monkeypatch.setattr(factory, "create_model", create_model)
 
 
 def metric_rows(path: Path, drop: tuple[str, ...] = ("time_s", "images_per_s")) -> list[dict[str, float]]:

@@ -40,13 +40,8 @@ from monai.transforms import (
 )
 
 from pipeline.errors import ConfigError
+from transforms.config import AUGMENT_SETS
 
-AUGMENT_SETS: dict[str, str] = {
-    "none": "no augmentation",
-    "light": "in-plane flips and 90-degree rotations",
-    "medium": "light + small affine, Gaussian noise, gamma and intensity scaling",
-    "heavy": "light + strong affine, noise, gamma, bias field (MR), smoothing or sharpening",
-}
 
 _STRENGTH = {
     # in-plane deg, out-of-plane deg, scale, shift fraction, noise std, gamma, intensity factor

@@ -1,4 +1,4 @@
-"""Train, eval and infer transform chains, built only from a :class:`~pipeline.config.Config`.
+"""Train, eval and infer transform chains, built only from a :class:`~transforms.config.TransformsConfig` and the image keys.
 
 Input sample: a dict with one key per image column (``cfg.data.image_columns``; values are
 paths: NIfTI/NRRD/MHA file, DICOM folder or file, or ``*.series.json`` series reference),
@@ -39,7 +39,7 @@ never modifies its input in place, so ``CacheDataset(copy_cache=False)`` is safe
 deep copy per sample.
 
 The eval chain is a pure function of the config: a run's saved ``config.yaml`` rebuilds it with
-``eval_chain(load_config(run / "config.yaml"))``; :func:`infer_chain` is the eval chain without
+``eval_chain(cfg.transforms, cfg.data.image_columns)`` with ``cfg = load_config(run / "config.yaml")``; :func:`infer_chain` is the eval chain without
 the label.
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ import hashlib
 import json
 from collections.abc import Hashable, Sequence
 from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,6 +65,7 @@ from monai.transforms import (
 )
 
 from pipeline.errors import ConfigError, PipelineError, format_problems
+from transforms.config import TransformsConfig
 from transforms.augment import augment_transforms
 from transforms.intensity import foreground_threshold, get_preset, intensity_transforms, modality_of, window_of
 from transforms.spatial import (
@@ -75,9 +76,6 @@ from transforms.spatial import (
     slicing_transforms,
     spacing_transforms,
 )
-
-if TYPE_CHECKING:
-    from pipeline.config import Config
 
 #: Bump when a deterministic transform changes behaviour: it invalidates every disk cache.
 CHAIN_VERSION = 1
@@ -148,13 +146,16 @@ class LabelToTensord(MapTransform):
         return d
 
 
-def check_config(cfg: Config) -> None:
+def check_config(t: TransformsConfig, image_keys: Sequence[str]) -> None:
     """Check the transform settings the config loader cannot (preset names, windows), all at once.
+
+    Args:
+        t: the transforms settings.
+        image_keys: the sample keys (manifest image columns) stacked as channels.
 
     Raises:
         ConfigError: one message listing every problem.
     """
-    t = cfg.transforms
     problems: list[str] = []
     names = [*t.windows] if t.windows else ([t.intensity] if t.intensity == "ct-custom" else [])
     checks = [lambda: get_preset(t.intensity)] + [lambda n=n: window_of(n, t) for n in names]
@@ -167,7 +168,7 @@ def check_config(cfg: Config) -> None:
             problems.append(str(e))
     if len(t.size) != t.spatial_dims:
         problems.append(f"config key 'transforms.size': expected {t.spatial_dims} values, found {list(t.size)}")
-    if not cfg.data.image_columns:
+    if not image_keys:
         problems.append("config key 'data.image_columns': expected at least one image column, found none")
     if problems:
         raise ConfigError(format_problems(list(dict.fromkeys(problems))))
@@ -179,16 +180,16 @@ def _reader() -> Any:
     return RadpipeReader()
 
 
-def deterministic_part(cfg: Config, labels: bool = True) -> Compose:
+def deterministic_part(t: TransformsConfig, image_keys: Sequence[str] = ("image",), labels: bool = True) -> Compose:
     """The transforms of the chain that give the same output every time (what the caches store).
 
     Args:
-        cfg: the run configuration.
+        t: the transforms settings.
+        image_keys: the sample keys (manifest image columns) stacked as channels into ``"image"``.
         labels: convert ``"label"`` to a tensor (False for inference).
     """
-    check_config(cfg)
-    t = cfg.transforms
-    cols = list(cfg.data.image_columns)
+    check_config(t, image_keys)
+    cols = list(image_keys)
     steps: list[Transform] = [
         LoadImaged(cols, reader=_reader(), image_only=True, ensure_channel_first=True),
         CheckImaged(cols, t.spatial_dims),
@@ -212,36 +213,35 @@ def deterministic_part(cfg: Config, labels: bool = True) -> Compose:
     return Compose(steps)
 
 
-def resolve_device(cfg: Config) -> torch.device:
+def resolve_device(t: TransformsConfig, allow_cuda: bool = True) -> torch.device:
     """Where the random augmentation runs: ``transforms.device``, with ``auto`` = CUDA when present.
 
-    ``auto`` stays on the CPU when ``train.device`` is ``cpu``. On CUDA the trainer must iterate
-    with ``monai.data.ThreadDataLoader`` (no worker processes).
+    ``auto`` stays on the CPU when ``allow_cuda`` is False (a run whose ``train.device`` is ``cpu``).
+    On CUDA the trainer must iterate with ``monai.data.ThreadDataLoader`` (no worker processes).
 
     Raises:
         ConfigError: ``cuda`` is asked for but no CUDA device is available.
     """
-    wanted = cfg.transforms.device
+    wanted = t.device
     if wanted == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(
                 "config key 'transforms.device' is 'cuda' but no CUDA device is available; set device: auto or cpu"
             )
         return torch.device("cuda")
-    if wanted == "auto" and cfg.train.device != "cpu" and torch.cuda.is_available():
+    if wanted == "auto" and allow_cuda and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
 
 
-def random_part(cfg: Config, device: torch.device | str | None = None) -> Compose:
-    """The random augmentation of ``cfg.transforms.augment``, preceded by :class:`ToDeviced` on CUDA.
+def random_part(t: TransformsConfig, device: torch.device | str | None = None) -> Compose:
+    """The random augmentation of ``t.augment``, preceded by :class:`ToDeviced` on CUDA.
 
     Args:
-        cfg: the run configuration.
+        t: the transforms settings.
         device: where augmentation runs; None means :func:`resolve_device`.
     """
-    t = cfg.transforms
-    dev = resolve_device(cfg) if device is None else torch.device(device)
+    dev = resolve_device(t) if device is None else torch.device(device)
     steps: list[Transform] = []
     if dev.type == "cuda":
         steps.append(ToDeviced(["image"], dev))
@@ -250,28 +250,28 @@ def random_part(cfg: Config, device: torch.device | str | None = None) -> Compos
     return Compose(steps)
 
 
-def train_chain(cfg: Config, device: torch.device | str | None = None) -> Compose:
+def train_chain(t: TransformsConfig, image_keys: Sequence[str] = ("image",),
+                device: torch.device | str | None = None) -> Compose:
     """Deterministic part then random part (see the module docstring)."""
-    return Compose([*deterministic_part(cfg).transforms, *random_part(cfg, device).transforms])
+    return Compose([*deterministic_part(t, image_keys).transforms, *random_part(t, device).transforms])
 
 
-def eval_chain(cfg: Config) -> Compose:
+def eval_chain(t: TransformsConfig, image_keys: Sequence[str] = ("image",)) -> Compose:
     """The deterministic part with the label: what evaluate and validation see."""
-    return deterministic_part(cfg, labels=True)
+    return deterministic_part(t, image_keys, labels=True)
 
 
-def infer_chain(cfg: Config) -> Compose:
+def infer_chain(t: TransformsConfig, image_keys: Sequence[str] = ("image",)) -> Compose:
     """The eval chain without the label: what predict sees."""
-    return deterministic_part(cfg, labels=False)
+    return deterministic_part(t, image_keys, labels=False)
 
 
-def cache_key(cfg: Config) -> str:
+def cache_key(t: TransformsConfig, image_keys: Sequence[str] = ("image",)) -> str:
     """A stable 16-hex-digit hash of everything that determines the deterministic part.
 
-    It covers :data:`CHAIN_VERSION`, the MONAI version, the image columns and the
-    :data:`DETERMINISTIC_FIELDS` of ``cfg.transforms``; augmentation settings do not change it.
+    It covers :data:`CHAIN_VERSION`, the MONAI version, the image keys and the
+    :data:`DETERMINISTIC_FIELDS` of ``t``; augmentation settings do not change it.
     """
-    t = cfg.transforms
     try:
         monai_version = metadata.version("monai")
     except metadata.PackageNotFoundError:  # pragma: no cover - monai is a dependency
@@ -279,7 +279,7 @@ def cache_key(cfg: Config) -> str:
     state = {
         "chain_version": CHAIN_VERSION,
         "monai": monai_version,
-        "image_columns": list(cfg.data.image_columns),
+        "image_columns": list(image_keys),
         **{name: _plain(getattr(t, name)) for name in DETERMINISTIC_FIELDS},
     }
     text = json.dumps(state, sort_keys=True, separators=(",", ":"))
@@ -306,11 +306,6 @@ def pipeline_error_in(exc: BaseException) -> PipelineError | None:
     return None
 
 
-def metadata_free_after_cache(cfg: Config) -> bool:
-    """True when every training case is cached in memory, so metadata tracking may stop after caching."""
-    return cfg.data.cache == "memory" and cfg.data.cache_rate >= 1.0
-
-
 __all__ = [
     "CHAIN_VERSION",
     "DETERMINISTIC_FIELDS",
@@ -323,7 +318,6 @@ __all__ = [
     "deterministic_part",
     "eval_chain",
     "infer_chain",
-    "metadata_free_after_cache",
     "pipeline_error_in",
     "random_part",
     "resolve_device",

@@ -50,7 +50,7 @@ from monai.transforms import (
 from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
-    from pipeline.config import TransformsConfig
+    from transforms.config import TransformsConfig
 
 #: CT windows as (level, width) in Hounsfield units.
 CT_WINDOWS: dict[str, tuple[float, float]] = {

@@ -5,7 +5,7 @@
 * a DICOM file (read alone: a 2D radiograph, a multi-frame file, a single slice);
 * a folder holding one DICOM series (any file names, nested folders, non-DICOM files ignored);
   a folder with several series is refused with the list of series and how to pick one;
-* a series reference ``*.series.json`` written by ``radpipe scan`` (:func:`write_series_ref`);
+* a series reference ``*.series.json`` written by ``radpipe scan`` (:mod:`transforms.dicom.reference`);
 * NIfTI (``.nii``, ``.nii.gz``) through nibabel, NRRD/MHA/MHD through SimpleITK.
 
 Every input gives the same metadata shape: array in (x, y, z[, t]) order ((x, y) for 2D images),
@@ -16,9 +16,8 @@ a 4x4 RAS ``affine`` (= ``original_affine``), ``spatial_shape``, ``pixdim``, ``d
 """
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,12 +27,10 @@ from monai.data import ImageReader
 from monai.utils import ensure_tuple
 
 from pipeline.errors import DicomReadError, ImageReadError
-from transforms.dicom.series import LPS_TO_RAS, SeriesInfo
+from transforms.dicom.reference import SERIES_REF_SUFFIX, read_series_ref, ref_part
+from transforms.dicom.series import LPS_TO_RAS
 from transforms.dicom.volume import load_series
 
-SERIES_REF_SUFFIX = ".series.json"
-SERIES_REF_FORMAT = "radpipe.series-ref"
-SERIES_REF_VERSION = 1
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima", "")
@@ -56,80 +53,6 @@ def _suffix(path: Path) -> str:
         if name.endswith(suffix):
             return suffix
     return path.suffix.lower()
-
-
-def read_series_ref(path: str | Path) -> list[Path]:
-    """The files of the series a ``*.series.json`` reference names, checked to exist.
-
-    Format (JSON object): ``format`` (``"radpipe.series-ref"``), ``version`` (1), ``files`` (paths in
-    volume order, relative to the reference's folder or absolute), ``part`` (split tokens choosing one
-    volume when the files hold several, may be empty) and ``meta`` (descriptive, no identifiers).
-
-    Raises:
-        DicomReadError: unreadable JSON, no ``files`` list, or missing files (all listed together).
-    """
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise DicomReadError(f"{path}: cannot read series reference ({type(e).__name__}: {e}); re-run "
-                             "`radpipe scan` to rewrite it") from e
-    files = data.get("files") if isinstance(data, dict) else None
-    if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
-        raise DicomReadError(f"{path}: series reference needs a non-empty 'files' list of paths; found "
-                             f"{type(files).__name__ if files is not None else 'none'}; re-run `radpipe scan`")
-    resolved = [Path(os.path.normpath(path.parent / f)) for f in files]
-    missing = [str(p) for p in resolved if not p.is_file()]
-    if missing:
-        raise DicomReadError(f"{path}: {len(missing)} of {len(files)} listed files are missing (first: "
-                             f"{missing[0]}); was the export moved? re-run `radpipe scan` on its new place")
-    return resolved
-
-
-def _ref_part(path: Path) -> str:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return str(data.get("part", "") or "") if isinstance(data, dict) else ""
-
-
-def write_series_ref(path: str | Path, series: SeriesInfo | Sequence[str | Path],
-                     meta: Mapping[str, Any] | None = None) -> Path:
-    """Write a ``*.series.json`` reference to one series (what ``radpipe scan`` writes per series).
-
-    Args:
-        path: the reference file to write (atomically).
-        series: a :class:`SeriesInfo` (its files, split part and description are recorded), or the
-            files of one series in volume order.
-        meta: more descriptive fields to record; never put patient identifiers here.
-
-    Returns:
-        ``path``.
-    """
-    path = Path(path)
-    record: dict[str, Any] = {}
-    part = ""
-    if isinstance(series, SeriesInfo):
-        files = list(series.files)
-        part = series.uid[len(series.series_uid) + 1:] if series.uid != series.series_uid else ""
-        record = {"modality": series.modality, "series_description": series.description,
-                  "series_number": series.series_number, "shape": list(series.shape),
-                  "spacing": [round(v, 6) for v in series.spacing], "orientation": series.orientation_label,
-                  "status": series.status, "problems": list(series.problems)}
-    else:
-        files = [str(f) for f in series]
-    record.update(dict(meta or {}))
-    base = path.parent.resolve()
-    rel = []
-    for f in files:
-        try:
-            rel.append(os.path.relpath(Path(f).resolve(), base))
-        except ValueError:  # another drive on Windows
-            rel.append(str(Path(f).resolve()))
-    data = {"format": SERIES_REF_FORMAT, "version": SERIES_REF_VERSION, "files": rel, "part": part, "meta": record}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def _common_meta(array: np.ndarray, affine: np.ndarray, spatial_rank: int, filename: str,
@@ -240,7 +163,7 @@ def _read_one(path: Path) -> LoadedImage:
                              f"from {Path.cwd()})")
     suffix = _suffix(path)
     if suffix == SERIES_REF_SUFFIX:
-        return _load_dicom(read_series_ref(path), part=_ref_part(path) or None, where=str(path))
+        return _load_dicom(read_series_ref(path), part=ref_part(path) or None, where=str(path))
     if suffix in NIFTI_SUFFIXES:
         return _load_nifti(path)
     if suffix in ITK_SUFFIXES:

@@ -33,9 +33,10 @@ from monai.transforms import (
 )
 
 from pipeline.errors import ConfigError, ImageReadError
+from transforms.config import SLICE_MODES
 
 if TYPE_CHECKING:
-    from pipeline.config import TransformsConfig
+    from transforms.config import TransformsConfig
 
 
 def source_name(img: Any, key: Hashable) -> str:
@@ -166,8 +167,8 @@ class SliceTo2Dd(MapTransform):
 
     def __init__(self, keys: KeysCollection, mode: str, slab: int = 3) -> None:
         super().__init__(keys)
-        if mode not in ("middle", "slab", "all"):
-            raise ConfigError(f"config key 'transforms.slice_mode': '{mode}' unknown; allowed: middle, slab, all")
+        if mode not in SLICE_MODES:
+            raise ConfigError(f"config key 'transforms.slice_mode': '{mode}' unknown; allowed: {', '.join(SLICE_MODES)}")
         self.mode = mode
         self.slab = slab
 

@@ -14,17 +14,19 @@ Stages, each run through the same command a researcher would type (and printed a
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.demo.synthetic_export import ExportSummary
 
 # One preprocessing for both tasks: crop to the body, resample to 6 mm (about the scanners' own
 # in-plane spacing, so nothing is upsampled for nothing), soft-tissue window, 32x32x24 voxels.
@@ -66,9 +68,11 @@ class Demo:
         self.stage = 0
 
     def say(self, text: str) -> None:
+        """Print one line of the demo's narration."""
         print(text, flush=True)
 
     def step(self, title: str) -> None:
+        """Announce the next numbered stage with the seconds elapsed."""
         self.stage += 1
         self.say(f"\n[{self.stage}] {title}  (t = {time.monotonic() - self.start:.0f} s)")
 
@@ -82,6 +86,7 @@ class Demo:
             raise DemoStageError(f"demo stage '{argv[0]}' failed with status {status}; its message is above")
 
     def config(self, name: str, values: dict[str, Any], epochs: int | None = None) -> Path:
+        """Write ``values`` (with the demo's seed and, when given, ``epochs``) as YAML file ``name``; return its path."""
         values = json.loads(json.dumps(values))
         if epochs is not None:
             values["train"]["epochs"] = epochs
@@ -105,23 +110,46 @@ def run_demo(out_dir: str | Path, n_patients: int = 60, seed: int = 0, export_on
         seed: seed of the data and of training.
         export_only: stop after writing the export and the label sheet.
         quick: fewer epochs and cases (for tests); the figures are then not meaningful.
-    """
-    from pipeline.demo.source import write_source_dataset
-    from pipeline.demo.synthetic_export import write_export, write_new_scans
 
+    Returns:
+        The export and label sheet paths; unless ``export_only``, also the run, report and predictions paths,
+        the test AUC with its confidence interval and number of cases, and the seconds taken.
+
+    Raises:
+        DemoStageError: a stage's command failed (its message is printed above).
+    """
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     demo = Demo(out, seed, quick)
+    export = _write_export(demo, n_patients)
+    summary: dict[str, Any] = {"export": str(export.export_dir), "labels": str(export.labels_csv)}
+    if export_only:
+        return summary
+    manifest = _index_and_split(demo, export)
+    run_dir = _train(demo, manifest)
+    report_dir = _evaluate_and_report(demo, run_dir, manifest)
+    predictions = _predict_new_scans(demo, run_dir)
+    summary.update(_headline(demo, run_dir, report_dir, predictions))
+    _write_summary(demo, summary)
+    return summary
+
+
+def _write_export(demo: Demo, n_patients: int) -> ExportSummary:
+    """Stage 1: the synthetic hospital export and its label sheet."""
+    from pipeline.demo.synthetic_export import write_export
+
     demo.step(f"writing a synthetic hospital export of {n_patients} patients")
-    export = write_export(out, n_patients=n_patients, seed=seed)
+    export = write_export(demo.out, n_patients=n_patients, seed=demo.seed)
     demo.say(
         f"    {export.n_files} files: {export.n_image_series} image series, {export.n_sr} dose reports, a truncated "
         f"file, a README.txt and a DICOMDIR; label sheet {export.labels_csv.name} ({export.n_lesion} lesions)"
     )
-    summary: dict[str, Any] = {"export": str(export.export_dir), "labels": str(export.labels_csv)}
-    if export_only:
-        return summary
+    return export
 
+
+def _index_and_split(demo: Demo, export: ExportSummary) -> Path:
+    """Scan, manifest, validation and patient-grouped split; return the split manifest."""
+    out = demo.out
     demo.step("indexing the export (headers only, pseudonymised)")
     demo.run(["scan", export.export_dir, "--out", out / "index.csv"])
     demo.step("joining the index to the label sheet by accession number (hashed) into a manifest")
@@ -134,26 +162,38 @@ def run_demo(out_dir: str | Path, n_patients: int = 60, seed: int = 0, export_on
     demo.step("splitting by patient, stratified by label")
     demo.run([
         "split", out / "manifest.csv", "--out", out / "manifest_split.csv", "--group", "patient_key",
-        "--stratify", "label", "--val", "0.2", "--test", "0.3", "--seed", seed,
+        "--stratify", "label", "--val", "0.2", "--test", "0.3", "--seed", demo.seed,
     ])
+    return out / "manifest_split.csv"
 
+
+def _train(demo: Demo, manifest: Path) -> Path:
+    """Pretrain on the source task, then train the lesion model from that backbone; return its run folder."""
+    from pipeline.demo.source import write_source_dataset
+
+    out = demo.out
     demo.step("pretraining a 3D backbone on a public-like source task (hypodense cysts, NIfTI)")
-    source_manifest = write_source_dataset(out / "source", n_cases=20 if quick else 100, seed=seed + 1)
-    source_cfg = demo.config("source_config.yaml", SOURCE_CONFIG, epochs=1 if quick else None)
+    source_manifest = write_source_dataset(out / "source", n_cases=20 if demo.quick else 100, seed=demo.seed + 1)
+    source_cfg = demo.config("source_config.yaml", SOURCE_CONFIG, epochs=1 if demo.quick else None)
     demo.run(["train", "--config", source_cfg, "--manifest", source_manifest, "--out", out / "runs" / "source"])
 
     demo.step("transfer: training the hospital lesion model from the source backbone")
-    target_cfg = demo.config("lesion_config.yaml", TARGET_CONFIG, epochs=1 if quick else None)
+    target_cfg = demo.config("lesion_config.yaml", TARGET_CONFIG, epochs=1 if demo.quick else None)
     run_dir = out / "runs" / "lesion"
     demo.run([
-        "train", "--config", target_cfg, "--manifest", out / "manifest_split.csv", "--out", run_dir,
+        "train", "--config", target_cfg, "--manifest", manifest, "--out", run_dir,
         "--set", f"model.pretrained=run:{out / 'runs' / 'source'}",
     ])
+    return run_dir
 
+
+def _evaluate_and_report(demo: Demo, run_dir: Path, manifest: Path) -> Path:
+    """Evaluate on validation and test, then report by cohort; return the report folder."""
+    out = demo.out
     demo.step("evaluating the best checkpoint on the validation and test splits")
     for split in ("val", "test"):
         demo.run([
-            "evaluate", "--run", run_dir, "--manifest", out / "manifest_split.csv", "--split", split,
+            "evaluate", "--run", run_dir, "--manifest", manifest, "--split", split,
             "--out", out / f"predictions_{split}.csv",
         ])
     demo.step("report by site and sex, operating point fixed on validation")
@@ -162,23 +202,38 @@ def run_demo(out_dir: str | Path, n_patients: int = 60, seed: int = 0, export_on
         "report", out / "predictions_test.csv", "--cohort", "site", "--cohort", "sex", "--out", report_dir,
         "--threshold-from", out / "predictions_val.csv", "--run", run_dir,
     ])
+    return report_dir
+
+
+def _predict_new_scans(demo: Demo, run_dir: Path) -> Path:
+    """Batch inference over a folder of new scans; return the predictions CSV."""
+    from pipeline.demo.synthetic_export import write_new_scans
 
     demo.step("batch inference over a folder of new scans")
-    new = write_new_scans(out / "new_scans", seed=seed + 2)
-    demo.run(["predict", "--run", run_dir, new.scan_dir, "--out", out / "new_scans_predictions.csv"])
+    new = write_new_scans(demo.out / "new_scans", seed=demo.seed + 2)
+    predictions = demo.out / "new_scans_predictions.csv"
+    demo.run(["predict", "--run", run_dir, new.scan_dir, "--out", predictions])
+    return predictions
 
+
+def _headline(demo: Demo, run_dir: Path, report_dir: Path, predictions: Path) -> dict[str, Any]:
+    """The summary's run, report, test AUC and predictions entries, and the seconds taken so far."""
     report = json.loads((report_dir / "report.json").read_text(encoding="utf-8"))
     overall = report["overall"]
-    summary.update(
-        run=str(run_dir),
-        report=str(report_dir / "report.html"),
-        test_auc=overall.get("auc"),
-        test_auc_ci=(overall.get("auc_ci_low"), overall.get("auc_ci_high")),
-        test_n=overall.get("n"),
-        predictions=str(out / "new_scans_predictions.csv"),
-        seconds=round(time.monotonic() - demo.start, 1),
-    )
-    (out / "demo_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return {
+        "run": str(run_dir),
+        "report": str(report_dir / "report.html"),
+        "test_auc": overall.get("auc"),
+        "test_auc_ci": (overall.get("auc_ci_low"), overall.get("auc_ci_high")),
+        "test_n": overall.get("n"),
+        "predictions": str(predictions),
+        "seconds": round(time.monotonic() - demo.start, 1),
+    }
+
+
+def _write_summary(demo: Demo, summary: dict[str, Any]) -> None:
+    """Write ``demo_summary.json`` and print the headline."""
+    (demo.out / "demo_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     auc = summary["test_auc"]
     ci = summary["test_auc_ci"]
     auc_text = "n/a" if auc is None else f"{auc:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}, n = {summary['test_n']})"
@@ -186,10 +241,3 @@ def run_demo(out_dir: str | Path, n_patients: int = 60, seed: int = 0, export_on
         f"\nDone in {summary['seconds']:.0f} s.\n  test AUC: {auc_text}\n  report: {summary['report']}\n"
         f"  new-scan predictions: {summary['predictions']}"
     )
-    return summary
-
-
-def run_demo_command(args: argparse.Namespace) -> int:
-    """Handler of ``radpipe demo``."""
-    run_demo(args.out, n_patients=args.patients, seed=args.seed, export_only=args.export_only)
-    return 0

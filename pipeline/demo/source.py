@@ -5,7 +5,7 @@ public-like dataset (this one: NIfTI abdominal CT phantoms where half hold a dar
 cyst), then its weights start the model of the hospital task (bright, hyperdense lesions).
 Both tasks share anatomy, scale and the low-level features a lesion needs (a local blob that
 differs from the tissue around it), so the transfer is real; neither task's data reaches the
-other. The phantom is the export's (:func:`pipeline.demo.synthetic_export.phantom_hu`), with the
+other. The phantom is the export's (:func:`pipeline.demo.phantom.phantom_hu`), with the
 lesion contrast reversed and a scanner of its own.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.demo.synthetic_export import phantom_hu
+from pipeline.demo.phantom import phantom_hu
 
 CYST_HU = (-110.0, -70.0)
 PIXEL_SPACING_MM = 5.8

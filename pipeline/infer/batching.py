@@ -31,6 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.config import load_config
+from pipeline.errors import ConfigError
+from pipeline.train.engine import amp_dtype
+
 log = logging.getLogger("radpipe")
 
 PROB_DECIMALS = 6
@@ -205,8 +209,6 @@ def resolve_device(name: str | None, cfg_device: str) -> torch.device:
     Raises:
         ConfigError: ``cuda`` is asked for and there is none.
     """
-    from pipeline.errors import ConfigError
-
     wanted = name or cfg_device
     if wanted == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is available; use --device cpu or auto")
@@ -218,9 +220,6 @@ def resolve_device(name: str | None, cfg_device: str) -> torch.device:
 
 def device_for_run(run_dir: str | Path, name: str | None) -> torch.device:
     """Where a run's model runs: ``name``, else the run's ``train.device`` (read before the run is loaded)."""
-    from pipeline.config import load_config
-    from pipeline.errors import ConfigError
-
     try:
         cfg_device = load_config(Path(run_dir) / "config.yaml").train.device
     except ConfigError:
@@ -290,8 +289,6 @@ class Predictor:
         self.device = torch.device(device)
         self.task = task
         self.tta = tta
-        from pipeline.train.engine import amp_dtype
-
         cuda = self.device.type == "cuda"
         self.amp_dtype: torch.dtype | None = amp_dtype(self.device) if amp else None
         self.memory_format: torch.memory_format | None = None

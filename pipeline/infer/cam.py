@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import RunError
+from pipeline.files import atomic_path
 
 
 def _unit_range(maps: torch.Tensor) -> torch.Tensor:
@@ -150,9 +151,8 @@ def save_cam(cam_dir: str | Path, case_id: str, image: torch.Tensor, cam: np.nda
     stem = cam_stem(case_id)
     nifti = folder / f"{stem}.cam.nii.gz"
     png = folder / f"{stem}.cam.png"
-    tmp_nifti = folder / f".{stem}.cam.tmp.nii.gz"
-    nib.save(nib.Nifti1Image(cam.astype(np.float32), _affine4(affine, cam.ndim)), tmp_nifti)
-    tmp_nifti.replace(nifti)
+    with atomic_path(nifti) as tmp:
+        nib.save(nib.Nifti1Image(cam.astype(np.float32), _affine4(affine, cam.ndim)), tmp)
     base = image[0].detach().cpu().numpy()
     k = most_salient_slice(cam)
     plane, heat = (base[..., k], cam[..., k]) if cam.ndim == 3 else (base, cam)
@@ -161,8 +161,7 @@ def save_cam(cam_dir: str | Path, case_id: str, image: torch.Tensor, cam: np.nda
     ax.imshow(_display(heat, orientation), cmap="jet", alpha=0.35, vmin=0.0, vmax=1.0)
     ax.set_title((title + (f"  slice {k}" if cam.ndim == 3 else "")).strip(), fontsize=8)
     ax.axis("off")
-    tmp_png = folder / f".{stem}.cam.tmp.png"
-    fig.savefig(tmp_png, bbox_inches="tight", format="png")
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, bbox_inches="tight", format="png")
     plt.close(fig)
-    tmp_png.replace(png)
     return nifti, png

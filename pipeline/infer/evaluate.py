@@ -11,7 +11,6 @@ listed (an evaluation must cover the whole split).
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,10 @@ from pipeline.infer.batching import (
     prediction_fields,
 )
 from pipeline.infer.prediction_file import write_csv_atomic
+from pipeline.manifest.reading import load_manifest, read_manifest_csv
+from pipeline.manifest.schema import SPLIT_SYNONYMS
 from pipeline.progress import progress
+from pipeline.train.run_dir import load_run
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,8 +60,6 @@ def split_rows(raw: pd.DataFrame, split: str | None) -> tuple[np.ndarray, str]:
     Raises:
         ManifestError: no row has the split.
     """
-    from pipeline.manifest.reading import SPLIT_SYNONYMS
-
     if "split" not in raw.columns or not split:
         return np.arange(len(raw)), "all"
     values = [SPLIT_SYNONYMS.get(str(v).strip().lower(), str(v).strip().lower()) for v in raw["split"]]
@@ -93,9 +93,6 @@ def evaluate(run_dir: str | Path, manifest: str | Path, out: str | Path, split: 
         ManifestError: the manifest lacks columns or the split.
         ImageReadError: some cases cannot be read or preprocessed (all listed).
     """
-    from pipeline.manifest.reading import load_manifest, read_manifest_csv
-    from pipeline.train.run_dir import load_run
-
     run = load_run(run_dir, device=device_for_run(run_dir, device))
     cfg, labels = run.cfg, run.label_map
     raw = read_manifest_csv(manifest)
@@ -135,11 +132,3 @@ def evaluate(run_dir: str | Path, manifest: str | Path, out: str | Path, split: 
     write_csv_atomic(out, columns, rows)
     log.info("evaluate: %d case(s) of split %s -> %s%s", len(rows), split_name, out, " (TTA)" if use_tta else "")
     return EvaluateSummary(Path(out), len(rows), split_name, use_tta)
-
-
-def evaluate_command(args: argparse.Namespace) -> int:
-    """``radpipe evaluate`` handler."""
-    summary = evaluate(args.run, args.manifest, args.out, split=args.split, tta=args.tta,
-                       batch_size=args.batch_size, workers=args.workers, device=args.device)
-    print(f"{summary.n_cases} case(s) of split '{summary.split}' -> {summary.out}")
-    return 0

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.errors import ConfigError, ManifestError
 from pipeline.infer.batching import Case
+from pipeline.manifest.reading import load_manifest, read_manifest_csv
 
 if TYPE_CHECKING:
     from pipeline.config import Config
@@ -151,8 +152,6 @@ def discover_manifest(manifest: str | Path, cfg: Config) -> PredictInput:
     Raises:
         ManifestError: an image column is missing, or a column clashes with an output column.
     """
-    from pipeline.manifest.reading import load_manifest, read_manifest_csv
-
     raw = read_manifest_csv(manifest)
     df = load_manifest(manifest, cfg.data)
     columns = list(cfg.data.image_columns)
@@ -183,27 +182,3 @@ def discover_manifest(manifest: str | Path, cfg: Config) -> PredictInput:
         result.cases.append(Case(case_id, inputs, error))
         result.keys[case_id] = {c: str(raw_row[c]) for c in raw.columns}
     return result
-
-
-def discover(input_path: str | Path, cfg: Config, work_dir: str | Path, workers: int = 0,
-             modality: str | None = None, rule: str | None = None, run_dir: str | Path | None = None
-             ) -> PredictInput:
-    """The cases of a predict input of any kind (see the module docstring).
-
-    Args:
-        input_path: DICOM export folder, NIfTI folder or manifest CSV.
-        cfg: the run's config.
-        work_dir: where a DICOM scan writes its index (kept, so a re-run rescans incrementally).
-        workers: scan worker processes.
-        modality: DICOM only: override the selection's modalities (comma-separated, ``any`` for all).
-        rule: DICOM only: override the selection rule (``all``, ``largest-series``, ``first``, ``description:RE``).
-        run_dir: the run (for its ``selection.json``).
-    """
-    kind = input_kind(input_path)
-    if kind == "manifest":
-        return discover_manifest(input_path, cfg)
-    if kind == "nifti":
-        return discover_nifti(input_path, cfg)
-    from pipeline.infer.dicom_inputs import discover_dicom
-
-    return discover_dicom(input_path, cfg, work_dir, workers, modality=modality, rule=rule, run_dir=run_dir)

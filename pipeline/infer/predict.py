@@ -17,14 +17,12 @@ unsharded run's.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -43,25 +41,22 @@ from pipeline.infer.batching import (
     prediction_fields,
 )
 from pipeline.infer.prediction_file import (
-    PredictionFileError,
     ResumableCsvWriter,
-    find_parts,
     finalize,
     in_shard,
-    merge_parts,
-    parse_shard,
     part_path,
     read_rows,
     shard_from_env,
     sibling,
     write_skipped,
 )
-from pipeline.infer.inputs import SKIPPED_COLUMNS, PredictInput, discover
+from pipeline.config import Config
+from pipeline.infer.cam import CamMaker, cam_class_index, save_cam
+from pipeline.infer.dicom_inputs import discover_dicom
+from pipeline.infer.inputs import SKIPPED_COLUMNS, PredictInput, discover_manifest, discover_nifti, input_kind
+from pipeline.manifest.labels import LabelMap
 from pipeline.progress import progress
-
-if TYPE_CHECKING:
-    from pipeline.infer.cam import CamMaker
-    from pipeline.manifest.labels import LabelMap
+from pipeline.train.run_dir import load_run
 
 log = logging.getLogger("radpipe")
 
@@ -95,6 +90,28 @@ class PredictSummary:
     seconds_inference: float = 0.0
 
 
+def discover(input_path: str | Path, cfg: Config, work_dir: str | Path, workers: int = 0,
+             modality: str | None = None, rule: str | None = None, run_dir: str | Path | None = None
+             ) -> PredictInput:
+    """The cases of a predict input of any kind (see the module docstring).
+
+    Args:
+        input_path: DICOM export folder, NIfTI folder or manifest CSV.
+        cfg: the run's config.
+        work_dir: where a DICOM scan writes its index (kept, so a re-run rescans incrementally).
+        workers: scan worker processes.
+        modality: DICOM only: override the selection's modalities (comma-separated, ``any`` for all).
+        rule: DICOM only: override the selection rule (``all``, ``largest-series``, ``first``, ``description:RE``).
+        run_dir: the run (for its ``selection.json``).
+    """
+    kind = input_kind(input_path)
+    if kind == "manifest":
+        return discover_manifest(input_path, cfg)
+    if kind == "nifti":
+        return discover_nifti(input_path, cfg)
+    return discover_dicom(input_path, cfg, work_dir, workers, modality=modality, rule=rule, run_dir=run_dir)
+
+
 def predict(run_dir: str | Path, input_path: str | Path, out: str | Path, *, batch_size: int | None = None,
             workers: int | None = None, shard: tuple[int, int] | None = None, cam_dir: str | Path | None = None,
             device: str | None = None, modality: str | None = None, rule: str | None = None) -> PredictSummary:
@@ -117,8 +134,6 @@ def predict(run_dir: str | Path, input_path: str | Path, out: str | Path, *, bat
         RunError: the run's files are missing or inconsistent.
         PredictionFileError: ``out`` exists with other columns or holds rows of another run, checkpoint or input.
     """
-    from pipeline.train.run_dir import load_run
-
     run = load_run(run_dir, device=device_for_run(run_dir, device))
     cfg, labels = run.cfg, run.label_map
     shard = shard or shard_from_env()
@@ -142,8 +157,6 @@ def predict(run_dir: str | Path, input_path: str | Path, out: str | Path, *, bat
                           channels_last=cfg.train.channels_last)
     cams = None
     if cam_dir is not None:
-        from pipeline.infer.cam import CamMaker
-
         cams = CamMaker(run.model, run.device)
     size = batch_size or cfg.train.batch_size
     dataset = CaseDataset(todo, run.infer_transform, expected_input_shape(run.model, cfg.transforms.size),
@@ -198,8 +211,6 @@ def _write_cam(cams: CamMaker, cam_dir: str | Path | None, case_id: str, image: 
                affine: torch.Tensor | None, probs: np.ndarray, task: str, fields: dict[str, str], orientation: str,
                scrub: Callable[[str], str] | None) -> str:
     """Write one series' Grad-CAM; a failure is noted in the row's error cell, the prediction stays."""
-    from pipeline.infer.cam import cam_class_index, save_cam
-
     try:
         index = cam_class_index(task, probs)
         cam = cams(image, index)
@@ -209,26 +220,3 @@ def _write_cam(cams: CamMaker, cam_dir: str | Path | None, case_id: str, image: 
     except Exception as e:  # noqa: BLE001 - a heat map never costs the prediction
         return f"Grad-CAM failed: {describe_error(e, scrub)}"
     return ""
-
-
-def predict_command(args: argparse.Namespace) -> int:
-    """``radpipe predict`` handler."""
-    summary = predict(
-        args.run, args.input, args.out, batch_size=args.batch_size, workers=args.workers,
-        shard=parse_shard(args.shard) if args.shard else None, cam_dir=args.cam, device=args.device,
-        modality=args.modality, rule=args.series,
-    )
-    resumed = f", {summary.n_resumed} from an earlier run" if summary.n_resumed else ""
-    print(f"{summary.n_rows} series ({summary.n_ok} ok, {summary.n_error} error{resumed}) -> {summary.out}; "
-          f"{summary.n_skipped} input(s) not predicted -> {summary.skipped_file}")
-    return 0
-
-
-def merge_command(args: argparse.Namespace) -> int:
-    """``radpipe predict-merge`` handler: parts given, or found next to ``--out``."""
-    parts = [Path(p) for p in args.parts] or find_parts(args.out)
-    if not parts:
-        raise PredictionFileError(f"no part files given and none found next to {args.out} (<stem>.part-i-of-n.csv)")
-    n = merge_parts(parts, args.out)
-    print(f"{n} series from {len(parts)} part(s) -> {args.out}")
-    return 0

@@ -21,11 +21,11 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from pipeline.errors import PipelineError
+from pipeline.files import write_atomic
 
 log = logging.getLogger("radpipe")
 
@@ -34,36 +34,6 @@ _PART_RE = re.compile(r"^(?P<stem>.+)\.part-(?P<i>\d+)-of-(?P<n>\d+)$")
 
 class PredictionFileError(PipelineError, ValueError):
     """A prediction file or part cannot be resumed or merged."""
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary sibling, fsync, ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def clean_cell(value: object) -> str:
@@ -88,7 +58,7 @@ def format_rows(columns: Sequence[str], rows: Iterable[Mapping[str, object]], he
 
 def write_csv_atomic(path: str | Path, columns: Sequence[str], rows: Iterable[Mapping[str, object]]) -> None:
     """Write a whole CSV file atomically."""
-    atomic_write_text(path, format_rows(columns, rows, header=True))
+    write_atomic(path, format_rows(columns, rows, header=True))
 
 
 def write_skipped(path: str | Path, columns: Sequence[str], rows: Iterable[Mapping[str, object]]) -> None:
@@ -170,9 +140,9 @@ class ResumableCsvWriter:
             self._resume()
         else:
             done_marker(self.path).unlink(missing_ok=True)
-            atomic_write_text(self.path, format_rows(self.columns, [], header=True))
+            write_atomic(self.path, format_rows(self.columns, [], header=True))
         if job_text is not None:
-            atomic_write_text(job_file(self.path), job_text)
+            write_atomic(job_file(self.path), job_text)
         self._file = open(self.path, "a", encoding="utf-8", newline="")
 
     def _check_job(self, job_text: str | None) -> None:
@@ -258,7 +228,7 @@ def finalize(path: str | Path, id_column: str = "series_id", summary: Mapping[st
         status = row.get("status", "ok")
         counts[status] = counts.get(status, 0) + 1
     marker = {"rows": len(ordered), "status_counts": counts, **(summary or {})}
-    atomic_write_text(done_marker(path), json.dumps(marker, indent=2, sort_keys=True) + "\n")
+    write_atomic(done_marker(path), json.dumps(marker, indent=2, sort_keys=True) + "\n")
     return len(ordered)
 
 

@@ -3,7 +3,7 @@
 Headers are stored after pseudonymisation (no patient name or birth date; patient ID and accession
 number as keys), as the fields that differ from their defaults. The cache is used only for the same
 export folder, the same secret (checked through the key of a fixed probe, never the secret itself)
-and the same :class:`~transforms.dicom.headers.SliceHeader` layout.
+and the same :class:`~transforms.dicom.slice_header.SliceHeader` layout.
 """
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
 
+from pipeline.files import atomic_open
 from pipeline.pseudonym import Pseudonymiser
-from transforms.dicom.headers import FrameInfo, SliceHeader
+from transforms.dicom.slice_header import FrameInfo, SliceHeader
 
 log = logging.getLogger("radpipe")
 
@@ -115,8 +116,8 @@ class CacheWriter:
 
     def __init__(self, path: Path, identity: dict[str, str]) -> None:
         self.path = path
-        self.tmp = path.with_name(path.name + ".tmp")
-        self.file = self.tmp.open("w", encoding="utf-8", buffering=1 << 16)
+        self._opened = atomic_open(path, buffering=1 << 16)
+        self.file = self._opened.__enter__()
         self.file.write(f'{{"identity":{_JSON.encode(identity)},"entries":{{')
         self.separator = ""
 
@@ -134,11 +135,7 @@ class CacheWriter:
     def __exit__(self, kind: Any, error: Any, trace: Any) -> None:
         if kind is None:
             self.file.write("}}")
-        self.file.close()
-        if kind is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+        self._opened.__exit__(kind, error, trace)
 
 
 def save_cache(path: Path, identity: dict[str, str], entries: dict[str, ScanEntry]) -> None:

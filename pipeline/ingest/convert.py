@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import __version__
+from pipeline.files import atomic_open, atomic_path, write_atomic
 from pipeline.progress import progress
 from pipeline.pseudonym import Pseudonymiser
 from pipeline.ingest.scan import collect_headers, default_workers
@@ -103,9 +103,8 @@ def write_nifti(volume: np.ndarray, affine: np.ndarray, path: Path, temporal_spa
         zooms = list(image.header.get_zooms())
         zooms[3] = float(temporal_spacing)
         image.header.set_zooms(zooms)
-    tmp = path.with_name(path.name.replace(".nii.gz", ".tmp.nii.gz"))
-    nib.save(image, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        nib.save(image, tmp)
 
 
 def _convert_one(info: SeriesInfo, row: dict[str, Any], out_dir: str, problems: list[str]) -> dict[str, Any]:
@@ -117,7 +116,7 @@ def _convert_one(info: SeriesInfo, row: dict[str, Any], out_dir: str, problems: 
     try:
         volume, affine, _ = load_series(info)
         write_nifti(volume, affine, nifti, info.temporal_spacing)
-        side.write_text(json.dumps(sidecar(info, row, problems), indent=2), encoding="utf-8")
+        write_atomic(side, json.dumps(sidecar(info, row, problems), indent=2))
     except Exception as e:  # noqa: BLE001 - one failing series never aborts the batch
         for partial in (nifti, side):
             partial.unlink(missing_ok=True)
@@ -179,19 +178,10 @@ def convert_export(export_dir: str | Path, out_dir: str | Path, *, workers: int 
     rows = list(_run(jobs, out, workers))
     rows.sort(key=lambda r: (r["patient_key"], r["study_key"], r["series_key"]))
     index = out / "index.csv"
-    with index.open("w", newline="", encoding="utf-8") as f:
+    with atomic_open(index, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(CONVERT_COLUMNS))
         writer.writeheader()
         writer.writerows(rows)
     n_failed = sum(r["status"] == "failed" for r in rows)
     return ConvertSummary(out_dir=out, index_csv=index, n_series=len(rows), n_written=len(rows) - n_failed,
                           n_failed=n_failed, seconds=time.monotonic() - start, rows=rows)
-
-
-def run_convert_command(args: Any) -> int:
-    """Handler of ``radpipe convert``."""
-    summary = convert_export(args.export_dir, args.out_dir, workers=args.workers,
-                             keep_identifiers=args.keep_identifiers)
-    for line in summary.lines():
-        print(line)
-    return 1 if summary.n_failed and not summary.n_written else 0

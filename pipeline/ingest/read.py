@@ -28,8 +28,8 @@ from pipeline.progress import progress, progress_of
 from pipeline.pseudonym import Pseudonymiser
 from pipeline.ingest.cache import ScanEntry, entry_json, fields_to_json, header_to_json
 from transforms.dicom.scan_fields import read_fields_fast
-from transforms.dicom.headers import SliceHeader, header_from_fields
 from transforms.dicom.series import SeriesInfo, assemble_series, series_key, sort_series
+from transforms.dicom.slice_header import SliceHeader, header_from_fields
 
 _SMALLEST_CLAIM = 24  # files: the last claims are about this long, so the readers end this close
 _MEMO_LIMIT = 50_000  # decoded values kept between files (per-file values such as UIDs make it grow)

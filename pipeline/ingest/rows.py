@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+from pipeline.files import write_atomic
 from pipeline.pseudonym import Pseudonymiser
+from transforms.dicom.reference import series_meta, series_part, series_ref_record
 from transforms.dicom.series import SeriesInfo
 
 INDEX_COLUMNS = (
@@ -22,7 +25,6 @@ INDEX_COLUMNS = (
     "status", "problems",
 )
 SKIPPED_COLUMNS = ("path", "reason", "detail")
-SERIES_REF_FORMAT, SERIES_REF_VERSION = "radpipe.series-ref", 1  # as transforms.readers reads them
 _JSON = json.JSONEncoder(separators=(",", ":"))
 
 
@@ -54,7 +56,7 @@ class SeriesWriter:
     def __call__(self, info: SeriesInfo) -> SeriesOutput:
         name = f"{safe_name(self.pseudonymiser.key(info.uid, 'series'))}.series.json"
         os.makedirs(self.ref_dir, exist_ok=True)  # made with its first series, never before the export is checked
-        write_text_atomic(Path(self.ref_dir) / name, series_ref_text(info, self.ref_dir, self._folders))
+        write_atomic(Path(self.ref_dir) / name, series_ref_text(info, self.ref_dir, self._folders), durable=False)
         ref = f"{self.ref_dir_from_index}/{name}" if self.ref_dir_from_index not in ("", ".") else name
         return SeriesOutput(name, series_row(info, self.pseudonymiser, ref))
 
@@ -67,12 +69,9 @@ def safe_name(key: str) -> str:
 def series_ref_text(info: SeriesInfo, base: str, folders: dict[str, str] | None = None) -> str:
     """The JSON text of the ``*.series.json`` reference of one series in folder ``base``.
 
-    File paths are relative to ``base``, as :func:`transforms.readers.read_series_ref` reads them.
-    ``folders`` caches the relative path of each DICOM folder seen from ``base``. Built here rather
-    than with ``transforms.readers.write_series_ref``, whose module imports MONAI and torch (a
-    scan would spend more time importing them than reading headers).
+    File paths are relative to ``base``, as :func:`transforms.dicom.reference.read_series_ref` reads them.
+    ``folders`` caches the relative path of each DICOM folder seen from ``base``.
     """
-    part = info.uid[len(info.series_uid) + 1:] if info.uid != info.series_uid else ""
     folders = {} if folders is None else folders
     files = []
     for f in info.files:
@@ -82,24 +81,37 @@ def series_ref_text(info: SeriesInfo, base: str, folders: dict[str, str] | None 
         if rel is None:
             rel = folders[folder] = os.path.relpath(folder, base).replace(os.sep, "/")
         files.append(f"{rel}/{name}")
-    return _JSON.encode({
-        "format": SERIES_REF_FORMAT, "version": SERIES_REF_VERSION, "files": files, "part": part,
-        "meta": {"modality": info.modality, "series_description": info.description,
-                 "series_number": info.series_number, "shape": list(info.shape),
-                 "spacing": [round(v, 6) for v in info.spacing], "orientation": info.orientation_label,
-                 "status": info.status, "problems": list(info.problems)},
-    })
+    return _JSON.encode(series_ref_record(files, series_part(info), series_meta(info)))
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary sibling, so a reader never sees half a file.
+def write_series_ref(path: str | Path, series: SeriesInfo | Sequence[str | Path],
+                     meta: Mapping[str, Any] | None = None) -> Path:
+    """Write a ``*.series.json`` reference to one series by hand (``radpipe scan`` writes one per series).
 
-    The sibling is named for this process: two readers may write the same series at once (each
-    holding part of it), and each must replace the file with a whole one of its own.
+    Args:
+        path: the reference file to write (atomically).
+        series: a :class:`SeriesInfo` (its files, split part and description are recorded), or the
+            files of one series in volume order.
+        meta: more descriptive fields to record; never put patient identifiers here.
+
+    Returns:
+        ``path``.
     """
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    path = Path(path)
+    if isinstance(series, SeriesInfo):
+        files, part, record = list(series.files), series_part(series), series_meta(series)
+    else:
+        files, part, record = [str(f) for f in series], "", {}
+    record.update(dict(meta or {}))
+    base = path.parent.resolve()
+    rel = []
+    for f in files:
+        try:
+            rel.append(os.path.relpath(Path(f).resolve(), base))
+        except ValueError:  # another drive on Windows
+            rel.append(str(Path(f).resolve()))
+    write_atomic(path, json.dumps(series_ref_record(rel, part, record), indent=1))
+    return path
 
 
 def _age(text: str) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import DicomReadError
+from pipeline.files import TEMP_PREFIX, atomic_open
 from pipeline.pseudonym import Pseudonymiser
 from pipeline.ingest.cache import CacheWriter, ScanEntry, cache_identity, load_cache, save_cache
 from pipeline.ingest.read import Assembled, assemble_entries, read_headers
@@ -89,7 +90,8 @@ def output_paths(index_csv: str | Path) -> dict[str, Path]:
 def walk_files(root: Path, exclude: Sequence[Path] = ()) -> list[tuple[str, int, int]]:
     """Every regular file under ``root`` (resolved) as (POSIX path relative to root, size, mtime_ns), sorted.
 
-    Folder symlinks are not followed; ``exclude`` (files or folders) are left out.
+    Folder symlinks are not followed; ``exclude`` (files or folders) and radpipe's own temporary files
+    (:data:`pipeline.files.TEMP_PREFIX`, a write in progress) are left out.
     """
     excluded = {os.path.realpath(p) for p in exclude}
     prefix = len(str(root)) + 1
@@ -99,7 +101,7 @@ def walk_files(root: Path, exclude: Sequence[Path] = ()) -> list[tuple[str, int,
         folder = stack.pop()
         with os.scandir(folder) as entries:
             for entry in entries:
-                if entry.path in excluded:
+                if entry.path in excluded or entry.name.startswith(TEMP_PREFIX):
                     continue
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(entry.path)
@@ -110,12 +112,10 @@ def walk_files(root: Path, exclude: Sequence[Path] = ()) -> list[tuple[str, int,
 
 
 def _write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
+    with atomic_open(path, newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(columns))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def default_workers() -> int:
@@ -196,8 +196,7 @@ def scan_export(export_dir: str | Path, out_csv: str | Path, *, workers: int | N
                     "IN CLEAR to the index and its cache; keep these files inside the hospital")
     paths = output_paths(out_csv)
     paths["index"].parent.mkdir(parents=True, exist_ok=True)
-    exclude = [paths["index"], paths["skipped"], paths["cache"], paths["series"],
-               paths["cache"].with_name(paths["cache"].name + ".tmp")]
+    exclude = [paths["index"], paths["skipped"], paths["cache"], paths["series"]]
     ref_dir = paths["series"]
     writer = SeriesWriter(pseudonymiser, str(ref_dir.resolve()),
                           os.path.relpath(ref_dir, paths["index"].parent).replace(os.sep, "/"))
@@ -234,12 +233,3 @@ def scan_export(export_dir: str | Path, out_csv: str | Path, *, workers: int | N
         n_indexed_files=sum(r["n_files"] for r in rows), skipped=dict(Counter(r["reason"] for r in skipped)),
         n_read=n_files - n_cached, n_cached=n_cached, status=dict(Counter(r["status"] for r in rows)),
         seconds=time.monotonic() - start, series=series)
-
-
-def run_scan_command(args: Any) -> int:
-    """Handler of ``radpipe scan``."""
-    summary = scan_export(args.export_dir, args.out, workers=args.workers, keep_identifiers=args.keep_identifiers)
-    for line in summary.lines():
-        print(line)
-    return 0
-

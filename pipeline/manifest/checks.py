@@ -1,63 +1,32 @@
-"""The checks behind :func:`pipeline.manifest.reading.validate_manifest`, one function per concern.
+"""The checks behind :func:`pipeline.manifest.validation.validate_manifest`, one function per concern.
 
-Each check returns a list of :class:`~pipeline.manifest.reading.Problem`; none raises on bad input.
+Each check returns a list of :class:`~pipeline.manifest.schema.Problem`; none raises on bad input.
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.manifest.labels import normalise_label, numeric_aware_key, parse_binary_flag, parse_float
+from pipeline.manifest.labels import (
+    normalise_label,
+    numeric_aware_key,
+    parse_binary_flag,
+    parse_float,
+)
+from pipeline.manifest.schema import SPLIT_SYNONYMS, SPLITS, Problem, cell_text
+from transforms.dicom.reference import SERIES_REF_SUFFIX, read_series_ref
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from pipeline.manifest.reading import Problem
-
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-SERIES_REF_SUFFIX = ".series.json"
 MIN_PATIENTS_TO_SPLIT = 3
 
 
-def cell_text(value: object) -> str:
-    """A cell as stripped text; missing values (None, NaN, NA) as ``""``."""
-    if value is None:
-        return ""
-    try:
-        import pandas as pd
-
-        if pd.isna(value):
-            return ""
-    except (TypeError, ValueError):
-        pass
-    return str(value).strip()
-
-
 def _problem(severity: str, row: int | None, column: str | None, message: str, fix: str) -> Problem:
-    from pipeline.manifest.reading import Problem
-
     return Problem(severity, row, column, message, fix)
-
-
-def _read_series_ref(path: Path) -> None:
-    """Check a ``*.series.json`` reference with the loaders' reader, or by its listed files."""
-    try:
-        from transforms.readers import read_series_ref
-    except ImportError:
-        read_series_ref = None
-    if read_series_ref is not None:
-        read_series_ref(path)
-        return
-    ref = json.loads(path.read_text(encoding="utf-8"))
-    files = ref.get("files", []) if isinstance(ref, dict) else []
-    if not files:
-        raise ValueError("it lists no files")
-    missing = [f for f in files if not (path.parent / f).exists()]
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} of its {len(files)} files are missing, e.g. {missing[0]}")
 
 
 def image_file_problem(path: str) -> str | None:
@@ -78,7 +47,7 @@ def image_file_problem(path: str) -> str | None:
         return f"file is empty: {path}"
     if name.endswith(SERIES_REF_SUFFIX):
         try:
-            _read_series_ref(p)
+            read_series_ref(p)
         except Exception as e:  # any failure of a user's file is reported, not raised
             return f"series reference {path} cannot be read: {' '.join(str(e).split())}"
         return None
@@ -232,8 +201,6 @@ def check_splits(
     df: pd.DataFrame, patient: str | None, classes_of_row: list[frozenset[str]], all_classes: list[str]
 ) -> list[Problem]:
     """Bad split / fold / weight values, patients in two splits (leakage), classes absent from a split."""
-    from pipeline.manifest.reading import SPLIT_SYNONYMS, SPLITS
-
     problems: list[Problem] = []
     rows = [int(r) for r in df["row"]]
     for side in ("split", "fold"):
@@ -304,8 +271,6 @@ def check_splits(
 
 
 def _side_order(name: str) -> int:
-    from pipeline.manifest.reading import SPLITS
-
     return SPLITS.index(name) if name in SPLITS else len(SPLITS)
 
 

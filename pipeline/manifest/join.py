@@ -8,19 +8,17 @@ of the sheet, and the report names unmatched cases by their pseudonymised keys o
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import pandas as pd
 
 from pipeline.errors import ManifestError, format_problems
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from pipeline.pseudonym import Pseudonymiser
+from pipeline.files import atomic_open
+from pipeline.manifest.reading import read_manifest_csv
+from pipeline.pseudonym import Pseudonymiser
 
 #: label-sheet identifier -> (index key column, pseudonymiser kind)
 KEYS = {
@@ -80,8 +78,6 @@ class JoinReport:
 
 
 def _read(path: Path, what: str) -> pd.DataFrame:
-    from pipeline.manifest.reading import read_manifest_csv
-
     try:
         return read_manifest_csv(path)
     except ManifestError as e:
@@ -134,51 +130,18 @@ def join_manifest(
     Raises:
         ManifestError: missing columns, a duplicated key in the sheet, or a bad ``--where``.
     """
-    import pandas as pd
-
-    from pipeline.pseudonym import Pseudonymiser
-
     index_csv, labels_csv, out = Path(index_csv), Path(labels_csv), Path(out)
     index = _read(index_csv, "scan index")
     sheet = _read(labels_csv, "label sheet")
-    if select not in ("largest-series", "first") and not select.startswith("description:"):
-        raise ManifestError(f"--select {select!r}: expected one of {', '.join(SELECT_RULES)}")
-    if select.startswith("description:"):
-        try:
-            re.compile(select.partition(":")[2])
-        except re.error as e:
-            raise ManifestError(f"--select {select!r}: the pattern is not a regular expression ({e})") from e
-        if "series_description" not in index:
-            raise ManifestError(f"--select {select!r} needs a series_description column in {index_csv}")
-    if key in KEYS:
-        index_key, kind = KEYS[key]
-    elif key.endswith("_key"):
-        index_key, kind = key, ""
-    else:
-        raise ManifestError(f"--key {key!r}: expected one of {', '.join(KEYS)} or an index key column (e.g. "
-                            "accession_key) when the sheet is already pseudonymised")
+    _check_select(select, index, index_csv)
+    index_key, kind = _index_key(key)
     problems = [f"label sheet {labels_csv} has no column '{c}'" for c in (key, *label_columns) if c not in sheet]
     problems += [f"scan index {index_csv} has no column '{c}'" for c in (index_key, "series_ref", "study_key")
                  if c not in index]
     if problems:
         raise ManifestError(format_problems(problems) + "; fix the column names or the --key / --label-column options")
-    for column in NUMERIC_INDEX_COLUMNS:
-        if column in index:
-            index[column] = pd.to_numeric(index[column], errors="coerce")
     report = JoinReport(n_series=len(index), n_label_rows=len(sheet))
-    usable = index["status"].str.lower() != "error" if "status" in index else pd.Series(True, index=index.index)
-    report.n_error_series = int((~usable).sum())
-    index = index[usable]
-    if where:
-        try:
-            kept = index.query(where)
-        except Exception as e:  # pandas raises many types for a bad expression
-            raise ManifestError(
-                f"--where {where!r} cannot be evaluated on the scan index ({' '.join(str(e).split())}); "
-                f"columns: {', '.join(index.columns)}"
-            ) from e
-        report.n_filtered_out = len(index) - len(kept)
-        index = kept
+    index = _usable_series(index, where, report)
     hasher = pseudonymiser or (Pseudonymiser() if kind else None)
     sheet["_key"] = [hasher.key(v, kind) if hasher is not None else v.strip() for v in sheet[key]]
     duplicated = sheet["_key"].duplicated(keep=False) & (sheet["_key"] != "")
@@ -194,13 +157,12 @@ def join_manifest(
         [k or f"(row {i + 2}: empty {key})" for i, k in zip(sheet.index, sheet["_key"]) if k not in index_keys]
     )
     report.unmatched_index = sorted(index_keys - sheet_keys)
-    dropped = [c for c in sheet.columns if c != "_key" and c not in label_columns and
-               (c == key or IDENTIFIER_COLUMNS.match(c))]
-    report.dropped_columns = dropped
-    extra = [c for c in sheet.columns if c not in dropped and c not in label_columns and c != "_key"]
+    report.dropped_columns = [c for c in sheet.columns if c != "_key" and c not in label_columns and
+                              (c == key or IDENTIFIER_COLUMNS.match(c))]
+    extra = [c for c in sheet.columns if c not in report.dropped_columns and c not in label_columns and c != "_key"]
     matched = index[index[index_key].astype(str).isin(sheet_keys)]
-    rows = []
     by_key = sheet.set_index("_key")
+    rows = []
     for study, candidates in matched.groupby("study_key", sort=False):
         chosen = _select(candidates, select)
         if chosen.empty:
@@ -217,9 +179,52 @@ def join_manifest(
         rows.append(row)
     manifest = pd.DataFrame(rows, columns=list(rows[0]) if rows else ["image", *label_columns, "patient_key"])
     report.n_rows = len(manifest)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    manifest.to_csv(out, index=False)
+    with atomic_open(out, newline="") as f:
+        manifest.to_csv(f, index=False)
     return manifest, report
+
+
+def _check_select(select: str, index: pd.DataFrame, index_csv: Path) -> None:
+    if select not in ("largest-series", "first") and not select.startswith("description:"):
+        raise ManifestError(f"--select {select!r}: expected one of {', '.join(SELECT_RULES)}")
+    if select.startswith("description:"):
+        try:
+            re.compile(select.partition(":")[2])
+        except re.error as e:
+            raise ManifestError(f"--select {select!r}: the pattern is not a regular expression ({e})") from e
+        if "series_description" not in index:
+            raise ManifestError(f"--select {select!r} needs a series_description column in {index_csv}")
+
+
+def _index_key(key: str) -> tuple[str, str]:
+    """The index column a sheet's ``key`` matches, and the pseudonymiser kind hashing it (``""``: no hashing)."""
+    if key in KEYS:
+        return KEYS[key]
+    if key.endswith("_key"):
+        return key, ""
+    raise ManifestError(f"--key {key!r}: expected one of {', '.join(KEYS)} or an index key column (e.g. "
+                        "accession_key) when the sheet is already pseudonymised")
+
+
+def _usable_series(index: pd.DataFrame, where: str | None, report: JoinReport) -> pd.DataFrame:
+    """The index rows a manifest may use: numeric columns parsed, status ``error`` and ``--where`` dropped."""
+    for column in NUMERIC_INDEX_COLUMNS:
+        if column in index:
+            index[column] = pd.to_numeric(index[column], errors="coerce")
+    usable = index["status"].str.lower() != "error" if "status" in index else pd.Series(True, index=index.index)
+    report.n_error_series = int((~usable).sum())
+    index = index[usable]
+    if not where:
+        return index
+    try:
+        kept = index.query(where)
+    except Exception as e:  # pandas raises many types for a bad expression
+        raise ManifestError(
+            f"--where {where!r} cannot be evaluated on the scan index ({' '.join(str(e).split())}); "
+            f"columns: {', '.join(index.columns)}"
+        ) from e
+    report.n_filtered_out = len(index) - len(kept)
+    return kept
 
 
 def _relative_ref(ref: str, index_folder: Path, manifest_folder: Path) -> str:
@@ -228,20 +233,3 @@ def _relative_ref(ref: str, index_folder: Path, manifest_folder: Path) -> str:
         return ""
     absolute = os.path.normpath(os.path.join(index_folder.absolute(), ref))
     return os.path.relpath(absolute, manifest_folder.absolute())
-
-
-def manifest_command(args: argparse.Namespace) -> int:
-    """``radpipe manifest``: join a scan index and a label sheet; print what did not match."""
-    label_columns = tuple(c.strip() for c in args.label_column.split(",") if c.strip())
-    manifest, report = join_manifest(
-        args.index, args.labels, args.key, args.out, where=args.where, select=args.select, label_columns=label_columns
-    )
-    for line in report.lines():
-        print(line)
-    print(f"wrote {args.out} ({len(manifest)} case(s)); next: radpipe validate-manifest {args.out}")
-    if manifest.empty:
-        raise ManifestError(
-            f"no series of {args.index} matched a row of {args.labels} on '{args.key}'; check --key, --where "
-            "and that radpipe scan used the same pseudonymisation secret ($RADPIPE_SECRET_FILE)"
-        )
-    return 0

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.config import DataConfig
 from pipeline.errors import ManifestError
+from pipeline.files import write_atomic
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from pipeline.config import DataConfig
 
 TRUE_VALUES = frozenset({"1", "1.0", "true", "yes", "y", "t"})
 FALSE_VALUES = frozenset({"0", "0.0", "false", "no", "n", "f"})
@@ -98,8 +98,6 @@ class LabelMap:
         Raises:
             ManifestError: a label column is missing, or given classes do not fit the task.
         """
-        from pipeline.config import DataConfig
-
         cfg = data_cfg or DataConfig()
         columns = tuple(cfg.label_columns)
         missing = [c for c in columns if c not in df.columns]
@@ -216,7 +214,7 @@ class LabelMap:
 
     def save(self, path: str | Path) -> None:
         """Write ``labels.json``."""
-        Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+        write_atomic(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> LabelMap:

@@ -16,7 +16,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,7 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import config_from_dict, save_config
 from pipeline.errors import ImageReadError
+from pipeline.files import atomic_open
+from pipeline.manifest.labels import LabelMap
 
 SPLITS = ("train", "val", "test")
 _ORGANS = ("bladder", "femur_left", "femur_right", "heart", "kidney_left", "kidney_right", "liver", "lung_left",
@@ -160,8 +162,6 @@ def import_medmnist(
     """
     import pandas as pd
 
-    from pipeline.config import config_from_dict, save_config
-    from pipeline.manifest.labels import LabelMap
 
     npz, out = Path(npz), Path(out)
     if fmt not in FORMATS:
@@ -196,7 +196,8 @@ def import_medmnist(
             rows.append(row)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         list(pool.map(lambda job: write_nifti(*job), jobs))
-    pd.DataFrame(rows).to_csv(manifest, index=False)
+    with atomic_open(manifest, newline="") as f:
+        pd.DataFrame(rows).to_csv(f, index=False)
     LabelMap(task, classes, label_columns).save(out / "labels.json")
     size = tuple(int(s) for s in first_images.shape[1 : 1 + spatial_dims])
     cfg = config_from_dict(
@@ -209,20 +210,3 @@ def import_medmnist(
     )
     save_config(cfg, out / "config.yaml")
     return MedMNISTImport(manifest, name, task, classes, label_columns, spatial_dims, channels, size, counts)
-
-
-def import_medmnist_command(args: argparse.Namespace) -> int:
-    """``radpipe import-medmnist``: write images, manifest, labels and a starting config."""
-    import time
-
-    start = time.monotonic()
-    result = import_medmnist(args.npz, args.out, fmt=args.format, limit=args.limit, workers=args.workers)
-    total = sum(result.counts.values())
-    print(
-        f"{result.name}: {total} {result.spatial_dims}D image(s), {result.channels} channel(s), size "
-        f"{'x'.join(map(str, result.size))}, task {result.task}, classes {list(result.classes)}"
-    )
-    print("cases per split: " + ", ".join(f"{k} {v}" for k, v in result.counts.items()))
-    print(f"wrote {result.manifest} and {total} image(s) in {time.monotonic() - start:.1f} s")
-    print(f"next: radpipe train --config {Path(args.out) / 'config.yaml'} --manifest {result.manifest}")
-    return 0

@@ -8,7 +8,6 @@ group's classes is furthest below its target); K folds use scikit-learn's
 """
 from __future__ import annotations
 
-import argparse
 import difflib
 import os
 from pathlib import Path
@@ -19,7 +18,8 @@ import numpy as np
 from pipeline.errors import ManifestError, format_problems
 from pipeline.manifest.labels import normalise_label, numeric_aware_key, parse_binary_flag, parse_float
 
-from pipeline.manifest.checks import cell_text
+from pipeline.manifest.reading import image_columns
+from pipeline.manifest.schema import cell_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -199,8 +199,6 @@ def split_table(sides: list[str] | list[int], df: pd.DataFrame, stratify: list[s
 
 def rebase_image_paths(df: pd.DataFrame, source: Path, target: Path) -> pd.DataFrame:
     """Rewrite relative image cells so they still point at the same files from ``target``'s folder."""
-    from pipeline.manifest.reading import image_columns
-
     src, dst = source.absolute().parent, target.absolute().parent
     if src == dst:
         return df
@@ -212,33 +210,3 @@ def rebase_image_paths(df: pd.DataFrame, source: Path, target: Path) -> pd.DataF
                 for v in df[column]
             ]
     return df
-
-
-def split_command(args: argparse.Namespace) -> int:
-    """``radpipe split``: add a ``split`` (or ``fold``) column and write the manifest."""
-    from pipeline.manifest.reading import patient_column, read_manifest_csv
-
-    source, out = Path(args.manifest), Path(args.out)
-    df = read_manifest_csv(source)
-    group = args.group or patient_column(df) or "patient_id"
-    stratify = [c.strip() for c in (args.stratify or "").split(",") if c.strip()]
-    if args.folds:
-        if args.val is not None:
-            raise ManifestError("--val cannot be combined with --folds: each fold is the val set of one round")
-        df["fold"] = ""
-        rest = df.index
-        if args.test:
-            df["split"] = assign_splits(df, group, stratify, val=0.0, test=args.test, seed=args.seed)
-            rest = df.index[df["split"] == "train"]
-        folds = assign_folds(df.loc[rest].reset_index(drop=True), group, stratify, args.folds, args.seed)
-        df.loc[rest, "fold"] = [str(k) for k in folds]
-        print(split_table(df.loc[rest, "fold"].astype(int).tolist(), df.loc[rest].reset_index(drop=True), stratify))
-    else:
-        val = 0.1 if args.val is None else args.val
-        test = 0.2 if args.test is None else args.test
-        df["split"] = assign_splits(df, group, stratify, val=val, test=test, seed=args.seed)
-        print(split_table(df["split"].tolist(), df, stratify))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    rebase_image_paths(df, source, out).to_csv(out, index=False)
-    print(f"wrote {out} ({len(df)} cases, grouped by '{group}', seed {args.seed})")
-    return 0

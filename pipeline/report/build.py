@@ -20,8 +20,11 @@ import pandas as pd
 
 from pipeline import statistics as M
 from pipeline.config import EvalConfig
-from pipeline.errors import ManifestError, format_problems
+from pipeline.errors import ManifestError
+from pipeline.files import atomic_open, write_atomic
+from pipeline.report.compare import compare_predictions
 from pipeline.report.inputs import Predictions, RunInfo, check_columns, parse_predictions
+from pipeline.report.page import run_summary, write_html
 
 BINARY_KEYS = ("n", "n_pos", "prevalence", "auc", "auc_ci_low", "auc_ci_high", "accuracy", "sensitivity",
                "specificity", "ppv", "npv", "f1", "balanced_accuracy", "brier", "ece", "flags")
@@ -31,22 +34,11 @@ PATIENT_COLUMNS = ("patient_id", "patient_key")
 
 
 def build_report(
-    predictions: pd.DataFrame,
-    cohorts: Sequence[str],
-    out_dir: str | Path,
-    *,
-    source: str = "predictions.csv",
-    validation: pd.DataFrame | None = None,
-    validation_source: str = "validation predictions",
-    compare: pd.DataFrame | None = None,
-    compare_source: str = "other predictions",
-    id_column: str = "image",
-    eval_config: EvalConfig | None = None,
-    n_bootstrap: int | None = None,
-    seed: int = 0,
-    positive: str | None = None,
-    patient_column: str | None = None,
-    run: RunInfo | None = None,
+    predictions: pd.DataFrame, cohorts: Sequence[str], out_dir: str | Path, *, source: str = "predictions.csv",
+    validation: pd.DataFrame | None = None, validation_source: str = "validation predictions",
+    compare: pd.DataFrame | None = None, compare_source: str = "other predictions", id_column: str = "image",
+    eval_config: EvalConfig | None = None, n_bootstrap: int | None = None, seed: int = 0,
+    positive: str | None = None, patient_column: str | None = None, run: RunInfo | None = None,
 ) -> dict[str, Any]:
     """Compute the per-cohort validation report and write it to ``out_dir``.
 
@@ -74,61 +66,91 @@ def build_report(
     Raises:
         ManifestError: a column is missing, holds bad values, or the compared cases differ.
     """
-    from pipeline.report.page import write_html
-
     cfg = eval_config or EvalConfig()
-    n_boot = cfg.bootstrap if n_bootstrap is None else n_bootstrap
     task, classes, label_columns = _run_task(run)
     pred = parse_predictions(predictions, source, task, classes, positive, label_columns)
     check_columns(pred.frame, cohorts, source, "cohort")
-    if patient_column is None and run is not None and run.config is not None:
-        patient_column = run.config.data.patient_column if run.config.data.patient_column in pred.frame else None
-    if patient_column is None:
-        patient_column = next((c for c in PATIENT_COLUMNS if c in pred.frame.columns), None)
-    elif patient_column not in pred.frame.columns:
-        check_columns(pred.frame, [patient_column], source, "patient")
+    clusters = _clusters(pred.frame, _patient_column(pred, patient_column, run))
     threshold, rule, from_validation = _threshold(pred, validation, validation_source, id_column, cfg, label_columns)
-    clusters = _clusters(pred.frame, patient_column)
+    n_boot = cfg.bootstrap if n_bootstrap is None else n_bootstrap
     ctx = _Context(pred, threshold, from_validation, clusters, n_boot, seed, cfg.min_cases)
-    overall, overall_plot = ctx.group(np.ones(len(pred.frame), dtype=bool), None)
+    overall, cohort_json, plots = _measure_groups(ctx, cohorts)
+    report: dict[str, Any] = {**_settings(ctx, rule), "overall": overall, "cohorts": cohort_json}
+    if compare is not None:
+        other = parse_predictions(compare, compare_source, pred.task, pred.classes, report["positive_class"],
+                                  label_columns, classes_from=source)
+        report["comparison"] = compare_predictions(pred, other, id_column)
+    if run is not None:
+        report["run"] = run_summary(run)
+    report = to_json(report)
+    write_report(report, plots, out_dir)
+    return report
+
+
+def write_report(report: dict[str, Any], plots: dict[str, Any], out_dir: str | Path) -> None:
+    """Write ``report.json``, ``metrics.csv`` and ``report.html`` to ``out_dir``, each file whole or not at all.
+
+    Args:
+        report: the JSON content built by :func:`build_report`.
+        plots: the plot data of the groups (see :func:`pipeline.report.page.write_html`).
+        out_dir: the folder, created when missing.
+    """
+    out = Path(out_dir)
+    write_atomic(out / "report.json", json.dumps(report, indent=2))
+    with atomic_open(out / "metrics.csv", "w", newline="") as f:
+        metrics_table(report).to_csv(f, index=False)
+    write_html(report, plots, out / "report.html")
+
+
+def _patient_column(pred: Predictions, column: str | None, run: RunInfo | None) -> str | None:
+    """The column grouping a patient's cases; None makes every case its own patient.
+
+    The column given (checked), else the run's ``data.patient_column`` when the file has it, else the first of
+    :data:`PATIENT_COLUMNS` present.
+    """
+    if column is None and run is not None and run.config is not None:
+        column = run.config.data.patient_column if run.config.data.patient_column in pred.frame else None
+    if column is None:
+        return next((c for c in PATIENT_COLUMNS if c in pred.frame.columns), None)
+    check_columns(pred.frame, [column], pred.source, "patient")
+    return column
+
+
+def _measure_groups(
+    ctx: _Context, cohorts: Sequence[str],
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:
+    """The JSON object of all cases, those of every value of every cohort column, and the plot data of each.
+
+    Values are sorted, blank ones reported as :data:`MISSING_VALUE`, last.
+    """
+    overall, overall_plot = ctx.group(np.ones(len(ctx.pred.frame), dtype=bool), None)
     cohort_json: dict[str, dict[str, Any]] = {}
     plots: dict[str, Any] = {"overall": overall_plot, "cohorts": {}}
     for column in cohorts:
-        values = pred.frame[column].str.strip().replace("", MISSING_VALUE)
+        values = ctx.pred.frame[column].str.strip().replace("", MISSING_VALUE)
         cohort_json[column], plots["cohorts"][column] = {}, {}
         for value in sorted(values.unique(), key=lambda v: (v == MISSING_VALUE, v)):
             obj, plot = ctx.group((values == value).to_numpy(), overall)
             cohort_json[column][value], plots["cohorts"][column][value] = obj, plot
-    report: dict[str, Any] = {
-        "source": source,
+    return overall, cohort_json, plots
+
+
+def _settings(ctx: _Context, rule: str) -> dict[str, Any]:
+    """The report's header: what was evaluated and how (task, classes, operating point, bootstrap)."""
+    pred = ctx.pred
+    return {
+        "source": pred.source,
         "task": pred.task,
         "classes": list(pred.classes),
         "positive_class": pred.classes[pred.positive] if pred.positive is not None else None,
-        "threshold": threshold,
+        "threshold": ctx.threshold,
         "threshold_rule": rule,
-        "n_bootstrap": n_boot,
-        "bootstrap_unit": "patient" if _repeats(clusters) else "case",
-        "seed": seed,
-        "min_cases": cfg.min_cases,
+        "n_bootstrap": ctx.n_boot,
+        "bootstrap_unit": "patient" if _repeats(ctx.clusters) else "case",
+        "seed": ctx.seed,
+        "min_cases": ctx.min_cases,
         "excluded": pred.excluded,
-        "overall": overall,
-        "cohorts": cohort_json,
     }
-    if compare is not None:
-        other = parse_predictions(compare, compare_source, pred.task, pred.classes,
-                                  report["positive_class"], label_columns, classes_from=source)
-        report["comparison"] = compare_predictions(pred, other, id_column)
-    if run is not None:
-        from pipeline.report.page import run_summary
-
-        report["run"] = run_summary(run)
-    report = to_json(report)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    metrics_table(report).to_csv(out / "metrics.csv", index=False)
-    write_html(report, plots, out / "report.html")
-    return report
 
 
 def _run_task(run: RunInfo | None) -> tuple[str | None, list[str] | None, tuple[str, ...]]:
@@ -323,63 +345,6 @@ def _roc(y: np.ndarray, score: np.ndarray) -> tuple[list[float], list[float], fl
 
 def _num(value: Any) -> float:
     return float("nan") if value is None else float(value)
-
-
-def compare_predictions(a: Predictions, b: Predictions, id_column: str = "image") -> dict[str, Any]:
-    """DeLong test of the AUC difference of two models' predictions on the same cases (matched by ``id_column``).
-
-    Raises:
-        ManifestError: the id column is missing or repeated, the cases differ (naming the missing ids), or the
-            true labels disagree.
-    """
-    if a.task == "regression":
-        raise ManifestError(f"--compare tests a difference of AUCs; {a.source} is a regression task without AUC")
-    for p in (a, b):
-        check_columns(p.frame, [id_column], p.source, "case id (--id-column)")
-        repeated = p.frame[id_column][p.frame[id_column].duplicated()].unique().tolist()
-        if repeated:
-            raise ManifestError(f"{p.source}: column '{id_column}' repeats {format_problems(repeated)}; "
-                                "each case must appear once (choose another --id-column)")
-    ids_a, ids_b = a.frame[id_column].tolist(), b.frame[id_column].tolist()
-    only_a, only_b = sorted(set(ids_a) - set(ids_b)), sorted(set(ids_b) - set(ids_a))
-    if only_a or only_b:
-        parts = [f"{len(only_a)} case(s) missing from {b.source}: {_head(only_a)}" if only_a else "",
-                 f"{len(only_b)} case(s) missing from {a.source}: {_head(only_b)}" if only_b else ""]
-        raise ManifestError(f"--compare needs the same cases (by '{id_column}'); " + "; ".join(x for x in parts if x)
-                            + "; evaluate both models on the same manifest and split")
-    order = b.frame.reset_index().set_index(id_column).loc[ids_a, "index"].to_numpy()
-    truth_b = b.truth[order]
-    if not np.array_equal(a.truth, truth_b):
-        bad = [ids_a[i] for i in np.flatnonzero((a.truth != truth_b).reshape(len(ids_a), -1).any(axis=1))]
-        raise ManifestError(f"--compare: the true labels of {a.source} and {b.source} differ for "
-                            f"{format_problems(bad)}; both must be evaluated on the same manifest")
-    out: dict[str, Any] = {"other": b.source, "id_column": id_column, "method": "DeLong (fast algorithm, Sun & Xu "
-                           "2014), two-sided"}
-    if a.task == "binary":
-        result = M.delong_test(a.truth, a.positive_score, b.positive_score[order])
-        out.update(_delong_json(result))
-        out["n"] = result.n
-        return out
-    per_class = {}
-    for k, c in enumerate(a.classes):
-        y = a.truth[:, k] if a.task == "multilabel" else (a.truth == k).astype(int)
-        try:
-            per_class[c] = _delong_json(M.delong_test(y, a.scores[:, k], b.scores[order, k]))
-        except ValueError as e:
-            per_class[c] = {"error": str(e)}
-    out.update({"n": len(ids_a), "per_class": per_class})
-    return out
-
-
-def _head(ids: list[str], limit: int = 10) -> str:
-    return ", ".join(ids[:limit]) + (f", ... ({len(ids) - limit} more)" if len(ids) > limit else "")
-
-
-def _delong_json(r: M.DeLongResult) -> dict[str, Any]:
-    half = 1.959963984540054 * r.se_difference
-    return {"auc_a": r.auc_a, "auc_b": r.auc_b, "difference": r.difference, "difference_ci_low": r.difference - half,
-            "difference_ci_high": r.difference + half, "z": r.z, "p_value": r.p_value, "n": r.n, "n_pos": r.n_pos,
-            "n_neg": r.n_neg}
 
 
 def to_json(value: Any) -> Any:

@@ -166,6 +166,29 @@ def parse_predictions(
     df.columns = [str(c).strip() for c in df.columns]
     prob_columns = [c for c in df.columns if c.startswith(PROB_PREFIX)]
     found = [c[len(PROB_PREFIX):] for c in prob_columns]
+    task = _check_task(df, source, task, classes, found, label_columns, classes_from)
+    truth_columns = _multilabel_columns(found, label_columns) if task == "multilabel" else [label_columns[0]]
+    df, excluded = _usable_rows(df, source, truth_columns)
+    if task == "regression":
+        if "pred" not in df.columns:
+            raise ManifestError(f"{source}: a regression report needs a numeric 'pred' column; none found")
+        truth = _numbers(df, truth_columns[0], source, "numbers (the true value)")
+        scores = _numbers(df, "pred", source, "numbers (the predicted value)")
+        return Predictions(df, source, task, (), None, truth, scores, excluded)
+    scores = _probabilities(df, prob_columns, source)
+    truth = _truth(df, task, found, truth_columns, source)
+    pos_index = _positive_index(source, task, found, positive)
+    if pos_index is not None:
+        truth = (truth == pos_index).astype(int)
+    return Predictions(df, source, task, tuple(found), pos_index, truth, scores, excluded)
+
+
+def _check_task(
+    df: pd.DataFrame, source: str, task: str | None, classes: Sequence[str] | None, found: list[str],
+    label_columns: Sequence[str], classes_from: str,
+) -> str:
+    """The task (given or inferred), once the ``prob_`` columns (classes ``found``) are checked against it."""
+    prob_columns = [PROB_PREFIX + c for c in found]
     if classes and list(classes) != found and (found or task != "regression"):
         raise ManifestError(
             f"{source}: expected probability columns {[PROB_PREFIX + c for c in classes]} (from {classes_from}, in "
@@ -179,12 +202,16 @@ def parse_predictions(
                if "pred" not in df.columns or not found else "a classifier needs at least two classes")
         raise ManifestError(f"{source}: expected one 'prob_<class>' column per class, found {prob_columns or 'none'}; "
                             f"{fix}")
+    return task
+
+
+def _usable_rows(df: pd.DataFrame, source: str, truth_columns: list[str]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The rows whose status is ok and whose truth is given (index reset), and the count left out by reason."""
     excluded = {"status_not_ok": 0, "missing_label": 0}
     if "status" in df.columns:
         ok = df["status"].str.strip().str.lower().eq("ok")
         excluded["status_not_ok"] = int((~ok).sum())
         df = df[ok]
-    truth_columns = _multilabel_columns(found, label_columns) if task == "multilabel" else [label_columns[0]]
     missing = [c for c in truth_columns if c not in df.columns]
     if missing:
         raise ManifestError(
@@ -194,31 +221,31 @@ def parse_predictions(
     for column in truth_columns:
         labelled &= df[column].str.strip().ne("").to_numpy()
     excluded["missing_label"] = int((~labelled).sum())
-    df = df[labelled].reset_index(drop=True)
-    if task == "regression":
-        if "pred" not in df.columns:
-            raise ManifestError(f"{source}: a regression report needs a numeric 'pred' column; none found")
-        truth = _numbers(df, truth_columns[0], source, "numbers (the true value)")
-        scores = _numbers(df, "pred", source, "numbers (the predicted value)")
-        return Predictions(df, source, task, (), None, truth, scores, excluded)
+    return df[labelled].reset_index(drop=True), excluded
+
+
+def _probabilities(df: pd.DataFrame, prob_columns: list[str], source: str) -> np.ndarray:
+    """The ``prob_`` columns as an ``(n, k)`` array, checked to be numbers in [0, 1]."""
     scores = np.column_stack([_numbers(df, c, source, "probabilities in [0, 1]") for c in prob_columns])
     outside = np.flatnonzero(((scores < 0) | (scores > 1)).any(axis=1))
     if outside.size:
         rows = [f"row {i + 2}" for i in outside]
         raise ManifestError(f"{source}: prob_ columns must hold probabilities in [0, 1]; {format_problems(rows)}; "
                             "write softmax/sigmoid outputs, not logits")
-    truth = _truth(df, task, found, truth_columns, source)
-    pos_index = None
-    if task == "binary":
-        pos_index = 1
+    return scores
+
+
+def _positive_index(source: str, task: str, classes: list[str], positive: str | None) -> int | None:
+    """Index of the positive class of a binary task (``positive``, default the second class); None otherwise."""
+    if task != "binary":
         if positive is not None:
-            if positive not in found:
-                raise ManifestError(f"{source}: --positive {positive!r} is not a class; classes: {found}")
-            pos_index = found.index(positive)
-        truth = (truth == pos_index).astype(int)
-    elif positive is not None:
-        raise ManifestError(f"--positive applies to binary tasks; {source} is {task} with classes {found}")
-    return Predictions(df, source, task, tuple(found), pos_index, truth, scores, excluded)
+            raise ManifestError(f"--positive applies to binary tasks; {source} is {task} with classes {classes}")
+        return None
+    if positive is None:
+        return 1
+    if positive not in classes:
+        raise ManifestError(f"{source}: --positive {positive!r} is not a class; classes: {classes}")
+    return classes.index(positive)
 
 
 def _truth(df: pd.DataFrame, task: str, classes: list[str], columns: list[str], source: str) -> np.ndarray:

@@ -12,15 +12,12 @@ without any pretrained source; ``finished`` marks a run that reached its last ep
 ``run:RUN_DIR`` weight sources and :func:`pipeline.train.run_dir.load_run` read ``["model"]``
 directly. Checkpoints hold only tensors, numbers, strings and containers, so they load with
 ``torch.load(..., weights_only=True)`` (no code runs when a shared run is opened). Files are
-written to a temporary file in the same folder, flushed to disk and moved over the target with
-:func:`os.replace`, so a kill at any moment leaves either the previous or the new checkpoint,
-never a truncated one.
+written through :func:`pipeline.files.atomic_open`, so a kill at any moment leaves either the
+previous or the new checkpoint, never a truncated one.
 """
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,49 +25,12 @@ import numpy as np
 import torch
 
 from pipeline.errors import RunError
-
-def atomic_write_bytes(path: str | Path, write: Any) -> None:
-    """Write a file atomically: ``write(fileobj)`` into a temporary sibling, fsync, then ``os.replace``.
-
-    Args:
-        path: final file path.
-        write: callable receiving a binary file object.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable; not possible on every platform
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
+from pipeline.files import atomic_open
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save(obj, path)`` that never leaves a partial file at ``path``."""
-    atomic_write_bytes(path, lambda f: torch.save(obj, f))
-
-
-def atomic_write_text(text: str, path: str | Path) -> None:
-    """Write UTF-8 text atomically (used for small run files like ``metrics.csv``)."""
-    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
+    """``torch.save(obj, path)`` that never leaves a partial file at ``path`` (see :mod:`pipeline.files`)."""
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def rng_state() -> dict[str, Any]:

@@ -20,16 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.data import CacheDataset, DataLoader, Dataset, PersistentDataset, ThreadDataLoader, list_data_collate
+from torch.utils.data import WeightedRandomSampler
 
+from pipeline.config import Config
 from pipeline.errors import ConfigError, ManifestError, format_problems
 from pipeline.manifest.labels import LabelMap, parse_float
+from transforms.chains import cache_key, resolve_device
 
 if TYPE_CHECKING:
     import pandas as pd
-    from torch.utils.data import DataLoader, WeightedRandomSampler
-
-    from pipeline.config import Config
 
 
 def select_split(df: pd.DataFrame, split: str | None) -> pd.DataFrame:
@@ -80,9 +80,12 @@ def dataset_items(df: pd.DataFrame, cfg: Config, label_map: LabelMap | None) -> 
 
 
 def _cache_key(cfg: Config) -> str:
-    from transforms.chains import cache_key
+    return cache_key(cfg.transforms, cfg.data.image_columns)
 
-    return cache_key(cfg)
+
+def metadata_free_after_cache(cfg: Config) -> bool:
+    """True when every training case is cached in memory, so metadata tracking may stop after caching."""
+    return cfg.data.cache == "memory" and cfg.data.cache_rate >= 1.0
 
 
 def build_dataset(
@@ -186,8 +189,6 @@ def make_sampler(df_train: pd.DataFrame, label_map: LabelMap, seed: int = 0) -> 
 
     Multi-label and regression rows are weighted by the ``weight`` column only.
     """
-    from torch.utils.data import WeightedRandomSampler
-
     weights = sample_weights(df_train, label_map)
     if float(weights.sum()) <= 0:
         raise ManifestError("every sampling weight is 0; give the training cases weights > 0")
@@ -210,10 +211,6 @@ def make_loader(
     generator is seeded with ``cfg.train.seed``; batches use ``list_data_collate``. A final
     training batch of one case is dropped (BatchNorm cannot train on it).
     """
-    from monai.data import DataLoader, ThreadDataLoader, list_data_collate
-
-    from transforms.chains import resolve_device
-
     device = torch.device(device)
     batch = cfg.train.batch_size
     n = len(sampler) if sampler is not None else len(dataset)
@@ -226,7 +223,7 @@ def make_loader(
         "drop_last": train and n > 1 and n % batch == 1,
         "pin_memory": device.type == "cuda",
     }
-    if train and device.type == "cuda" and resolve_device(cfg).type == "cuda":
+    if train and device.type == "cuda" and resolve_device(cfg.transforms, cfg.train.device != "cpu").type == "cuda":
         common["pin_memory"] = False
         return ThreadDataLoader(dataset, num_workers=0, **common)
     workers = cfg.data.num_workers

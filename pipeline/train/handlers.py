@@ -240,8 +240,6 @@ def attach_progress_and_tracking(cfg: Config, run_dir: Path, trainer: Any, evalu
     if cfg.train.mlflow_uri:
         from monai.handlers import MLFlowHandler
 
-        from pipeline.config import config_to_dict
-
         params = {f"{s}.{k}": str(v) for s, section in config_to_dict(cfg).items() for k, v in section.items()}
         common = {"tracking_uri": cfg.train.mlflow_uri, "experiment_name": "radpipe", "run_name": run_dir.name}
         MLFlowHandler(**common, iteration_log=True, epoch_log=False, output_transform=loss,

@@ -5,47 +5,37 @@ are checked and the model is built (pretrained weights read) before the run dire
 created; then datasets are cached, the engines built, and the run proceeds epoch by epoch.
 Model selection uses the ``val`` split only; ``test`` rows are never read.
 
-Example:
-    >>> result = train(load_config("cfg.yaml"), "runs/exp1", manifest="data/manifest.csv")
-    >>> result.best_metric, result.best_epoch
+Example (Python instead of ``radpipe train``)::
+
+    result = train(load_config("cfg.yaml"), "runs/exp1", manifest="data/manifest.csv")
+    print(result.best_metric, result.best_epoch)
 """
 from __future__ import annotations
 
-import argparse
+import importlib.util
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from models.registry import get_entry
 from pipeline.config import Config, config_to_dict, load_config, with_changes
-from pipeline.errors import ConfigError, RunError
+from pipeline.errors import ConfigError, ManifestError, RunError, format_problems
+from pipeline.manifest.checks import image_file_problem
+from pipeline.manifest.labels import LabelMap
+from pipeline.manifest.reading import image_columns, load_manifest
+from pipeline.manifest.schema import Problem, normalised_split
+from pipeline.manifest.validation import validate_manifest
+from pipeline.train.checkpoint import load_checkpoint
+from pipeline.train.run_dir import default_run_dir
+from pipeline.train.session import TrainResult, run_training
+from transforms.chains import check_config
 
 log = logging.getLogger("radpipe")
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What :func:`train` returns.
-
-    Attributes:
-        run_dir: the run directory.
-        key_metric: ``train.key_metric``.
-        best_metric: best validation value of the key metric (None when never validated).
-        best_epoch: epoch of ``best.pt`` (None when never validated).
-        last_epoch: last finished epoch (the epoch of ``last.pt``).
-        stopped_early: early stopping ended the run before ``train.epochs``.
-        history: the rows of ``metrics.csv`` (numbers; empty validation cells are None).
-    """
-
-    run_dir: Path
-    key_metric: str
-    best_metric: float | None
-    best_epoch: int | None
-    last_epoch: int
-    stopped_early: bool
-    history: list[dict[str, Any]]
 
 
 def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -78,8 +68,6 @@ def check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> dict[str, Any] | 
         RunError: a new run would overwrite a run, or a resumed folder holds no run.
         ConfigError: the config differs from the resumed run's ``config.yaml``.
     """
-    from pipeline.train.checkpoint import load_checkpoint
-
     last = run_dir / "checkpoints" / "last.pt"
     if not resume:
         if int(os.environ.get("RANK", "0")) == 0 and run_dir.exists() and any(run_dir.iterdir()):
@@ -109,14 +97,7 @@ def check_environment(cfg: Config) -> None:
         ConfigError: a setting cannot work here (the message names the key and the fix).
         UnknownModelError: ``model.name`` is not registered.
     """
-    import importlib.util
-
-    import torch
-
-    from models.registry import get_entry
-    from transforms.chains import check_config
-
-    check_config(cfg)
+    check_config(cfg.transforms, cfg.data.image_columns)
     get_entry(cfg.model.name)
     if cfg.train.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
@@ -127,13 +108,6 @@ def check_environment(cfg: Config) -> None:
             f"config key 'train.mlflow_uri' is {cfg.train.mlflow_uri!r} but mlflow is not installed; "
             "pip install 'radpipe[tracking]' or leave train.mlflow_uri empty"
         )
-
-
-def _split_of(value: object) -> str:
-    from pipeline.manifest.reading import SPLIT_SYNONYMS
-
-    text = str(value or "").strip().lower()
-    return SPLIT_SYNONYMS.get(text, text)
 
 
 def validate_inputs(cfg: Config) -> tuple[Any, Any]:
@@ -149,13 +123,6 @@ def validate_inputs(cfg: Config) -> tuple[Any, Any]:
         ConfigError, UnknownModelError: see :func:`check_environment`.
         ManifestError: every error of the manifest in one message (warnings are logged).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from pipeline.errors import ManifestError, format_problems
-    from pipeline.manifest.labels import LabelMap
-    from pipeline.manifest.reading import Problem, image_columns, load_manifest, validate_manifest
-    from pipeline.manifest.checks import image_file_problem
-
     check_environment(cfg)
     path = cfg.data.manifest
     df = load_manifest(path, cfg.data)
@@ -166,7 +133,7 @@ def validate_inputs(cfg: Config) -> tuple[Any, Any]:
                     "add a split column (radpipe split MANIFEST.csv --out OUT.csv)")
         )
     else:
-        df = df.assign(split=[_split_of(v) for v in df["split"]])
+        df = df.assign(split=[normalised_split(str(v or "")) for v in df["split"]])
         for side in ("train", "val"):
             if not (df["split"] == side).any():
                 problems.append(
@@ -219,34 +186,10 @@ def train(
         RunError: the run directory conflicts with ``resume``.
         WeightsError: the pretrained weights cannot be read or mapped.
     """
-    from pipeline.train.run_dir import default_run_dir
-
     cfg = resolve_config(cfg, manifest)
     if resume and out_dir is None:
         raise RunError("--resume needs --out RUN_DIR: the run directory to continue")
     run_dir = Path(out_dir) if out_dir is not None else default_run_dir()
     checkpoint = check_run_dir(run_dir, cfg, resume)
     df, label_map = validate_inputs(cfg)
-    from pipeline.train.engine import run_training
-
     return run_training(cfg, run_dir, df, label_map, checkpoint, extra_handlers)
-
-
-def train_command(args: argparse.Namespace) -> int:
-    """``radpipe train``: parse the config and options, train, print where the run is."""
-    overrides = list(args.set or [])
-    if args.deterministic:
-        overrides.append("train.deterministic=true")
-    config = args.config
-    if config is None and args.resume and args.out:
-        config = Path(args.out) / "config.yaml"
-    if config is None:
-        raise ConfigError("no config: give --config CFG.yaml (examples in data_manifests/)")
-    cfg = load_config(config, overrides)
-    result = train(cfg, args.out, manifest=args.manifest, resume=args.resume)
-    best = "n/a" if result.best_metric is None else f"{result.best_metric:.4f} (epoch {result.best_epoch})"
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"run: {result.run_dir}  best {result.key_metric}: {best}  last epoch: {result.last_epoch}")
-    return 0
-
-

@@ -20,6 +20,7 @@ import torch
 from ignite.metrics import Metric
 from monai.utils import CommonKeys as Keys
 
+from pipeline import statistics as m
 from pipeline.train.distributed import DistInfo, all_gather_rows
 
 CLASSIFICATION_METRICS = ("auc", "balanced_accuracy", "f1", "accuracy")
@@ -75,8 +76,6 @@ def compute_metrics(task: str, logits: torch.Tensor, targets: torch.Tensor, loss
     F1 and balanced accuracy, accuracy over all (case, label) pairs. Regression: MAE and RMSE.
     Undefined values (one class only) are NaN.
     """
-    from pipeline import statistics as m
-
     out: dict[str, float] = {"loss": float(loss_fn(logits, targets)) if len(logits) else float("nan")}
     probs = probabilities(logits, task).cpu().numpy().astype(float)
     if task == "regression":

@@ -14,7 +14,6 @@ name, plus the label as written in the manifest. Patient names never appear.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import re
@@ -22,13 +21,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-from pipeline.errors import ConfigError, ManifestError
+from pipeline.config import Config
+from pipeline.errors import ManifestError
+from pipeline.files import atomic_path
+from pipeline.manifest.reading import load_manifest
+from pipeline.pseudonym import Pseudonymiser
+from transforms.chains import infer_chain, pipeline_error_in, random_part
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from pipeline.config import Config
 
 log = logging.getLogger("radpipe")
 
@@ -65,8 +69,6 @@ def _case_names(df: pd.DataFrame, cfg: Config) -> list[str]:
     if column is None:
         first = cfg.data.image_columns[0]
         return [Path(str(v)).name for v in df[first]]
-    from pipeline.pseudonym import Pseudonymiser
-
     pseudonymiser: Pseudonymiser | None = None
     names = []
     for value in df[column].astype(str):
@@ -129,12 +131,6 @@ def write_preview(cfg: Config, manifest: str | Path, out: str | Path, n: int = 1
         ManifestError: no rows in the split.
         PipelineError: an image cannot be read or does not fit the config (the first one met).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from pipeline.manifest.reading import load_manifest
-    from transforms.chains import infer_chain, pipeline_error_in, random_part
-
     df = _select_rows(load_manifest(manifest, cfg.data), split, n, seed)
     names, cols = _case_names(df, cfg), list(cfg.data.image_columns)
     missing = [c for c in cols if c not in df.columns]
@@ -143,7 +139,7 @@ def write_preview(cfg: Config, manifest: str | Path, out: str | Path, n: int = 1
             f"manifest {manifest} has no column {missing}; its image columns are set by data.image_columns "
             f"({list(cols)}); rename the columns or fix the config"
         )
-    before_chain, after_chain = infer_chain(cfg), random_part(cfg, device="cpu")
+    before_chain, after_chain = infer_chain(cfg.transforms, cfg.data.image_columns), random_part(cfg.transforms, device="cpu")
     after_chain.set_random_state(seed=seed)
     width, height = figure_size_px(len(df))
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
@@ -166,21 +162,6 @@ def write_preview(cfg: Config, manifest: str | Path, out: str | Path, n: int = 1
             ax.set_yticks([])
             title = f"{name}\n{_label_text(row, cfg)}" if r == 0 else "augmented"
             ax.set_title(title, fontsize=7)
-    out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=DPI)
-    return out_path
-
-
-def run_preview_command(args: argparse.Namespace) -> int:
-    """Handler of ``radpipe preview``."""
-    from pipeline.config import load_config
-
-    cfg = load_config(args.config, args.set or [])
-    manifest = args.manifest or cfg.data.manifest
-    if not manifest:
-        raise ConfigError("radpipe preview needs a manifest: pass --manifest M.csv or set data.manifest in the config")
-    path = write_preview(cfg, manifest, args.out, n=args.n, split=args.split, seed=args.seed)
-    log.info("preview of what the model sees written to %s", path)
-    print(path)
-    return 0
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=DPI, format="png")
+    return Path(out)

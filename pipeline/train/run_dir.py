@@ -30,10 +30,14 @@ from typing import Any
 
 import torch
 
-from pipeline.train.checkpoint import atomic_write_text, load_checkpoint
+from models.factory import create_model
 from pipeline.config import Config, load_config, save_config
 from pipeline.errors import ConfigError, ManifestError, PipelineError, RunError
+from pipeline.files import write_atomic
 from pipeline.manifest.labels import LabelMap
+from pipeline.train.checkpoint import load_checkpoint
+from pipeline.train.objectives import probabilities
+from transforms.chains import eval_chain, infer_chain
 
 CONFIG_FILE = "config.yaml"
 LABELS_FILE = "labels.json"
@@ -107,8 +111,8 @@ def write_run_files(
     (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / CONFIG_FILE)
     label_map.save(run_dir / LABELS_FILE)
-    (run_dir / WEIGHTS_REPORT_FILE).write_text(json.dumps(weights_report, indent=2, default=str) + "\n")
-    (run_dir / ENV_FILE).write_text(json.dumps(env, indent=2, default=str) + "\n")
+    write_atomic(run_dir / WEIGHTS_REPORT_FILE, json.dumps(weights_report, indent=2, default=str) + "\n")
+    write_atomic(run_dir / ENV_FILE, json.dumps(env, indent=2, default=str) + "\n")
 
 
 class MetricsLog:
@@ -142,7 +146,7 @@ class MetricsLog:
         writer.writeheader()
         for r in self.rows:
             writer.writerow({k: _cell(r.get(k)) for k in self.columns})
-        atomic_write_text(out.getvalue(), self.path)
+        write_atomic(self.path, out.getvalue())
 
 
 def _cell(value: Any) -> Any:
@@ -208,16 +212,12 @@ class Run:
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Model outputs to class probabilities (softmax / sigmoid) or regression values."""
-        from pipeline.train.objectives import probabilities
-
         return probabilities(logits, self.task)
 
 
 def build_model(model_info: dict[str, Any], dropout: float = 0.0) -> torch.nn.Module:
     """An untrained model of the architecture a checkpoint's ``model_info`` describes (no weights read)."""
-    import models
-
-    return models.create_model(
+    return create_model(
         model_info["name"],
         int(model_info["spatial_dims"]),
         int(model_info["in_channels"]),
@@ -289,8 +289,6 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str | tor
             f"{ckpt_path}: weights do not fit model '{cfg.model.name}' of {run / CONFIG_FILE}: "
             f"{' '.join(str(e).split())[:300]}"
         ) from e
-    from transforms.chains import eval_chain, infer_chain
-
     dev = torch.device(device)
     model.to(dev).eval()
     best = ckpt.get("best_metric")
@@ -299,8 +297,8 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str | tor
         cfg=cfg,
         label_map=label_map,
         model=model,
-        eval_transform=eval_chain(cfg),
-        infer_transform=infer_chain(cfg),
+        eval_transform=eval_chain(cfg.transforms, cfg.data.image_columns),
+        infer_transform=infer_chain(cfg.transforms, cfg.data.image_columns),
         checkpoint=checkpoint,
         epoch=int(ckpt.get("epoch", 0)),
         best_metric=None if best is None else float(best),

@@ -15,7 +15,7 @@ from pipeline.cli import main
 from pipeline.ingest.convert import convert_export
 from pipeline.errors import DicomReadError
 from pipeline.pseudonym import Pseudonymiser
-from pipeline.demo.synthetic_dicom import write_series
+from pipeline.demo.synthetic_dicom import SeriesSpec, write_series
 from pipeline.demo.synthetic_export import SITES, write_export
 
 SECRET = b"convert-test-secret-convert-test-secret"
@@ -29,9 +29,9 @@ def _dcm2niix() -> Path | None:
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
     summary = write_export(tmp_path_factory.mktemp("ex"), n_patients=2, seed=5, slices=(12, 14))
-    write_series(summary.export_dir / "MRFOLDER" / "SUB", modality="MR", rows=16, cols=12, n_slices=4, n_timepoints=3,
-                 intercept=0.0, dtype="uint16", echo_time=30.0, repetition_time=2000.0, series_uid=MR_UID,
-                 series_description="ep2d_bold", manufacturer="SIEMENS", seed=3)
+    write_series(summary.export_dir / "MRFOLDER" / "SUB", SeriesSpec(
+        modality="MR", rows=16, cols=12, n_slices=4, n_timepoints=3, intercept=0.0, dtype="uint16", echo_time=30.0,
+        repetition_time=2000.0, series_uid=MR_UID, series_description="ep2d_bold", manufacturer="SIEMENS", seed=3))
     return summary
 
 

@@ -15,7 +15,7 @@ import pipeline.ingest.read as scan_read
 from pipeline.cli import main
 from pipeline.pseudonym import Pseudonymiser
 from pipeline.ingest.scan import output_paths, scan_export
-from pipeline.demo.synthetic_dicom import write_series
+from pipeline.demo.synthetic_dicom import SeriesSpec, write_series
 from pipeline.demo.synthetic_export import SITES, write_export
 
 N_PATIENTS = 6
@@ -108,7 +108,8 @@ def test_index_rows_describe_the_series(export, scanned):
 
 
 def test_series_refs_list_exactly_the_series_files(export, scanned):
-    from transforms.readers import RadpipeReader, read_series_ref
+    from transforms.dicom.reference import read_series_ref
+    from transforms.readers import RadpipeReader
 
     index = _rows(scanned.index_csv)
     by_uid = {info.uid: info for info in scanned.series}
@@ -135,8 +136,8 @@ def test_rescan_reads_only_new_and_changed_files(export, tmp_path, monkeypatch):
     monkeypatch.setattr(scan_read, "read_fields_fast", lambda p, memo=None: (reads.append(p), real(p, memo))[1])
     first = scan_export(work, tmp_path / "out" / "index.csv", workers=1, pseudonymiser=ps)
     assert len(reads) == first.n_read == first.n_files
-    new = write_series(work / "NEW1" / "NEW2", rows=32, cols=32, n_slices=5, seed=99, series_number=7,
-                       patient={"PatientID": "NEWPAT01"})
+    new = write_series(work / "NEW1" / "NEW2", SeriesSpec(rows=32, cols=32, n_slices=5, seed=99, series_number=7,
+                                                          patient={"PatientID": "NEWPAT01"}))
     changed = next(p for p in _all_files(work) if p.parent.name != "NEW2" and p.name != "README.txt")
     os.utime(changed, ns=(1_000_000_000, 1_000_000_000))
     (work / "README.txt").unlink()

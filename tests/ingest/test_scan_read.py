@@ -7,7 +7,7 @@ import pipeline.ingest.read as scan_read
 from pipeline.pseudonym import Pseudonymiser
 from pipeline.ingest.scan import walk_files
 from pipeline.ingest.read import _claim, _read_chunk, _unclaimed, _units, assemble_entries
-from pipeline.demo.synthetic_dicom import write_series
+from pipeline.demo.synthetic_dicom import SeriesSpec, write_series
 from transforms.dicom.series import assemble_series
 
 SECRET = b"0123456789abcdef0123456789abcdef-test"
@@ -17,9 +17,9 @@ SECRET = b"0123456789abcdef0123456789abcdef-test"
 def export(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     for k in range(3):
-        write_series(root / f"P{k}" / "S1", rows=8, cols=8, n_slices=6, seed=k, series_number=1)
-        write_series(root / f"P{k}" / "S2", rows=8, cols=8, n_slices=4, seed=10 + k, series_number=2,
-                     modality="MR", intercept=0.0)
+        write_series(root / f"P{k}" / "S1", SeriesSpec(rows=8, cols=8, n_slices=6, seed=k, series_number=1))
+        write_series(root / f"P{k}" / "S2", SeriesSpec(rows=8, cols=8, n_slices=4, seed=10 + k, series_number=2,
+                                                       modality="MR", intercept=0.0))
     (root / "P0" / "S1" / "README.txt").write_text("not dicom")
     return root
 

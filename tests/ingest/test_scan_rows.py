@@ -5,8 +5,9 @@ import json
 import multiprocessing
 
 from pipeline.pseudonym import Pseudonymiser
-from pipeline.ingest.rows import SeriesWriter, series_ref_text, write_text_atomic
-from pipeline.demo.synthetic_dicom import write_series
+from pipeline.files import write_atomic
+from pipeline.ingest.rows import SeriesWriter, series_ref_text
+from pipeline.demo.synthetic_dicom import SeriesSpec, write_series
 from transforms.dicom.headers import read_header
 from transforms.dicom.series import assemble_series
 
@@ -17,7 +18,7 @@ def _write_many(path: str, text: str, n: int) -> None:
     from pathlib import Path
 
     for _ in range(n):
-        write_text_atomic(Path(path), text)
+        write_atomic(Path(path), text, durable=False)
 
 
 def test_two_processes_writing_one_reference_at_once_leave_a_whole_file(tmp_path):
@@ -36,7 +37,7 @@ def test_two_processes_writing_one_reference_at_once_leave_a_whole_file(tmp_path
 
 
 def test_series_writer_writes_the_reference_and_gives_the_index_row(tmp_path):
-    paths = write_series(tmp_path / "export" / "ct", rows=8, cols=8, n_slices=5, seed=4, series_number=3)
+    paths = write_series(tmp_path / "export" / "ct", SeriesSpec(rows=8, cols=8, n_slices=5, seed=4, series_number=3))
     (info,) = assemble_series(read_header(p) for p in paths)
     refs = tmp_path / "out" / "index.series"
     refs.mkdir(parents=True)

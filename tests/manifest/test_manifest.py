@@ -7,7 +7,9 @@ import pytest
 from pipeline.cli import main
 from pipeline.config import config_from_dict
 from pipeline.errors import ManifestError
-from pipeline.manifest.reading import Problem, load_manifest, validate_manifest
+from pipeline.manifest.reading import load_manifest
+from pipeline.manifest.schema import Problem
+from pipeline.manifest.validation import validate_manifest
 
 
 def _nifti(path, shape=(4, 4, 3)):

@@ -10,7 +10,8 @@ import pytest
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.errors import ImageReadError
-from pipeline.manifest.reading import load_manifest, validate_manifest
+from pipeline.manifest.reading import load_manifest
+from pipeline.manifest.validation import validate_manifest
 from pipeline.manifest.medmnist import class_names, dataset_name, import_medmnist
 
 SIZES = {"train": 6, "val": 3, "test": 4}

@@ -6,7 +6,8 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.errors import ManifestError
-from pipeline.manifest.reading import load_manifest, validate_manifest
+from pipeline.manifest.reading import load_manifest
+from pipeline.manifest.validation import validate_manifest
 from pipeline.manifest.split import assign_folds, assign_splits, greedy_group_assignment
 
 

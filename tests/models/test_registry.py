@@ -112,7 +112,8 @@ def test_create_from_config_reads_the_model_section():
         model={"name": "vit-s16", "small_input": True, "dropout": 0.2},
         transforms={"spatial_dims": 2, "size": [32, 32]},
     )
-    model = create_from_config(cfg, in_channels=2, num_classes=4)
+    model = create_from_config(cfg.model, cfg.transforms.spatial_dims, in_channels=2, num_classes=4,
+                               image_size=cfg.transforms.size)
     assert (model.name, model.spatial_dims, model.in_channels, model.num_classes) == ("vit-s16", 2, 2, 4)
     assert model.options["img_size"] == [32, 32] and model.classifier.dropout.p == 0.2
     with torch.no_grad():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,44 @@ def test_html_is_self_contained_and_marks_unstable(tmp_path: Path) -> None:
     row_c = re.search(r"<tr class='unstable'><td class='l'>site=C</td>.*?</tr>", page)
     assert row_c and "unstable" in row_c.group(0) and "too_few_positives" in row_c.group(0)
     assert "not chosen on validation" in page
+
+
+class _PageText(HTMLParser):
+    """The text a browser shows (character references resolved, whitespace collapsed)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+
+    def handle_data(self, data: str) -> None:
+        self.parts.append(data)
+
+    def text(self) -> str:
+        return re.sub(r"\s+", " ", "".join(self.parts))
+
+
+def test_html_escapes_hostile_values_json_keeps_them(tmp_path: Path) -> None:
+    script, cls, source = "<script>alert(1)</script>", 'a&b "c"', "x\"><img src=y>.csv"
+    df = _binary_frame().rename(columns={"prob_disease": f"prob_{cls}"})
+    df["label"] = df["label"].replace("disease", cls)
+    df["site"] = df["site"].replace("A", script)
+    build_report(_read(df, tmp_path), ["site"], tmp_path / "rep", source=source, n_bootstrap=20)
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "<script" not in page and "<img src=y" not in page
+    assert script not in page and cls not in page and source not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    parser = _PageText()
+    parser.feed(page)
+    text = parser.text()  # escaped once, not twice: the browser shows the raw values
+    assert f"Validation report: {source}" in text and f"site={script}" in text
+    assert f"classes: normal, {cls}; positive class: {cls}" in text and f"pred {cls}" in text
+    raw = (tmp_path / "rep" / "report.json").read_text()
+    assert script in raw
+    report = json.loads(raw)
+    assert report["source"] == source and report["classes"] == ["normal", cls] and report["positive_class"] == cls
+    assert script in report["cohorts"]["site"]
+    table = pd.read_csv(tmp_path / "rep" / "metrics.csv", keep_default_na=False)
+    assert script in set(table["value"])
 
 
 def test_youden_threshold_from_validation_applied_unchanged(tmp_path: Path) -> None:

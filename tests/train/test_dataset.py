@@ -15,6 +15,7 @@ from pipeline.train.dataset import (
     dataset_items,
     make_loader,
     make_sampler,
+    metadata_free_after_cache,
     sample_weights,
     select_split,
 )
@@ -78,17 +79,17 @@ def test_persistent_dataset_folder_is_keyed_by_the_chain(manifest, tmp_path):
     df = load_manifest(manifest, cfg.data)
     ds = build_dataset(df, cfg, _chain(), split="val", cache_dir=tmp_path / "cache")
     assert isinstance(ds, PersistentDataset)
-    folder = tmp_path / "cache" / cache_key(cfg)
+    folder = tmp_path / "cache" / cache_key(cfg.transforms, cfg.data.image_columns)
     assert ds.cache_dir == folder
     first = ds[0]["image"]
     assert len(list(folder.glob("*.pt"))) == 1
     assert torch.equal(torch.as_tensor(ds[0]["image"]), torch.as_tensor(first))
     other = with_changes(cfg, transforms={"size": [5, 5, 5]})
-    assert cache_key(other) != cache_key(cfg)
+    assert cache_key(other.transforms, other.data.image_columns) != cache_key(cfg.transforms, cfg.data.image_columns)
     with_aug = with_changes(cfg, transforms={"augment": "heavy"})
-    assert cache_key(with_aug) == cache_key(cfg)
+    assert cache_key(with_aug.transforms, with_aug.data.image_columns) == cache_key(cfg.transforms, cfg.data.image_columns)
     assert build_dataset(df, with_changes(cfg, data={"cache_dir": str(tmp_path / "c2")}), _chain()).cache_dir == (
-        tmp_path / "c2" / cache_key(cfg))
+        tmp_path / "c2" / cache_key(cfg.transforms, cfg.data.image_columns))
     with pytest.raises(ConfigError, match="data.cache_dir"):
         build_dataset(df, cfg, _chain())
 
@@ -157,13 +158,20 @@ def test_loader_batches_seeded_and_drops_a_last_batch_of_one(manifest):
 def test_thread_loader_when_augmentation_runs_on_cuda(manifest, monkeypatch):
     from monai.data import ThreadDataLoader
 
-    import transforms.chains
+    import pipeline.train.dataset as dataset_module
 
     cfg = _cfg(cache="none")
     ds = build_dataset(load_manifest(manifest, cfg.data), cfg, _chain(), split="train")
     assert not isinstance(make_loader(ds, cfg, True, "cpu"), ThreadDataLoader)
-    monkeypatch.setattr(transforms.chains, "resolve_device", lambda cfg: torch.device("cuda"))
+    monkeypatch.setattr(dataset_module, "resolve_device", lambda t, allow_cuda=True: torch.device("cuda"))
     loader = make_loader(ds, cfg, True, "cuda")
     assert isinstance(loader, ThreadDataLoader) and loader.num_workers == 0
     assert not isinstance(make_loader(ds, cfg, False, "cuda"), ThreadDataLoader)
     assert next(iter(loader))["image"].shape == (3, 1, 4, 4, 4)
+
+
+def test_metadata_tracking_stops_only_when_every_case_is_cached_in_memory():
+    cfg = config_from_dict({})
+    assert metadata_free_after_cache(cfg)
+    assert not metadata_free_after_cache(with_changes(cfg, data={"cache": "disk"}))
+    assert not metadata_free_after_cache(with_changes(cfg, data={"cache_rate": 0.5}))

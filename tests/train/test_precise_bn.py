@@ -122,7 +122,7 @@ def test_eval_mode_batchnorm_is_left_alone_and_no_batchnorm_costs_nothing():
 
 
 def test_frozen_backbone_keeps_its_statistics():
-    from models.registry import create_model
+    from models.factory import create_model
 
     model = create_model("resnet10", 2, 1, 2, small_input=True, widen_factor=0.125)
     x = torch.randn(16, 1, 16, 16) * 2.0 + 0.5

@@ -17,7 +17,6 @@ from transforms.chains import (
     deterministic_part,
     eval_chain,
     infer_chain,
-    metadata_free_after_cache,
     pipeline_error_in,
     random_part,
     resolve_device,
@@ -65,20 +64,20 @@ def test_shape_contract(volume, dims, extra, channels):
     extra = dict(extra)
     cfg = _cfg(dims, image_columns=extra.pop("image_columns", ("image",)), **extra)
     size = tuple(cfg.transforms.size)
-    for chain in (eval_chain(cfg), train_chain(cfg, device="cpu")):
+    for chain in (eval_chain(cfg.transforms, cfg.data.image_columns), train_chain(cfg.transforms, cfg.data.image_columns, device="cpu")):
         out = chain(_sample(volume, cfg))
         assert tuple(out["image"].shape) == (channels, *size)
         assert out["image"].dtype == torch.float32
         assert out["label"].dtype == torch.int64 and int(out["label"]) == 1
         assert set(out) == {"image", "label"}
-    assert "label" not in infer_chain(cfg)({c: volume for c in cfg.data.image_columns})
+    assert "label" not in infer_chain(cfg.transforms, cfg.data.image_columns)({c: volume for c in cfg.data.image_columns})
 
 
 def test_outputs_batch_with_trimmed_metadata(tmp_path, volume):
     flat = tmp_path / "flat.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((30, 40), np.float32), np.eye(4)), str(flat))
     cfg = _cfg(2)
-    samples = [eval_chain(cfg)(_sample(path, cfg)) for path in (volume, str(flat))]
+    samples = [eval_chain(cfg.transforms, cfg.data.image_columns)(_sample(path, cfg)) for path in (volume, str(flat))]
     assert all(set(s["image"].meta) <= set(KEPT_META) for s in samples)
     batch = list_data_collate(samples)
     assert tuple(batch["image"].shape) == (2, 1, 16, 16)
@@ -86,16 +85,16 @@ def test_outputs_batch_with_trimmed_metadata(tmp_path, volume):
 
 def test_slab_gives_slab_channels(volume):
     cfg = _cfg(2, slice_mode="slab", slab=5)
-    assert tuple(train_chain(cfg, "cpu")(_sample(volume, cfg))["image"].shape) == (5, 16, 16)
+    assert tuple(train_chain(cfg.transforms, cfg.data.image_columns, "cpu")(_sample(volume, cfg))["image"].shape) == (5, 16, 16)
 
 
 def test_all_gives_one_sample_per_slice_and_flattens_in_a_loader(tmp_path):
     cfg = _cfg(2, slice_mode="all")
     data = [_sample(_write(tmp_path / f"c{i}.nii.gz", seed=i), cfg, label=i) for i in range(2)]
-    out = eval_chain(cfg)(data[0])
+    out = eval_chain(cfg.transforms, cfg.data.image_columns)(data[0])
     assert isinstance(out, list) and len(out) == DEPTH
     assert [s["slice_index"] for s in out] == list(range(DEPTH))
-    ds = CacheDataset(data, train_chain(cfg, "cpu"), progress=False)
+    ds = CacheDataset(data, train_chain(cfg.transforms, cfg.data.image_columns, "cpu"), progress=False)
     batch = next(iter(DataLoader(ds, batch_size=2)))
     assert tuple(batch["image"].shape) == (2 * DEPTH, 1, 16, 16)
     assert batch["label"].tolist() == [0] * DEPTH + [1] * DEPTH
@@ -105,15 +104,16 @@ def test_2d_image_passes_through_a_2d_chain(tmp_path):
     path = tmp_path / "xray.nii.gz"
     nib.save(nib.Nifti1Image(np.random.default_rng(0).random((30, 40)).astype(np.float32), np.eye(4)), str(path))
     cfg = _cfg(2, intensity="xray-percentile")
-    out = train_chain(cfg, "cpu")(_sample(str(path), cfg))
+    out = train_chain(cfg.transforms, cfg.data.image_columns, "cpu")(_sample(str(path), cfg))
     assert tuple(out["image"].shape) == (1, 16, 16)
-    assert 0.0 <= float(eval_chain(cfg)(_sample(str(path), cfg))["image"].min())
+    assert 0.0 <= float(eval_chain(cfg.transforms, cfg.data.image_columns)(_sample(str(path), cfg))["image"].min())
 
 
 @pytest.mark.parametrize("label, dtype, shape", [(2, torch.int64, ()), (0.5, torch.float32, ()),
                                                  ([1.0, 0.0, 1.0], torch.float32, (3,))])
 def test_label_types(volume, label, dtype, shape):
-    out = eval_chain(_cfg())(_sample(volume, _cfg(), label=label))
+    cfg = _cfg()
+    out = eval_chain(cfg.transforms, cfg.data.image_columns)(_sample(volume, cfg, label=label))
     assert out["label"].dtype == dtype and tuple(out["label"].shape) == shape
     np.testing.assert_allclose(out["label"].numpy(), label)
 
@@ -121,7 +121,7 @@ def test_label_types(volume, label, dtype, shape):
 def test_same_seed_same_augmented_batch(tmp_path):
     cfg = _cfg(3, augment="heavy", intensity="mr-zscore")
     data = [_sample(_write(tmp_path / f"c{i}.nii.gz", seed=i), cfg) for i in range(2)]
-    ds = CacheDataset(data, train_chain(cfg, "cpu"), progress=False)
+    ds = CacheDataset(data, train_chain(cfg.transforms, cfg.data.image_columns, "cpu"), progress=False)
 
     def batch(seed):  # MONAI's DataLoader re-seeds the chain from torch's generator
         loader = DataLoader(ds, batch_size=2, generator=torch.Generator().manual_seed(seed))
@@ -130,7 +130,7 @@ def test_same_seed_same_augmented_batch(tmp_path):
     a, b, c = batch(7), batch(7), batch(8)
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, c)
-    chain = train_chain(cfg, "cpu")
+    chain = train_chain(cfg.transforms, cfg.data.image_columns, "cpu")
     outputs = []
     for _ in range(2):
         chain.set_random_state(seed=3)
@@ -140,8 +140,8 @@ def test_same_seed_same_augmented_batch(tmp_path):
 
 def test_cache_stores_exactly_the_deterministic_part(volume):
     cfg = _cfg(3, augment="light")
-    chain = train_chain(cfg, "cpu")
-    det, rnd = deterministic_part(cfg), random_part(cfg, "cpu")
+    chain = train_chain(cfg.transforms, cfg.data.image_columns, "cpu")
+    det, rnd = deterministic_part(cfg.transforms, cfg.data.image_columns), random_part(cfg.transforms, "cpu")
     assert len(chain.transforms) == len(det.transforms) + len(rnd.transforms)
     assert isinstance(rnd.transforms[0], Randomizable)
     assert not any(isinstance(t, RandomizableTrait) for t in det.transforms)
@@ -154,17 +154,17 @@ def test_cache_stores_exactly_the_deterministic_part(volume):
 @pytest.mark.parametrize("augment", ["light", "medium", "heavy"])
 def test_random_part_never_modifies_the_cached_input(volume, augment):
     cfg = _cfg(3, augment=augment, augment_prob=1.0, intensity="mr-zscore")
-    cached = deterministic_part(cfg)(_sample(volume, cfg))
+    cached = deterministic_part(cfg.transforms, cfg.data.image_columns)(_sample(volume, cfg))
     before = cached["image"].clone()
     # seeded: unseeded, 'light' can draw flips and a 180-degree turn that compose to the identity
-    out = random_part(cfg, "cpu").set_random_state(seed=3)(cached)
+    out = random_part(cfg.transforms, "cpu").set_random_state(seed=3)(cached)
     torch.testing.assert_close(cached["image"], before)
     assert not torch.allclose(torch.as_tensor(out["image"]), torch.as_tensor(before))
 
 
 def test_device_move_is_never_cached(volume):
     cfg = _cfg(3)
-    det = deterministic_part(cfg)
+    det = deterministic_part(cfg.transforms, cfg.data.image_columns)
     mover = ToDeviced(["image"], torch.device("cpu"))
     assert isinstance(mover, RandomizableTrait)
     ds = CacheDataset([_sample(volume, cfg)], [*det.transforms, mover], progress=False)
@@ -173,21 +173,25 @@ def test_device_move_is_never_cached(volume):
     assert type(out) is torch.Tensor and out.shape == (1, 16, 16, 8)
 
 
+def _key(cfg):
+    return cache_key(cfg.transforms, cfg.data.image_columns)
+
+
 def test_cache_key_follows_deterministic_fields_only():
     cfg = _cfg(3)
-    key = cache_key(cfg)
-    assert key == cache_key(_cfg(3)) and len(key) == 16
-    assert cache_key(with_changes(cfg, transforms={"augment": "heavy", "augment_prob": 0.1, "device": "cpu"})) == key
+    key = _key(cfg)
+    assert key == _key(_cfg(3)) and len(key) == 16
+    assert _key(with_changes(cfg, transforms={"augment": "heavy", "augment_prob": 0.1, "device": "cpu"})) == key
     for change in ({"intensity": "ct-lung"}, {"size": [16, 16, 4]}, {"crop_foreground": True},
                    {"orientation": "LPS"}, {"spacing": [1, 1, 1]}, {"resize": "crop-pad"}):
-        assert cache_key(with_changes(cfg, transforms=change)) != key, change
-    assert cache_key(with_changes(cfg, data={"image_columns": ["t1"]})) != key
+        assert _key(with_changes(cfg, transforms=change)) != key, change
+    assert _key(with_changes(cfg, data={"image_columns": ["t1"]})) != key
 
 
 def test_unknown_preset_fails_with_the_known_ones(volume):
     cfg = _cfg(3, intensity="ct-lungs", windows=["ct-bone", "mr-zscore"])
     with pytest.raises(ConfigError) as info:
-        eval_chain(cfg)
+        eval_chain(cfg.transforms, cfg.data.image_columns)
     message = str(info.value)
     assert "3 problem(s)" in message
     assert "ct-lung, ct-mediastinum" in message and "Did you mean 'ct-lung'" in message
@@ -200,7 +204,7 @@ def test_4d_input_error_names_the_file(tmp_path):
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 4, 3), np.float32), np.eye(4)), str(path))
     cfg = _cfg(3)
     with pytest.raises(RuntimeError) as info:
-        eval_chain(cfg)(_sample(str(path), cfg))
+        eval_chain(cfg.transforms, cfg.data.image_columns)(_sample(str(path), cfg))
     cause = pipeline_error_in(info.value)
     assert isinstance(cause, ImageReadError) and "dynamic.nii.gz" in str(cause)
 
@@ -208,29 +212,29 @@ def test_4d_input_error_names_the_file(tmp_path):
 def test_eval_chain_rebuilds_from_saved_config(tmp_path, volume):
     cfg = _cfg(2, windows=["ct-lung", "ct-bone"], intensity="none", slice_mode="slab")
     save_config(cfg, tmp_path / "config.yaml")
-    again = eval_chain(load_config(tmp_path / "config.yaml"))(_sample(volume, cfg))["image"]
-    torch.testing.assert_close(torch.as_tensor(again), torch.as_tensor(eval_chain(cfg)(_sample(volume, cfg))["image"]))
+    saved = load_config(tmp_path / "config.yaml")
+    again = eval_chain(saved.transforms, saved.data.image_columns)(_sample(volume, cfg))["image"]
+    first = eval_chain(cfg.transforms, cfg.data.image_columns)(_sample(volume, cfg))["image"]
+    torch.testing.assert_close(torch.as_tensor(again), torch.as_tensor(first))
 
 
-def test_device_resolution_and_metadata_rule():
+def test_device_resolution():
     cfg = _cfg(3)
-    assert resolve_device(with_changes(cfg, transforms={"device": "cpu"})).type == "cpu"
-    assert resolve_device(with_changes(cfg, train={"device": "cpu"})).type == "cpu"
+    assert resolve_device(with_changes(cfg, transforms={"device": "cpu"}).transforms).type == "cpu"
+    assert resolve_device(cfg.transforms, allow_cuda=False).type == "cpu"
     if not torch.cuda.is_available():
-        assert resolve_device(cfg).type == "cpu"
+        assert resolve_device(cfg.transforms).type == "cpu"
         with pytest.raises(ConfigError, match="no CUDA"):
-            resolve_device(with_changes(cfg, transforms={"device": "cuda"}))
-    assert not any(isinstance(t, ToDeviced) for t in random_part(cfg, "cpu").transforms)
-    assert metadata_free_after_cache(cfg)
-    assert not metadata_free_after_cache(with_changes(cfg, data={"cache": "disk"}))
+            resolve_device(with_changes(cfg, transforms={"device": "cuda"}).transforms)
+    assert not any(isinstance(t, ToDeviced) for t in random_part(cfg.transforms, "cpu").transforms)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_path_augments_on_the_gpu(volume):
     cfg = _cfg(3, augment="heavy", intensity="mr-zscore")
-    chain = train_chain(cfg, device="cuda")
-    assert isinstance(chain.transforms[len(deterministic_part(cfg).transforms)], ToDeviced)
+    chain = train_chain(cfg.transforms, cfg.data.image_columns, device="cuda")
+    assert isinstance(chain.transforms[len(deterministic_part(cfg.transforms, cfg.data.image_columns).transforms)], ToDeviced)
     ds = CacheDataset([_sample(volume, cfg)], chain, progress=False)
     assert ds._cache[0]["image"].device.type == "cpu"
     out = ds[0]["image"]
@@ -238,17 +242,17 @@ def test_cuda_path_augments_on_the_gpu(volume):
 
 
 def test_dicom_series_and_nifti_batch_together(tmp_path, volume):
-    from pipeline.demo.synthetic_dicom import write_series
+    from pipeline.demo.synthetic_dicom import SeriesSpec, write_series
 
     series = tmp_path / "series"
-    write_series(series, rows=16, cols=16, n_slices=6, modality="CT", seed=1)
+    write_series(series, SeriesSpec(rows=16, cols=16, n_slices=6, modality="CT", seed=1))
     cfg = _cfg(3, intensity="ct-abdomen")
-    samples = [eval_chain(cfg)(_sample(path, cfg)) for path in (str(series), volume)]
+    samples = [eval_chain(cfg.transforms, cfg.data.image_columns)(_sample(path, cfg)) for path in (str(series), volume)]
     assert all(set(s["image"].meta) <= set(KEPT_META) for s in samples)
     assert tuple(list_data_collate(samples)["image"].shape) == (2, 1, 16, 16, 8)
     dynamic = tmp_path / "dynamic"
-    write_series(dynamic, rows=16, cols=16, n_slices=4, n_timepoints=2, modality="MR", seed=2)
+    write_series(dynamic, SeriesSpec(rows=16, cols=16, n_slices=4, n_timepoints=2, modality="MR", seed=2))
     with pytest.raises(RuntimeError) as info:
-        eval_chain(cfg)(_sample(str(dynamic), cfg))
+        eval_chain(cfg.transforms, cfg.data.image_columns)(_sample(str(dynamic), cfg))
     assert isinstance(pipeline_error_in(info.value), ImageReadError)
     assert "4D image" in str(pipeline_error_in(info.value))

@@ -1,19 +1,31 @@
 """Tests of transforms.dicom.headers: header-only reading, non-images and damaged files."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from pipeline.demo.synthetic_dicom import (
+    SeriesFiles,
+    SeriesSpec,
+    write_dicomdir,
+    write_non_image,
+    write_series,
+    write_single_image,
+    write_sr,
+)
 from pipeline.errors import DicomReadError, NotAnImageError
-from pipeline.demo.synthetic_dicom import write_dicomdir, write_non_image, write_series, write_single_image, write_sr
 from transforms.dicom.headers import read_header
+from transforms.dicom.slice_header import SliceHeader, header_from_fields
 
 
 def test_header_fields_of_an_mr_slice(tmp_path):
-    paths = write_series(tmp_path, modality="MR", rows=12, cols=10, n_slices=3, n_timepoints=2, dtype="uint16",
-                         intercept=0.0, pixel_spacing=(0.9, 0.8), slice_spacing=4.0, slice_thickness=3.0,
-                         echo_time=25.0, repetition_time=1500.0, series_number=7, series_description="BOLD",
-                         manufacturer="GE MEDICAL SYSTEMS", institution="Clinic", file_names="instance",
-                         patient={"PatientID": "PID7", "AccessionNumber": "ACC7"}, extra={"BodyPartExamined": "HEAD"})
+    paths = write_series(tmp_path, SeriesSpec(
+        modality="MR", rows=12, cols=10, n_slices=3, n_timepoints=2, dtype="uint16", intercept=0.0,
+        pixel_spacing=(0.9, 0.8), slice_spacing=4.0, slice_thickness=3.0, echo_time=25.0, repetition_time=1500.0,
+        series_number=7, series_description="BOLD", manufacturer="GE MEDICAL SYSTEMS", institution="Clinic",
+        patient={"PatientID": "PID7", "AccessionNumber": "ACC7"}, extra={"BodyPartExamined": "HEAD"},
+    ), SeriesFiles(file_names="instance"))
     h = read_header(paths[4])
     assert (h.modality, h.rows, h.cols, h.series_number, h.series_description) == ("MR", 12, 10, 7, "BOLD")
     assert h.pixel_spacing == (0.9, 0.8) and h.slice_thickness == 3.0
@@ -25,7 +37,8 @@ def test_header_fields_of_an_mr_slice(tmp_path):
 
 
 def test_enhanced_multiframe_header_has_per_frame_geometry(tmp_path):
-    (path,) = write_series(tmp_path, multiframe=True, rows=8, cols=8, n_slices=4, slope=0.5, intercept=-100.0)
+    (path,) = write_series(tmp_path, SeriesSpec(rows=8, cols=8, n_slices=4, slope=0.5, intercept=-100.0),
+                           SeriesFiles(multiframe=True))
     h = read_header(path)
     assert h.is_multiframe and h.number_of_frames == 4 and len(h.frames) == 4
     assert [f.position for f in h.frames] == [(0.0, 0.0, 2.5 * z) for z in range(4)]
@@ -55,7 +68,7 @@ def test_non_images_raise_not_an_image(tmp_path, writer, what):
 
 
 def test_damaged_and_foreign_files_raise_dicom_read_error(tmp_path):
-    (path,) = write_series(tmp_path / "s", rows=32, cols=32, n_slices=1)
+    (path,) = write_series(tmp_path / "s", SeriesSpec(rows=32, cols=32, n_slices=1))
     data = path.read_bytes()
     truncated = tmp_path / "truncated.dcm"
     truncated.write_bytes(data[: len(data) - 700])
@@ -79,11 +92,7 @@ def test_damaged_and_foreign_files_raise_dicom_read_error(tmp_path):
 
 
 def test_header_from_fields_equals_the_dataclass_built_header(tmp_path):
-    import dataclasses
-
-    from transforms.dicom.headers import SliceHeader, header_from_fields
-
-    path = write_series(tmp_path / "ct", rows=8, cols=8, n_slices=1, seed=2)[0]
+    path = write_series(tmp_path / "ct", SeriesSpec(rows=8, cols=8, n_slices=1, seed=2))[0]
     header = read_header(path)
     fields = dataclasses.asdict(header) | {"frames": header.frames}
     fast = header_from_fields(fields)

@@ -9,9 +9,10 @@ import pytest
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian, RLELossless
 
 import transforms.dicom.volume as dicom_volume
-from pipeline.demo.synthetic_dicom import write_series, write_single_image
+from pipeline.demo.synthetic_dicom import SeriesFiles, SeriesSpec, series_args, write_series, write_single_image
+from transforms.dicom.fields import header_from_values
+from transforms.dicom.headers import read_header
 from transforms.dicom.raw import NotFast, native_pixels, parse_file
-from transforms.dicom.headers import header_from_values, read_header
 from transforms.dicom.volume import load_series, read_slice_file
 
 PIXEL_CASES = {
@@ -35,7 +36,7 @@ def _fast_and_pydicom(path: Path) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("name", sorted(PIXEL_CASES))
 def test_native_pixels_equal_pydicom_pixel_array(tmp_path, name):
     kwargs = dict(rows=12, cols=10, n_slices=3, seed=3) | PIXEL_CASES[name]
-    for path in write_series(tmp_path / name, **kwargs):
+    for path in write_series(tmp_path / name, *series_args(**kwargs)):
         fast, reference = _fast_and_pydicom(path)
         assert fast.dtype == reference.dtype and fast.flags.writeable
         np.testing.assert_array_equal(fast, reference)
@@ -46,7 +47,8 @@ def test_native_pixels_equal_pydicom_pixel_array(tmp_path, name):
 
 @pytest.mark.parametrize("signed", [0, 1])
 def test_unused_high_bits_are_cleared_or_sign_extended_like_pydicom(tmp_path, signed):
-    path = write_series(tmp_path / "s", rows=6, cols=5, n_slices=1, dtype="int16" if signed else "uint16")[0]
+    path = write_series(tmp_path / "s", SeriesSpec(rows=6, cols=5, n_slices=1,
+                                                   dtype="int16" if signed else "uint16"))[0]
     ds = pydicom.dcmread(path)
     raw = np.random.default_rng(1).integers(0, 1 << 16, size=(6, 5), dtype=np.uint16)  # garbage above bit 12
     ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 12, 11, signed
@@ -59,15 +61,18 @@ def test_unused_high_bits_are_cleared_or_sign_extended_like_pydicom(tmp_path, si
 
 def test_other_encodings_and_damaged_pixels_are_not_read_fast(tmp_path):
     cases = {
-        "big_endian": write_series(tmp_path / "be", rows=8, cols=8, n_slices=1, transfer_syntax=ExplicitVRBigEndian),
-        "rle": write_series(tmp_path / "rle", rows=8, cols=8, n_slices=1, transfer_syntax=RLELossless),
-        "enhanced_multiframe": write_series(tmp_path / "mf", rows=8, cols=8, n_slices=3, multiframe=True),
+        "big_endian": write_series(tmp_path / "be", SeriesSpec(rows=8, cols=8, n_slices=1),
+                                   SeriesFiles(transfer_syntax=ExplicitVRBigEndian)),
+        "rle": write_series(tmp_path / "rle", SeriesSpec(rows=8, cols=8, n_slices=1),
+                            SeriesFiles(transfer_syntax=RLELossless)),
+        "enhanced_multiframe": write_series(tmp_path / "mf", SeriesSpec(rows=8, cols=8, n_slices=3),
+                                            SeriesFiles(multiframe=True)),
     }
     for name, (path, *_) in cases.items():
         header, values, stored = read_slice_file(path)
         assert stored is None and isinstance(values, pydicom.Dataset), name
         assert header == read_header(path)
-    path = write_series(tmp_path / "cut", rows=8, cols=8, n_slices=1)[0]
+    path = write_series(tmp_path / "cut", SeriesSpec(rows=8, cols=8, n_slices=1))[0]
     path.write_bytes(path.read_bytes()[:-20])
     parsed, buf, _ = parse_file(str(path), whole=True)
     with pytest.raises(NotFast):
@@ -84,7 +89,8 @@ def test_other_encodings_and_damaged_pixels_are_not_read_fast(tmp_path):
 
 
 def test_header_from_values_equals_read_header(tmp_path):
-    for path in [*write_series(tmp_path / "ct", rows=8, cols=8, n_slices=2, series_description="Abd ünicode"),
+    for path in [*write_series(tmp_path / "ct", SeriesSpec(rows=8, cols=8, n_slices=2,
+                                                           series_description="Abd ünicode")),
                  write_single_image(tmp_path / "dx.dcm")]:
         parsed, _, _ = parse_file(str(path))
         assert header_from_values(parsed.values, path, transfer_syntax=parsed.transfer_syntax) == read_header(path)
@@ -94,7 +100,7 @@ def test_header_from_values_equals_read_header(tmp_path):
                                     dict(slope=0.5, intercept=-10.25, order="interleaved", n_timepoints=2)],
                          ids=["ct", "monochrome1", "4d_float_rescale"])
 def test_load_series_fast_path_equals_the_pydicom_path(tmp_path, monkeypatch, kwargs):
-    paths = write_series(tmp_path / "s", rows=10, cols=9, n_slices=5, seed=5, **kwargs)
+    paths = write_series(tmp_path / "s", *series_args(rows=10, cols=9, n_slices=5, seed=5, **kwargs))
     fast = load_series(paths)
 
     def refuse(*_args, **_kwargs):
@@ -110,9 +116,9 @@ def test_load_series_fast_path_equals_the_pydicom_path(tmp_path, monkeypatch, kw
 
 def test_shared_decode_memo_gives_the_same_values(tmp_path):
     """Files decoded with one memo (as a scan worker does) give each file's own values, not a neighbour's."""
-    paths = write_series(tmp_path / "ct", rows=8, cols=8, n_slices=6, seed=5)
-    paths += write_series(tmp_path / "mr", rows=8, cols=8, n_slices=4, seed=6, modality="MR",
-                          transfer_syntax=ImplicitVRLittleEndian)
+    paths = write_series(tmp_path / "ct", SeriesSpec(rows=8, cols=8, n_slices=6, seed=5))
+    paths += write_series(tmp_path / "mr", SeriesSpec(rows=8, cols=8, n_slices=4, seed=6, modality="MR"),
+                          SeriesFiles(transfer_syntax=ImplicitVRLittleEndian))
     memo: dict = {}
     for path in paths:
         alone = parse_file(str(path))[0].values

@@ -1,3 +1,4 @@
+"""Tests of transforms.dicom.scan_fields: the fast header read gives the loader's header or its error."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -5,10 +6,18 @@ from pathlib import Path
 import pytest
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian, RLELossless
 
-import transforms.dicom.scan_fields as scan_headers
-from transforms.dicom.scan_fields import read_header_fast
-from pipeline.demo.synthetic_dicom import write_dicomdir, write_non_image, write_series, write_single_image
+import transforms.dicom.scan_fields as scan_fields
+from pipeline.demo.synthetic_dicom import (
+    SeriesSpec,
+    series_args,
+    write_dicomdir,
+    write_non_image,
+    write_series,
+    write_single_image,
+)
 from transforms.dicom.headers import read_header
+from transforms.dicom.scan_fields import read_fields_fast, read_header_fast
+from transforms.dicom.slice_header import header_from_fields
 
 # (folder, write_series arguments, whether the fast path reads it without pydicom)
 SERIES = [
@@ -36,21 +45,21 @@ def _outcome(reader, path: Path):
 @pytest.fixture
 def fallbacks(monkeypatch):
     calls: list[str] = []
-    real = scan_headers.read_header
-    monkeypatch.setattr(scan_headers, "read_header", lambda p: (calls.append(str(p)), real(p))[1])
+    real = scan_fields.read_header
+    monkeypatch.setattr(scan_fields, "read_header", lambda p: (calls.append(str(p)), real(p))[1])
     return calls
 
 
 @pytest.mark.parametrize("name,kwargs,fast", SERIES, ids=[s[0] for s in SERIES])
 def test_same_header_as_the_loader(tmp_path, fallbacks, name, kwargs, fast):
-    files = write_series(tmp_path / name, rows=12, cols=10, n_slices=3, seed=len(name), **kwargs)
+    files = write_series(tmp_path / name, *series_args(rows=12, cols=10, n_slices=3, seed=len(name), **kwargs))
     for path in files:
         assert read_header_fast(path) == read_header(path)
     assert (fallbacks == []) == fast
 
 
 def test_other_objects_and_damaged_files_give_the_loaders_result(tmp_path, fallbacks):
-    slice_file = write_series(tmp_path / "ct", rows=12, cols=10, n_slices=2)[0]
+    slice_file = write_series(tmp_path / "ct", SeriesSpec(rows=12, cols=10, n_slices=2))[0]
     data = slice_file.read_bytes()
     pixel_tag = data.rfind(b"\xe0\x7f\x10\x00")
     paths = {
@@ -75,18 +84,15 @@ def test_other_objects_and_damaged_files_give_the_loaders_result(tmp_path, fallb
 def test_files_of_a_series_share_the_first_files_fields_and_keep_their_own(tmp_path, monkeypatch):
     """With a memo, a series' later files reuse the fields of its first one, computed once, and still equal
     the loader's header: per-slice values (position, instance, rescale, times) are each file's own."""
-    from transforms.dicom.scan_fields import read_fields_fast
-    from transforms.dicom.headers import header_from_fields
-
     built: list[str] = []
-    real = scan_headers.header_fields
-    monkeypatch.setattr(scan_headers, "header_fields", lambda v, p, **kw: (built.append(str(p)), real(v, p, **kw))[1])
+    real = scan_fields.header_fields
+    monkeypatch.setattr(scan_fields, "header_fields", lambda v, p, **kw: (built.append(str(p)), real(v, p, **kw))[1])
     per_slice = {"RescaleSlope": lambda t, z: 0.5 + z, "RescaleIntercept": lambda t, z: -z,
                  "AcquisitionTime": lambda t, z: f"1200{z:02d}", "AcquisitionNumber": lambda t, z: 1 + z % 2}
-    pet = write_series(tmp_path / "pet", rows=8, cols=8, n_slices=4, seed=1, extra=per_slice)
-    mr4d = write_series(tmp_path / "mr", rows=8, cols=8, n_slices=3, n_timepoints=2, modality="MR", intercept=0.0,
-                        echo_time=30.0, seed=2)
-    other = write_series(tmp_path / "other", rows=8, cols=8, n_slices=2, seed=3, series_description="other")
+    pet = write_series(tmp_path / "pet", SeriesSpec(rows=8, cols=8, n_slices=4, seed=1, extra=per_slice))
+    mr4d = write_series(tmp_path / "mr", SeriesSpec(rows=8, cols=8, n_slices=3, n_timepoints=2, modality="MR",
+                                                    intercept=0.0, echo_time=30.0, seed=2))
+    other = write_series(tmp_path / "other", SeriesSpec(rows=8, cols=8, n_slices=2, seed=3, series_description="other"))
     cut = tmp_path / "cut.dcm"
     cut.write_bytes(pet[0].read_bytes()[:-40])  # the same elements as the series, cut inside its pixels
     memo: dict = {}

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from pipeline.demo.synthetic_dicom import write_series, write_single_image
+from pipeline.demo.synthetic_dicom import SeriesFiles, SeriesSpec, write_series, write_single_image
 from transforms.dicom.headers import read_header
 from transforms.dicom.series import assemble_series, orientation_label
 
@@ -29,16 +29,15 @@ def _one(paths):
                                                  ("sagittal", "sagittal"), (OBLIQUE, "oblique")])
 @pytest.mark.parametrize("order", ["ascending", "descending", "interleaved"])
 def test_slices_sorted_along_the_normal(tmp_path, orientation, label, order):
-    paths = write_series(tmp_path, rows=6, cols=5, n_slices=7, orientation=orientation, order=order,
-                         slice_spacing=3.0, slice_thickness=1.0, origin=(5.0, -7.0, 11.0))
+    paths = write_series(tmp_path, SeriesSpec(rows=6, cols=5, n_slices=7, orientation=orientation, order=order,
+                                              slice_spacing=3.0, slice_thickness=1.0, origin=(5.0, -7.0, 11.0)))
     s = _one(paths)
     assert (s.shape, s.n_slices, s.n_timepoints, s.status, s.problems) == ((5, 6, 7), 7, 1, "ok", ())
     assert s.orientation_label == label
     np.testing.assert_allclose(s.spacing, (0.7, 0.7, 3.0))  # from positions, not SliceThickness (1.0)
-    from transforms.dicom.headers import read_header as rh
     z_of_file = {p.path: p.z for p in s.planes}
     for path in paths:
-        h = rh(path)
+        h = read_header(path)
         expected_world = np.asarray(h.position)
         voxel = np.array([0, 0, z_of_file[str(path)], 1.0])
         np.testing.assert_allclose(s.affine_lps @ voxel, [*expected_world, 1.0], atol=1e-6)
@@ -46,14 +45,14 @@ def test_slices_sorted_along_the_normal(tmp_path, orientation, label, order):
 
 
 def test_ras_affine_flips_lps(tmp_path):
-    s = _one(write_series(tmp_path, rows=4, cols=4, n_slices=3, origin=(10.0, 20.0, 30.0)))
+    s = _one(write_series(tmp_path, SeriesSpec(rows=4, cols=4, n_slices=3, origin=(10.0, 20.0, 30.0))))
     np.testing.assert_allclose(s.affine[:, 3], [-10.0, -20.0, 30.0, 1.0])
     np.testing.assert_allclose(np.diag(s.affine)[:3], [-0.7, -0.7, 2.5])
 
 
 def test_4d_from_temporal_positions(tmp_path):
-    paths = write_series(tmp_path, modality="MR", rows=4, cols=4, n_slices=5, n_timepoints=3, intercept=0.0,
-                         repetition_time=2000.0)
+    paths = write_series(tmp_path, SeriesSpec(modality="MR", rows=4, cols=4, n_slices=5, n_timepoints=3, intercept=0.0,
+                                              repetition_time=2000.0))
     s = _one(paths)
     assert (s.shape, s.n_timepoints, s.status) == ((4, 4, 5, 3), 3, "ok")
     assert s.spacing[3] == pytest.approx(2.0) and s.temporal_spacing == pytest.approx(2.0)
@@ -61,9 +60,10 @@ def test_4d_from_temporal_positions(tmp_path):
 
 
 def test_4d_from_acquisition_numbers_without_temporal_ids(tmp_path):
-    paths = write_series(tmp_path, modality="MR", rows=4, cols=4, n_slices=4, n_timepoints=3, intercept=0.0,
-                         extra={"TemporalPositionIdentifier": None, "NumberOfTemporalPositions": None,
-                                "AcquisitionNumber": lambda t, z: 3 - t})
+    paths = write_series(tmp_path, SeriesSpec(
+        modality="MR", rows=4, cols=4, n_slices=4, n_timepoints=3, intercept=0.0,
+        extra={"TemporalPositionIdentifier": None, "NumberOfTemporalPositions": None,
+               "AcquisitionNumber": lambda t, z: 3 - t}))
     s = _one(paths)
     assert s.shape == (4, 4, 4, 3)
     by_file = {str(p): read_header(p) for p in paths}
@@ -71,24 +71,24 @@ def test_4d_from_acquisition_numbers_without_temporal_ids(tmp_path):
 
 
 def test_acquisitions_covering_different_positions_are_split(tmp_path):
-    a = write_series(tmp_path, rows=4, cols=4, n_slices=4, series_uid="1.2.3.4", extra={"AcquisitionNumber": 1},
-                     file_names="instance")
-    b = write_series(tmp_path / "b", rows=4, cols=4, n_slices=3, series_uid="1.2.3.4", origin=(0, 0, 2.5),
-                     extra={"AcquisitionNumber": 2}, seed=5)
+    a = write_series(tmp_path, SeriesSpec(rows=4, cols=4, n_slices=4, series_uid="1.2.3.4",
+                                          extra={"AcquisitionNumber": 1}), SeriesFiles(file_names="instance"))
+    b = write_series(tmp_path / "b", SeriesSpec(rows=4, cols=4, n_slices=3, series_uid="1.2.3.4", origin=(0, 0, 2.5),
+                                                extra={"AcquisitionNumber": 2}, seed=5))
     found = assemble_series(_headers(a + b))
     assert sorted(s.uid for s in found) == ["1.2.3.4_a1", "1.2.3.4_a2"]
     assert sorted(s.n_slices for s in found) == [3, 4]
 
 
 def test_duplicate_positions_without_ids_are_an_error(tmp_path):
-    a = write_series(tmp_path / "a", rows=4, cols=4, n_slices=4, series_uid="1.2.3.5")
-    b = write_series(tmp_path / "b", rows=4, cols=4, n_slices=2, series_uid="1.2.3.5", seed=9)
+    a = write_series(tmp_path / "a", SeriesSpec(rows=4, cols=4, n_slices=4, series_uid="1.2.3.5"))
+    b = write_series(tmp_path / "b", SeriesSpec(rows=4, cols=4, n_slices=2, series_uid="1.2.3.5", seed=9))
     (s,) = assemble_series(_headers(a + b))
     assert s.status == "error" and any("duplicate slice positions" in p for p in s.problems)
 
 
 def test_copies_of_one_instance_are_deduplicated(tmp_path):
-    paths = write_series(tmp_path / "a", rows=4, cols=4, n_slices=3)
+    paths = write_series(tmp_path / "a", SeriesSpec(rows=4, cols=4, n_slices=3))
     copy = tmp_path / "copy.dcm"
     copy.write_bytes(paths[1].read_bytes())
     s = _one(paths + [copy])
@@ -96,22 +96,22 @@ def test_copies_of_one_instance_are_deduplicated(tmp_path):
 
 
 def test_missing_slice_is_reported_and_filled(tmp_path):
-    s = _one(write_series(tmp_path, rows=4, cols=4, n_slices=8, missing_slices=(3, 4)))
+    s = _one(write_series(tmp_path, SeriesSpec(rows=4, cols=4, n_slices=8, missing_slices=(3, 4))))
     assert s.n_slices == 8 and s.filled_slices == (3, 4) and s.status == "warning"
     assert "2 missing slice(s)" in s.problems[0]
     assert len(s.planes) == 6 and sorted(p.z for p in s.planes) == [0, 1, 2, 5, 6, 7]
 
 
 def test_non_uniform_spacing_is_reported(tmp_path):
-    paths = write_series(tmp_path, rows=4, cols=4, n_slices=4,
-                         extra={"ImagePositionPatient": lambda t, z: [0.0, 0.0, [0.0, 2.5, 5.0, 8.7][z]]})
+    paths = write_series(tmp_path, SeriesSpec(
+        rows=4, cols=4, n_slices=4, extra={"ImagePositionPatient": lambda t, z: [0.0, 0.0, [0.0, 2.5, 5.0, 8.7][z]]}))
     s = _one(paths)
     assert s.status == "warning" and "non-uniform slice spacing" in s.problems[0]
     assert s.spacing[2] == pytest.approx(8.7 / 3)
 
 
 def test_gantry_tilt_gives_sheared_affine_with_true_positions(tmp_path):
-    paths = write_series(tmp_path, rows=4, cols=4, n_slices=5, gantry_tilt_deg=15.0, slice_spacing=2.0)
+    paths = write_series(tmp_path, SeriesSpec(rows=4, cols=4, n_slices=5, gantry_tilt_deg=15.0, slice_spacing=2.0))
     s = _one(paths)
     assert s.status == "warning" and "gantry tilt 15.00 degrees" in s.problems[0]
     assert s.orientation_label == "oblique"
@@ -124,17 +124,18 @@ def test_gantry_tilt_gives_sheared_affine_with_true_positions(tmp_path):
 
 def test_series_split_by_echo_localizer_and_matrix(tmp_path):
     uid = "1.2.3.6"
-    e1 = write_series(tmp_path / "e1", modality="MR", rows=4, cols=4, n_slices=3, series_uid=uid, intercept=0.0,
-                      extra={"EchoNumbers": 1})
-    e2 = write_series(tmp_path / "e2", modality="MR", rows=4, cols=4, n_slices=3, series_uid=uid, intercept=0.0,
-                      extra={"EchoNumbers": 2}, seed=2)
+    e1 = write_series(tmp_path / "e1", SeriesSpec(modality="MR", rows=4, cols=4, n_slices=3, series_uid=uid,
+                                                  intercept=0.0, extra={"EchoNumbers": 1}))
+    e2 = write_series(tmp_path / "e2", SeriesSpec(modality="MR", rows=4, cols=4, n_slices=3, series_uid=uid,
+                                                  intercept=0.0, extra={"EchoNumbers": 2}, seed=2))
     found = assemble_series(_headers(e1 + e2))
     assert sorted(s.uid for s in found) == [f"{uid}_e1", f"{uid}_e2"]
     assert all(s.status == "ok" and "split into 2 volumes by echo" in s.problems[0] for s in found)
 
-    loc = write_series(tmp_path / "loc", rows=4, cols=4, n_slices=3, series_uid="1.2.3.7", orientation="sagittal",
-                       extra={"ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]})
-    body = write_series(tmp_path / "body", rows=8, cols=8, n_slices=4, series_uid="1.2.3.7", seed=3)
+    loc = write_series(tmp_path / "loc", SeriesSpec(rows=4, cols=4, n_slices=3, series_uid="1.2.3.7",
+                                                    orientation="sagittal",
+                                                    extra={"ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]}))
+    body = write_series(tmp_path / "body", SeriesSpec(rows=8, cols=8, n_slices=4, series_uid="1.2.3.7", seed=3))
     found = {s.uid: s for s in assemble_series(_headers(loc + body))}
     assert set(found) == {"1.2.3.7_loc_4x4_o2", "1.2.3.7_8x8_o1"} or len(found) == 2
     shapes = sorted(s.shape for s in found.values())
@@ -143,8 +144,8 @@ def test_series_split_by_echo_localizer_and_matrix(tmp_path):
 
 
 def test_multiframe_and_single_images(tmp_path):
-    (mf,) = write_series(tmp_path / "mf", multiframe=True, modality="MR", rows=4, cols=4, n_slices=3,
-                         n_timepoints=2, intercept=0.0, order="descending")
+    (mf,) = write_series(tmp_path / "mf", SeriesSpec(modality="MR", rows=4, cols=4, n_slices=3, n_timepoints=2,
+                                                     intercept=0.0, order="descending"), SeriesFiles(multiframe=True))
     s = _one([mf])
     assert (s.kind, s.shape, len(s.planes)) == ("multiframe", (4, 4, 3, 2), 6)
     assert sorted((p.t, p.z) for p in s.planes) == [(t, z) for t in range(2) for z in range(3)]
@@ -165,7 +166,7 @@ def test_images_of_one_series_numbered_alike_keep_uids_of_their_own(tmp_path):
 
 
 def test_uids_are_stable_and_independent_of_input_order(tmp_path):
-    paths = write_series(tmp_path, rows=4, cols=4, n_slices=4)
+    paths = write_series(tmp_path, SeriesSpec(rows=4, cols=4, n_slices=4))
     first = assemble_series([read_header(p) for p in paths])
     second = assemble_series([read_header(p) for p in reversed(paths)])
     assert [s.uid for s in first] == [s.uid for s in second]
@@ -179,6 +180,6 @@ def test_orientation_label_threshold():
 
 
 def test_series_info_is_frozen(tmp_path):
-    s = _one(write_series(tmp_path, rows=4, cols=4, n_slices=2))
+    s = _one(write_series(tmp_path, SeriesSpec(rows=4, cols=4, n_slices=2)))
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.uid = "x"  # type: ignore[misc]

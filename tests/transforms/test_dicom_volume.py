@@ -5,20 +5,25 @@ import shutil
 import warnings
 from pathlib import Path
 
+import nibabel
 import numpy as np
 import pydicom
 import pytest
 from dicom_reference import world_mismatch
+from nibabel.testing import data_path
+from pydicom.data import get_testdata_files
+from pydicom.encaps import encapsulate
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
-from pipeline.errors import DicomReadError
-from pipeline.demo.synthetic_dicom import default_pattern, series_geometry, write_series, write_single_image
+from pipeline.demo.synthetic_dicom import SeriesSpec, default_pattern, series_geometry, write_series, write_single_image
+from pipeline.errors import DicomReadError, ImageReadError
 from transforms.dicom.headers import read_header
 from transforms.dicom.series import assemble_series
 from transforms.dicom.volume import load_series
+from transforms.readers import load_volume
 
 OBLIQUE = (0.866, 0.5, 0.0, -0.3, 0.52, 0.8)
-NIBABEL_DICOM = Path(__import__("nibabel").__file__).parent / "nicom" / "tests" / "data"
+NIBABEL_DICOM = Path(nibabel.__file__).parent / "nicom" / "tests" / "data"
 
 # name -> write_series arguments; every case is compared voxel by voxel with dcm2niix
 DCM2NIIX_CASES = {
@@ -127,7 +132,7 @@ def test_gantry_tilt_keeps_true_positions_and_dcm2niix_voxels(dicom_series, dcm2
         np.testing.assert_allclose((lps @ [2, 7, z, 1])[:3], positions[z] + 2 * 0.7 * cos[:3] + 7 * 0.7 * cos[3:],
                                    atol=1e-6)
     plain = next(p for p in dcm2niix(paths[0].parent) if "_Tilt" not in p.name)
-    ref = np.asarray(__import__("nibabel").load(str(plain)).get_fdata())
+    ref = np.asarray(nibabel.load(str(plain)).get_fdata())
     assert any(np.array_equal(array, flipped) for flipped in (ref, ref[:, ::-1], ref[::-1], ref[::-1, ::-1]))
 
 
@@ -193,9 +198,7 @@ def test_nibabel_mosaic_pair_is_4d_with_dcm2niix_geometry(tmp_path, dcm2niix):
 
 
 def test_unsupported_transfer_syntax_names_the_file_and_decoder(tmp_path):
-    from pydicom.encaps import encapsulate
-
-    (path,) = write_series(tmp_path / "s", rows=8, cols=8, n_slices=1)
+    (path,) = write_series(tmp_path / "s", SeriesSpec(rows=8, cols=8, n_slices=1))
     ds = pydicom.dcmread(path)
     ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2: pydicom has no decoder
     ds.PixelData = encapsulate([b"\x00" * 64])
@@ -207,18 +210,18 @@ def test_unsupported_transfer_syntax_names_the_file_and_decoder(tmp_path):
 
 
 def test_error_status_series_and_several_series_are_refused(tmp_path):
-    a = write_series(tmp_path / "a", rows=4, cols=4, n_slices=4, series_uid="1.2.9")
-    b = write_series(tmp_path / "b", rows=4, cols=4, n_slices=2, series_uid="1.2.9", seed=3)
+    a = write_series(tmp_path / "a", SeriesSpec(rows=4, cols=4, n_slices=4, series_uid="1.2.9"))
+    b = write_series(tmp_path / "b", SeriesSpec(rows=4, cols=4, n_slices=2, series_uid="1.2.9", seed=3))
     (series,) = assemble_series(read_header(p) for p in a + b)
     with pytest.raises(DicomReadError, match="duplicate slice positions"):
         load_series(series)
-    c = write_series(tmp_path / "c", rows=4, cols=4, n_slices=2, series_description="T2 AX", seed=4)
+    c = write_series(tmp_path / "c", SeriesSpec(rows=4, cols=4, n_slices=2, series_description="T2 AX", seed=4))
     with pytest.raises(DicomReadError, match="holds 2 series.*T2 AX.*series.json"):
         load_series(a + c)
 
 
 def test_truncated_pixel_data_is_a_named_error(tmp_path):
-    (path,) = write_series(tmp_path / "s", rows=16, cols=16, n_slices=1)
+    (path,) = write_series(tmp_path / "s", SeriesSpec(rows=16, cols=16, n_slices=1))
     data = path.read_bytes()
     path.write_bytes(data[:-100])
     with pytest.raises(DicomReadError, match="truncated|cannot decode") as info:
@@ -227,18 +230,12 @@ def test_truncated_pixel_data_is_a_named_error(tmp_path):
 
 
 def _public_test_files() -> list[Path]:
-    from nibabel.testing import data_path
-    from pydicom.data import get_testdata_files
-
     files = [Path(p) for p in get_testdata_files()] + sorted(NIBABEL_DICOM.iterdir())
     files += sorted(Path(data_path).iterdir())
     return [p for p in files if p.is_file()]
 
 
 def test_every_pydicom_and_nibabel_sample_reads_or_raises_a_named_error():
-    from pipeline.errors import ImageReadError
-    from transforms.readers import load_volume
-
     outcome = {"read": 0, "named": 0}
     failures = []
     for path in _public_test_files():

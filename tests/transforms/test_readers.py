@@ -12,7 +12,9 @@ from pipeline.demo.synthetic_dicom import write_sr
 from transforms.dicom.headers import read_header
 from transforms.dicom.series import assemble_series
 from transforms.dicom.volume import load_series
-from transforms.readers import RadpipeReader, load_volume, read_series_ref, write_series_ref
+from pipeline.ingest.rows import write_series_ref
+from transforms.dicom.reference import read_series_ref
+from transforms.readers import RadpipeReader, load_volume
 
 
 def test_load_image_reads_a_dicom_folder_with_stray_files(ct_series):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from transforms.dicom.headers import SliceHeader
+from transforms.dicom.slice_header import SliceHeader
 
 POSITION_TOLERANCE_MM = 0.01  # positions closer than this along the normal are the same slice
 OBLIQUE_DEGREES = 5.0  # slice normal further than this from every axis: "oblique"
@@ -79,22 +79,27 @@ class SeriesInfo:
 
     @property
     def modality(self) -> str:
+        """Modality of the first file (``CT``, ``MR``, ...)."""
         return self.header.modality
 
     @property
     def description(self) -> str:
+        """SeriesDescription of the first file."""
         return self.header.series_description
 
     @property
     def series_number(self) -> int | None:
+        """SeriesNumber of the first file."""
         return self.header.series_number
 
     @property
     def study_uid(self) -> str:
+        """StudyInstanceUID of the first file."""
         return self.header.study_uid
 
     @property
     def is_4d(self) -> bool:
+        """True when the volume has more than one time point."""
         return self.n_timepoints > 1
 
     @property
@@ -134,15 +139,19 @@ class Problems:
         self.items: list[tuple[int, str]] = []
 
     def add(self, level: str, text: str) -> None:
+        """Record ``text`` at ``level`` (``"info"``, ``"warning"`` or ``"error"``)."""
         self.items.append((_LEVELS[level], text))
 
     def extend(self, other: Problems) -> None:
+        """Record every problem of ``other`` too."""
         self.items.extend(other.items)
 
     def status(self) -> str:
+        """``"ok"``, ``"warning"`` or ``"error"``: the name of the highest level recorded."""
         return _STATUS[max((lvl for lvl, _ in self.items), default=0)]
 
     def texts(self) -> tuple[str, ...]:
+        """The texts of the problems, in the order recorded."""
         return tuple(text for _, text in self.items)
 
 
@@ -229,86 +238,119 @@ def stack_planes(series_uid: str, tokens: tuple[str, ...], items: list[SliceItem
     normal = unit(np.cross(row, col))
     positions = np.array([it.position for it in items], dtype=float)
     dist = positions @ normal
-    order = np.argsort(dist, kind="stable")
-    sorted_cluster = np.concatenate([[0], np.cumsum(np.diff(dist[order]) > POSITION_TOLERANCE_MM)])
-    cluster = np.empty(len(items), dtype=int)
-    cluster[order] = sorted_cluster
-    counts = np.bincount(cluster)
+    cluster, counts = _cluster_positions(dist)
     k = int(counts.max())
     t_index = np.zeros(len(items), dtype=int)
+    keep = np.ones(len(items), dtype=bool)
     if k > 1:
         ranks = _time_index(items, cluster, k, problems) if (counts == k).all() else None
-        if ranks is None:
-            acquisitions = {it.acquisition for it in items}
-            if len(acquisitions) > 1 and None not in acquisitions:
-                split_ok = all(len({round(float(d) / POSITION_TOLERANCE_MM) for d, it in zip(dist, items)
-                                    if it.acquisition == a}) == sum(it.acquisition == a for it in items)
-                               for a in acquisitions)
-                if split_ok:
-                    note = Problems()
-                    note.extend(common)
-                    note.add("info", f"positions repeat across {len(acquisitions)} acquisitions covering "
-                                     "different positions; split by AcquisitionNumber")
-                    out = []
-                    for a in sorted(acquisitions):
-                        sub = [it for it in items if it.acquisition == a]
-                        out.extend(stack_planes(series_uid, tokens + (f"a{a}",), sub, cos, kind, note))
-                    return out
+        if ranks is not None:
+            t_index = ranks
+        else:
+            split = _split_acquisitions(series_uid, tokens, items, dist, cos, kind, common)
+            if split is not None:
+                return split
             problems.add("error", f"duplicate slice positions: {int((counts > 1).sum())} of {len(counts)} "
                                   f"positions hold more than one image (up to {k}) and no temporal/acquisition "
                                   "ids separate them evenly; the series cannot be assembled")
             keep = np.zeros(len(items), dtype=bool)
             keep[np.unique(cluster, return_index=True)[1]] = True
-        else:
-            t_index = ranks
-            keep = np.ones(len(items), dtype=bool)
-    else:
-        keep = np.ones(len(items), dtype=bool)
     n_t = int(t_index[keep].max()) + 1
-    n_pos = len(counts)
-    sums = np.zeros((n_pos, 3))
+    sums = np.zeros((len(counts), 3))
     np.add.at(sums, cluster, positions)  # in item order, as a per-cluster mean would add them
     centres = sums / counts[:, None]
+    ref = items[0].header
+    z_of, n_z, step, filled = _slice_grid(centres, normal, ref, problems)
+    planes, headers = _place_planes(items, z_of[cluster], t_index, keep, n_t, problems)
+    temporal = temporal_spacing(items, t_index, keep, n_t, ref)
+    shape = (ref.cols, ref.rows, n_z) + ((n_t,) if n_t > 1 else ())
+    return [series_info(series_uid, tokens, kind, planes, headers, shape,
+                        ref, centres[0], row, col, step, normal, n_z, n_t, temporal, problems, filled)]
+
+
+def _cluster_positions(dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Position cluster of each plane (distances along the normal within :data:`POSITION_TOLERANCE_MM` of
+    their neighbour), numbered along the normal, and the number of planes in each cluster."""
+    order = np.argsort(dist, kind="stable")
+    sorted_cluster = np.concatenate([[0], np.cumsum(np.diff(dist[order]) > POSITION_TOLERANCE_MM)])
+    cluster = np.empty(len(dist), dtype=int)
+    cluster[order] = sorted_cluster
+    return cluster, np.bincount(cluster)
+
+
+def _split_acquisitions(series_uid: str, tokens: tuple[str, ...], items: list[SliceItem], dist: np.ndarray,
+                        cos: np.ndarray, kind: str, common: Problems) -> list[SeriesInfo] | None:
+    """One volume per acquisition (see :func:`stack_planes`) when positions repeat only across acquisitions;
+    ``None`` when some plane lacks an AcquisitionNumber, or an acquisition repeats a position itself."""
+    acquisitions = {it.acquisition for it in items}
+    if len(acquisitions) < 2 or None in acquisitions:
+        return None
+    split_ok = all(len({round(float(d) / POSITION_TOLERANCE_MM) for d, it in zip(dist, items)
+                        if it.acquisition == a}) == sum(it.acquisition == a for it in items)
+                   for a in acquisitions)
+    if not split_ok:
+        return None
+    note = Problems()
+    note.extend(common)
+    note.add("info", f"positions repeat across {len(acquisitions)} acquisitions covering "
+                     "different positions; split by AcquisitionNumber")
+    out = []
+    for a in sorted(acquisitions):
+        sub = [it for it in items if it.acquisition == a]
+        out.extend(stack_planes(series_uid, tokens + (f"a{a}",), sub, cos, kind, note))
+    return out
+
+
+def _slice_grid(centres: np.ndarray, normal: np.ndarray, ref: SliceHeader,
+                problems: Problems) -> tuple[np.ndarray, int, np.ndarray, list[int]]:
+    """Place the position clusters' ``centres`` (in order along ``normal``) on a regular z grid.
+
+    Returns:
+        ``(z_of, n_z, step, filled)``: the z index of each cluster, the number of slices, the vector
+        from one slice to the next (sheared under gantry tilt) and the z indices of missing slices.
+    """
     d = centres @ normal
     filled: list[int] = []
-    ref = items[0].header
-    if n_pos == 1:
-        z_of = np.array([0])
-        step = normal * (ref.spacing_between_slices or ref.slice_thickness or 1.0)
-        n_z = 1
+    if len(centres) == 1:
+        return np.array([0]), 1, normal * (ref.spacing_between_slices or ref.slice_thickness or 1.0), filled
+    gaps = np.diff(d)
+    typical = float(np.median(gaps))
+    mult = np.maximum(np.rint(gaps / typical), 1).astype(int)
+    integral = np.abs(gaps - mult * typical) <= max(POSITION_TOLERANCE_MM, 0.02 * typical)
+    if integral.all():
+        z_of = np.concatenate([[0], np.cumsum(mult)])
+        if (mult > 1).any():
+            filled = sorted(set(range(int(z_of[-1]) + 1)) - set(z_of.tolist()))
+            where = ", ".join(f"{d[i]:.2f}-{d[i + 1]:.2f} mm" for i in np.flatnonzero(mult > 1)[:5])
+            problems.add("warning", f"{len(filled)} missing slice(s) (gaps at {where} along the normal, "
+                                    f"spacing {typical:.3g} mm); filled with the minimum value so every "
+                                    "other voxel keeps its true position")
     else:
-        gaps = np.diff(d)
-        typical = float(np.median(gaps))
-        ratio = gaps / typical
-        mult = np.maximum(np.rint(ratio), 1).astype(int)
-        integral = np.abs(gaps - mult * typical) <= max(POSITION_TOLERANCE_MM, 0.02 * typical)
-        if integral.all():
-            z_of = np.concatenate([[0], np.cumsum(mult)])
-            if (mult > 1).any():
-                filled = sorted(set(range(int(z_of[-1]) + 1)) - set(z_of.tolist()))
-                where = ", ".join(f"{d[i]:.2f}-{d[i + 1]:.2f} mm" for i in np.flatnonzero(mult > 1)[:5])
-                problems.add("warning", f"{len(filled)} missing slice(s) (gaps at {where} along the normal, "
-                                        f"spacing {typical:.3g} mm); filled with the minimum value so every "
-                                        "other voxel keeps its true position")
-        else:
-            z_of = np.arange(n_pos)
-            problems.add("warning", f"non-uniform slice spacing: {gaps.min():.3g} to {gaps.max():.3g} mm "
-                                    f"(median {typical:.3g}); the affine uses the mean spacing, so positions "
-                                    "of inner slices are approximate")
-        n_z = int(z_of[-1]) + 1
-        step = (centres[-1] - centres[0]) / (n_z - 1)
-        off_line = np.linalg.norm(centres - (centres[0] + np.outer(z_of, step)), axis=1).max()
-        if off_line > 0.1:
-            problems.add("warning", f"slice positions are not on a straight line (up to {off_line:.2f} mm off)")
-        along = float(step @ normal)
-        lateral = float(np.linalg.norm(step - along * normal))
-        tilt = float(np.degrees(np.arctan2(lateral, along)))
-        if tilt > 0.01:
-            problems.add("warning", f"gantry tilt {tilt:.2f} degrees (GantryDetectorTilt {ref.gantry_tilt:g}): "
-                                    "slices are sheared; the affine is non-orthogonal and keeps every voxel's "
-                                    "true position (resample, e.g. Spacingd, before assuming a square grid)")
+        z_of = np.arange(len(centres))
+        problems.add("warning", f"non-uniform slice spacing: {gaps.min():.3g} to {gaps.max():.3g} mm "
+                                f"(median {typical:.3g}); the affine uses the mean spacing, so positions "
+                                "of inner slices are approximate")
+    n_z = int(z_of[-1]) + 1
+    step = (centres[-1] - centres[0]) / (n_z - 1)
+    off_line = np.linalg.norm(centres - (centres[0] + np.outer(z_of, step)), axis=1).max()
+    if off_line > 0.1:
+        problems.add("warning", f"slice positions are not on a straight line (up to {off_line:.2f} mm off)")
+    along = float(step @ normal)
+    lateral = float(np.linalg.norm(step - along * normal))
+    tilt = float(np.degrees(np.arctan2(lateral, along)))
+    if tilt > 0.01:
+        problems.add("warning", f"gantry tilt {tilt:.2f} degrees (GantryDetectorTilt {ref.gantry_tilt:g}): "
+                                "slices are sheared; the affine is non-orthogonal and keeps every voxel's "
+                                "true position (resample, e.g. Spacingd, before assuming a square grid)")
+    return z_of, n_z, step, filled
+
+
+def _place_planes(items: list[SliceItem], z_index: np.ndarray, t_index: np.ndarray, keep: np.ndarray, n_t: int,
+                  problems: Problems) -> tuple[list[Plane], tuple[SliceHeader, ...]]:
+    """The kept planes in volume order (t, then z) and the headers of their files, in that order;
+    time points holding different numbers of slices are reported as an error."""
     planes = [Plane(it.header.path, it.frame, z, t)
-              for it, z, t, k in zip(items, z_of[cluster].tolist(), t_index.tolist(), keep.tolist()) if k]
+              for it, z, t, k in zip(items, z_index.tolist(), t_index.tolist(), keep.tolist()) if k]
     planes.sort(key=lambda p: (p.t, p.z))
     if n_t > 1:
         per_t = np.bincount([p.t for p in planes], minlength=n_t)
@@ -316,12 +358,7 @@ def stack_planes(series_uid: str, tokens: tuple[str, ...], items: list[SliceItem
             problems.add("error", f"incomplete time series: time points hold {per_t.min()} to {per_t.max()} slices")
     seen = dict.fromkeys(p.path for p in planes)
     by_path = {it.header.path: it.header for it in items}
-    headers = tuple(by_path[p] for p in seen)
-    origin = centres[0]
-    temporal = temporal_spacing(items, t_index, keep, n_t, ref)
-    shape = (ref.cols, ref.rows, n_z) + ((n_t,) if n_t > 1 else ())
-    return [series_info(series_uid, tokens, kind, planes, headers, shape,
-                        ref, origin, row, col, step, normal, n_z, n_t, temporal, problems, filled)]
+    return planes, tuple(by_path[p] for p in seen)
 
 
 def temporal_spacing(items: list[SliceItem], t_index: np.ndarray, keep: np.ndarray, n_t: int,

@@ -4,7 +4,7 @@ pydicom builds a full ``Dataset`` (tag objects, value conversion and validation 
 costs several times more than reading the file. Scanning an export or loading a series needs some
 forty plain values per file, so :func:`parse_bytes` walks the elements of the common encodings
 (implicit and explicit VR little endian, compressed pixel data included) with :mod:`struct`, decodes
-only the tags of :data:`~transforms.dicom.headers.HEADER_TAGS` into a plain ``keyword -> value``
+only the tags of :data:`~transforms.dicom.header_values.HEADER_TAGS` into a plain ``keyword -> value``
 mapping (values as pydicom gives them: text, numbers, lists) and notes where the pixel data lies.
 :func:`native_pixels` turns that pixel data into the array pydicom's ``pixel_array`` gives for
 uncompressed little-endian greyscale images.
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
-from transforms.dicom.headers import HEADER_TAGS
+from transforms.dicom.header_values import HEADER_TAGS
 
 FIRST_READ = 16384
 UNCOMPRESSED_LE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})

@@ -1,6 +1,6 @@
-"""Fast header reading for ``radpipe scan``: the tags of :data:`~transforms.dicom.headers.HEADER_TAGS`
+"""Fast header reading for ``radpipe scan``: the tags of :data:`~transforms.dicom.header_values.HEADER_TAGS`
 straight from the bytes (:mod:`transforms.dicom.raw`), built by the loader's own
-:func:`~transforms.dicom.headers.header_fields`.
+:func:`~transforms.dicom.fields.header_fields`.
 
 The result is the same header :func:`~transforms.dicom.headers.read_header` returns. Anything the
 byte parser does not read exactly (no preamble, big endian, deflated, other character sets,
@@ -14,9 +14,11 @@ from typing import Any
 
 from pydicom.tag import Tag
 
+from transforms.dicom.fields import header_fields, header_fields_like
+from transforms.dicom.header_values import PER_FILE_KEYWORDS
+from transforms.dicom.headers import read_header
 from transforms.dicom.raw import UNCOMPRESSED_LE, NotFast, ParsedFile, parse_file
-from transforms.dicom.headers import (PER_FILE_KEYWORDS, SliceHeader, header_fields, header_fields_like,
-                                      header_from_fields, read_header)
+from transforms.dicom.slice_header import SliceHeader, header_from_fields
 
 _CANNOT_BUILD = (AttributeError, TypeError, KeyError, ValueError)
 _PER_FILE_TAGS = frozenset(int(Tag(k)) for k in PER_FILE_KEYWORDS)
@@ -37,11 +39,11 @@ def read_fields_fast(path: str | Path, memo: dict[Any, Any] | None = None) -> di
         memo: decoded header values shared by a batch of files (see
             :func:`transforms.dicom.raw.parse_bytes`), and the fields of each series' first file:
             a file whose raw elements equal those of an earlier one but for the per-file ones
-            (:data:`~transforms.dicom.headers.PER_FILE_KEYWORDS`) gets the earlier fields with
+            (:data:`~transforms.dicom.header_values.PER_FILE_KEYWORDS`) gets the earlier fields with
             its own per-file fields. Keep it to a few thousand files.
 
     Returns:
-        A dict of :class:`~transforms.dicom.headers.SliceHeader` fields, or the header itself when
+        A dict of :class:`~transforms.dicom.slice_header.SliceHeader` fields, or the header itself when
         the file had to be read by ``read_header`` (building it twice would cost time).
 
     Raises:
@@ -83,7 +85,7 @@ def read_header_fast(path: str | Path) -> SliceHeader:
         path: a DICOM file.
 
     Returns:
-        The same :class:`~transforms.dicom.headers.SliceHeader` ``read_header`` returns.
+        The same :class:`~transforms.dicom.slice_header.SliceHeader` ``read_header`` returns.
 
     Raises:
         NotAnImageError, DicomReadError: as ``read_header`` (which handles every file the fast path

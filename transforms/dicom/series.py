@@ -31,7 +31,7 @@ from transforms.dicom.geometry import (
     temporal_spacing,
     unit,
 )
-from transforms.dicom.headers import SliceHeader
+from transforms.dicom.slice_header import SliceHeader
 
 __all__ = ["LPS_TO_RAS", "Plane", "SeriesInfo", "assemble_series", "orientation_label", "series_key", "sort_series"]
 

@@ -18,9 +18,11 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from pipeline.errors import DicomReadError, NotAnImageError
+from transforms.dicom.fields import header_from_values
+from transforms.dicom.headers import header_from_dataset, read_dataset
 from transforms.dicom.raw import NotFast, native_pixels, parse_file
-from transforms.dicom.headers import SliceHeader, header_from_dataset, header_from_values, read_dataset
 from transforms.dicom.series import SeriesInfo, assemble_series
+from transforms.dicom.slice_header import SliceHeader
 
 FileData = tuple[Mapping[str, Any] | Dataset, np.ndarray | None]  # header values, stored pixels (None: decode later)
 
@@ -99,7 +101,8 @@ def _result_dtype(stored: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray
     return np.dtype(np.float64)
 
 
-def _plane_rescale(ds: Mapping[str, Any] | Dataset, header: SliceHeader | None, frame: int | None) -> tuple[float, float]:
+def _plane_rescale(ds: Mapping[str, Any] | Dataset, header: SliceHeader | None,
+                   frame: int | None) -> tuple[float, float]:
     if frame is not None and header is not None and header.frames and frame < len(header.frames):
         if "RescaleSlope" not in ds:  # enhanced objects keep it in PixelValueTransformationSequence
             return header.frames[frame].slope, header.frames[frame].intercept

@@ -1,0 +1,105 @@
+"""The one way radpipe writes a file: whole or not at all.
+
+Every output goes to a temporary sibling named for this process (``.tmp-<pid>-<random>.<name>``, so two
+processes writing the same file never share a temporary), is flushed to disk, then replaces the target with
+:func:`os.replace`. A reader, a kill or a crash at any moment sees the old file or the new one, never half of
+one. The temporary keeps the target's suffixes, so writers that choose a format by extension (NIfTI, PNG) work
+on it unchanged.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "notes.txt"
+    >>> write_atomic(out, "one line\\n").read_text()
+    'one line\\n'
+    >>> with atomic_open(out) as f:
+    ...     _ = f.write("two\\n")
+    >>> out.read_text()
+    'two\\n'
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+#: Prefix of every temporary file radpipe writes (see :func:`temporary_sibling`).
+TEMP_PREFIX = ".tmp-"
+
+
+def temporary_sibling(path: str | os.PathLike[str]) -> Path:
+    """A name beside ``path`` unique to this process and call, ending with ``path``'s own name."""
+    path = Path(path)
+    return path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.{path.name}")
+
+
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
+    """Make the renames in ``folder`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str], *, durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write; on success it replaces ``path``, on error it is removed.
+
+    Args:
+        path: the file to write; its folder is created when missing.
+        durable: fsync the file and its folder before returning. Only files that are rebuilt from others
+            when lost (the scan's per-series references) turn this off, for speed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(path)
+    try:
+        yield tmp
+        if durable:
+            _fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+@contextmanager
+def atomic_open(
+    path: str | os.PathLike[str], mode: str = "w", *, durable: bool = True, encoding: str = "utf-8",
+    newline: str | None = None, buffering: int = -1,
+) -> Iterator[IO[Any]]:
+    """Open a temporary sibling of ``path`` for writing (text ``"w"`` or binary ``"wb"``); see :func:`atomic_path`."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes a whole file: mode 'w' or 'wb', found {mode!r}")
+    with atomic_path(path, durable=durable) as tmp:
+        if mode == "wb":
+            with open(tmp, "wb", buffering=buffering) as f:
+                yield f
+        else:
+            with open(tmp, "w", encoding=encoding, newline=newline, buffering=buffering) as f:
+                yield f
+
+
+def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, durable: bool = True) -> Path:
+    """Write ``data`` (text as UTF-8, written as given: no newline translation) to ``path`` atomically."""
+    with atomic_open(path, "wb", durable=durable) as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(path)

@@ -1,0 +1,24 @@
+"""The ingest stage's commands: ``scan`` and ``convert``."""
+from __future__ import annotations
+
+import argparse
+
+from pipeline.ingest.convert import convert_export
+from pipeline.ingest.scan import scan_export
+
+
+def scan_command(args: argparse.Namespace) -> int:
+    """Handler of ``radpipe scan``."""
+    summary = scan_export(args.export_dir, args.out, workers=args.workers, keep_identifiers=args.keep_identifiers)
+    for line in summary.lines():
+        print(line)
+    return 0
+
+
+def convert_command(args: argparse.Namespace) -> int:
+    """Handler of ``radpipe convert``."""
+    summary = convert_export(args.export_dir, args.out_dir, workers=args.workers,
+                             keep_identifiers=args.keep_identifiers)
+    for line in summary.lines():
+        print(line)
+    return 1 if summary.n_failed and not summary.n_written else 0
