@@ -63,8 +63,10 @@ def atomic_path(path: str | os.PathLike[str], *, durable: bool = True) -> Iterat
 
     Args:
         path: the file to write; its folder is created when missing.
-        durable: fsync the file and its folder before returning. Only files that are rebuilt from others
-            when lost (the scan's per-series references) turn this off, for speed.
+        durable: fsync the file and its folder before returning. Files written per series in bulk and
+            rebuilt when lost (the scan's series references and header cache, converted NIfTIs) turn this off:
+            a fsync costs about 0.3 ms a file here, as much as reading a header. Either way a reader never
+            sees half a file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,8 @@ from torch import nn
 
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
-from pipeline.train.engine import amp_dtype
+from pipeline.train.outputs import probabilities
+from pipeline.train.precision import amp_dtype
 
 log = logging.getLogger("radpipe")
 
@@ -259,19 +260,6 @@ def expected_input_shape(model: nn.Module, size: Sequence[int]) -> tuple[int, ..
     return (channels, *size) if channels and size else None
 
 
-def to_probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
-    """Model outputs (B, K) -> probabilities (B, classes) in float32; regression values unchanged."""
-    logits = logits.float()
-    if task == "regression":
-        return logits
-    if task == "multilabel":
-        return torch.sigmoid(logits)
-    if logits.shape[1] == 1:
-        positive = torch.sigmoid(logits)
-        return torch.cat([1 - positive, positive], dim=1)
-    return torch.softmax(logits, dim=1)
-
-
 class Predictor:
     """Runs a model over batches of preprocessed images.
 
@@ -308,7 +296,7 @@ class Predictor:
         autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
                     else nullcontext())
         with autocast:
-            return to_probabilities(self.model(images), self.task)
+            return probabilities(self.model(images), self.task)
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         """Probabilities (or regression values) of a batch, shape (B, K), as float64 numpy."""

@@ -116,7 +116,7 @@ class CacheWriter:
 
     def __init__(self, path: Path, identity: dict[str, str]) -> None:
         self.path = path
-        self._opened = atomic_open(path, buffering=1 << 16)
+        self._opened = atomic_open(path, durable=False, buffering=1 << 16)  # a cache: rebuilt when lost
         self.file = self._opened.__enter__()
         self.file.write(f'{{"identity":{_JSON.encode(identity)},"entries":{{')
         self.separator = ""

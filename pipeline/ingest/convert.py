@@ -103,7 +103,7 @@ def write_nifti(volume: np.ndarray, affine: np.ndarray, path: Path, temporal_spa
         zooms = list(image.header.get_zooms())
         zooms[3] = float(temporal_spacing)
         image.header.set_zooms(zooms)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, durable=False) as tmp:  # per series, like dcm2niix; convert's index.csv is durable
         nib.save(image, tmp)
 
 
@@ -116,7 +116,7 @@ def _convert_one(info: SeriesInfo, row: dict[str, Any], out_dir: str, problems: 
     try:
         volume, affine, _ = load_series(info)
         write_nifti(volume, affine, nifti, info.temporal_spacing)
-        write_atomic(side, json.dumps(sidecar(info, row, problems), indent=2))
+        write_atomic(side, json.dumps(sidecar(info, row, problems), indent=2), durable=False)
     except Exception as e:  # noqa: BLE001 - one failing series never aborts the batch
         for partial in (nifti, side):
             partial.unlink(missing_ok=True)

@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from pipeline.config import Config
 from pipeline.train.handlers import seed_everything
 from pipeline.train.objectives import better
+from pipeline.train.precision import amp_settings
 
 
 def make_optimizer(param_groups: list[dict[str, Any]], cfg: Config) -> torch.optim.Optimizer:
@@ -85,22 +86,6 @@ class BatchPreparer:
         else:
             label = label.reshape(len(image), -1).float()
         return image, label
-
-
-def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of mixed precision on ``device``: bf16 where supported, else fp16; None off CUDA.
-
-    Training and inference both take it from here, so a model is predicted in the precision it was trained in.
-    """
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def amp_settings(cfg: Config, device: torch.device) -> tuple[bool, dict[str, Any]]:
-    """Whether AMP is on and its ``torch.autocast`` kwargs (see :func:`amp_dtype`)."""
-    dtype = amp_dtype(device) if cfg.train.amp else None
-    return (False, {}) if dtype is None else (True, {"dtype": dtype})
 
 
 def plain_tensors(chain: Any) -> Any:

@@ -1,6 +1,6 @@
 """What a model is trained and judged on per task: outputs, losses and validation metrics.
 
-The outputs of a model per task (what :func:`probabilities` turns into probabilities):
+The outputs of a model per task (what :func:`pipeline.train.outputs.probabilities` turns into probabilities):
 
 * ``binary`` and ``multiclass``: one logit per class (softmax; cross-entropy loss, class
   weights with ``data.balance: loss``). Binary metrics use the probability of class index 1.
@@ -22,6 +22,7 @@ from monai.utils import CommonKeys as Keys
 
 from pipeline import statistics as m
 from pipeline.train.distributed import DistInfo, all_gather_rows
+from pipeline.train.outputs import probabilities
 
 CLASSIFICATION_METRICS = ("auc", "balanced_accuracy", "f1", "accuracy")
 BINARY_METRICS = CLASSIFICATION_METRICS + ("sensitivity", "specificity")
@@ -35,16 +36,6 @@ def metric_names(task: str) -> tuple[str, ...]:
     if task == "regression":
         return REGRESSION_METRICS + ("loss",)
     return CLASSIFICATION_METRICS + ("loss",)
-
-
-def probabilities(logits: torch.Tensor, task: str) -> torch.Tensor:
-    """Model outputs to probabilities (softmax, sigmoid) or values (regression)."""
-    logits = logits.float()
-    if task in ("binary", "multiclass"):
-        return torch.softmax(logits, dim=1)
-    if task == "multilabel":
-        return torch.sigmoid(logits)
-    return logits
 
 
 class TaskLoss(torch.nn.Module):

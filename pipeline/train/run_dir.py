@@ -36,7 +36,7 @@ from pipeline.errors import ConfigError, ManifestError, PipelineError, RunError
 from pipeline.files import write_atomic
 from pipeline.manifest.labels import LabelMap
 from pipeline.train.checkpoint import load_checkpoint
-from pipeline.train.objectives import probabilities
+from pipeline.train.outputs import probabilities
 from transforms.chains import eval_chain, infer_chain
 
 CONFIG_FILE = "config.yaml"

@@ -4,6 +4,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.train.outputs import probabilities
 from pipeline.infer.batching import (
     Case,
     CaseDataset,
@@ -14,7 +15,6 @@ from pipeline.infer.batching import (
     iterate_predictions,
     make_case_loader,
     prediction_fields,
-    to_probabilities,
 )
 
 
@@ -79,11 +79,11 @@ def test_tta_is_exact_for_a_flip_invariant_input_and_changes_an_asymmetric_one()
 
 def test_probabilities_per_task():
     logits = torch.tensor([[2.0, 0.0], [-1.0, 1.0]])
-    np.testing.assert_allclose(to_probabilities(logits, "binary").sum(1).numpy(), [1, 1], atol=1e-6)
-    single = to_probabilities(torch.tensor([[0.0], [100.0]]), "binary")
+    np.testing.assert_allclose(probabilities(logits, "binary").sum(1).numpy(), [1, 1], atol=1e-6)
+    single = probabilities(torch.tensor([[0.0], [100.0]]), "binary")
     np.testing.assert_allclose(single.numpy(), [[0.5, 0.5], [0, 1]], atol=1e-6)
-    np.testing.assert_allclose(to_probabilities(logits, "multilabel").numpy(), torch.sigmoid(logits).numpy())
-    assert torch.equal(to_probabilities(logits, "regression"), logits)
+    np.testing.assert_allclose(probabilities(logits, "multilabel").numpy(), torch.sigmoid(logits).numpy())
+    assert torch.equal(probabilities(logits, "regression"), logits)
 
 
 def test_prediction_fields():
