@@ -26,14 +26,15 @@ import json
 import logging
 import os
 import re
+import sys
 import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import WeightsError
+from pipeline.files import write_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -97,42 +98,82 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download(url: str, dest: Path) -> None:
-    """Download ``url`` to ``dest`` (atomically, via a ``.part`` file)."""
+def _download(url: str, dest: Path, hash_prefix: str = "") -> None:
+    """Download ``url`` to ``dest`` with ``torch.hub``: into a temporary file beside it, whose sha256 must start
+    with ``hash_prefix`` (when given) before it is moved into place, so a corrupt or altered download never
+    reaches the cache."""
+    import torch.hub
+
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
     log.info("downloading %s to %s", url, dest)
-    with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:
-        for chunk in iter(lambda: response.read(1 << 20), b""):
-            out.write(chunk)
-    os.replace(part, dest)
+    torch.hub.download_url_to_file(url, str(dest), hash_prefix=hash_prefix or None, progress=sys.stderr.isatty())
+
+
+def _record_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".sha256.json")
+
+
+def _check_cached(dest: Path, hash_prefix: str, fix: str) -> None:
+    """Check a cached file against its expected hash prefix and the size and sha256 recorded at download.
+
+    Raises:
+        WeightsError: the file differs (it is deleted, so the next use downloads it anew).
+    """
+    record: dict[str, Any] = {}
+    if _record_path(dest).is_file():
+        try:
+            record = json.loads(_record_path(dest).read_text(encoding="utf-8"))
+        except ValueError:
+            record = {}
+    size = dest.stat().st_size
+    digest = "" if record.get("size", size) != size else file_sha256(dest)
+    expected = record.get("sha256") or hash_prefix
+    if digest and digest.startswith(expected):
+        return
+    dest.unlink()
+    _record_path(dest).unlink(missing_ok=True)
+    found = f"sha256 {digest[:16]}..." if digest else f"{size} bytes, {record.get('size')} recorded at download"
+    raise WeightsError(
+        f"weights file {dest} has {found}, expected sha256 {expected[:16]}...; the file is corrupt or altered "
+        f"and was deleted: run again to download it anew, or {fix}"
+    )
 
 
 def _cached(kind: str, file: str, url: str, hash_prefix: str = "") -> Path:
-    """The cached file ``<cache>/<kind>/<file>``, downloaded from ``url`` when missing and online."""
+    """The cached file ``<cache>/<kind>/<file>``, downloaded from ``url`` when missing and online.
+
+    A cached file is checked on every use: its sha256 against ``hash_prefix`` (torchvision names carry one) and
+    against the size and sha256 recorded beside it at download (``<file>.sha256.json``).
+    """
     dest = weights_dir() / kind / file
-    if dest.is_file():
-        return dest
     fix = (
         f"download {url} on a machine with network and place it at {dest} (the cache is ${WEIGHTS_DIR_ENV} "
         f"or ~/.cache/radpipe/weights), or give its path as {kind}:PATH"
     )
+    if dest.is_file():
+        _check_cached(dest, hash_prefix, fix)
+        return dest
     if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
         raise WeightsError(f"{kind} weights {file} are not in the cache and {OFFLINE_ENV} is set; {fix}")
     try:
-        _download(url, dest)
+        _download(url, dest, hash_prefix)
+    except RuntimeError as e:  # torch.hub: "invalid hash value (expected ..., got ...)"
+        raise WeightsError(
+            f"downloaded {url} has the wrong sha256 ({e}); expected it to start with {hash_prefix}; the download "
+            f"is corrupt or altered and was not kept, try again or {fix}"
+        ) from e
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         raise WeightsError(
             f"{kind} weights {file} are not in the cache and could not be downloaded ({e}); {fix}"
         ) from e
-    if hash_prefix:
-        digest = file_sha256(dest)
-        if not digest.startswith(hash_prefix):
-            dest.unlink()
-            raise WeightsError(
-                f"downloaded {url} has sha256 {digest[:16]}..., expected it to start with {hash_prefix}; "
-                f"the download is corrupt or altered, try again or {fix}"
-            )
+    digest = file_sha256(dest)
+    if not digest.startswith(hash_prefix):
+        dest.unlink()
+        raise WeightsError(
+            f"downloaded {url} has sha256 {digest[:16]}..., expected it to start with {hash_prefix}; "
+            f"the download is corrupt or altered, try again or {fix}"
+        )
+    write_atomic(_record_path(dest), json.dumps({"url": url, "size": dest.stat().st_size, "sha256": digest}) + "\n")
     return dest
 
 

@@ -80,7 +80,13 @@ def _validate_manifest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("manifest", metavar="MANIFEST.csv", help="CSV manifest to check")
     p.add_argument("--config", metavar="CFG.yaml", help="run config (columns, task, classes); without it the task "
                    "is inferred")
-    p.add_argument("--no-file-check", action="store_true", help="skip checking that image files exist and read")
+    p.add_argument("--no-file-check", action="store_true", help="skip opening the image files")
+    p.add_argument("--deep", action="store_true", help="decode every voxel of every image (default: each image's "
+                   "header and first slice, which finds missing, truncated and non-image files)")
+    p.add_argument("--strict", action="store_true", help="absolute image paths and paths leading outside the "
+                   "manifest's folder are errors (default: warnings)")
+    p.add_argument("--sep", default=",", metavar="CHAR", help="cell separator of the CSV, e.g. ';' or '\\t' "
+                   "(default: %(default)s)")
 
 
 def _split_args(p: argparse.ArgumentParser) -> None:
@@ -93,6 +99,8 @@ def _split_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test", type=_fraction, help="fraction of cases in test, whole patients (default: 0.2; 0 with --folds)")
     p.add_argument("--folds", type=_positive_int, metavar="K", help="write a fold column 0..K-1 instead of val")
     p.add_argument("--seed", type=int, default=0, help="seed of the assignment (default: %(default)s)")
+    p.add_argument("--sep", default=",", metavar="CHAR", help="cell separator of MANIFEST.csv, e.g. ';' "
+                   "(default: %(default)s); OUT.csv is written with commas")
 
 
 def _preview_args(p: argparse.ArgumentParser) -> None:
@@ -186,6 +194,8 @@ def _scan_args(p: argparse.ArgumentParser) -> None:
                    "included (default: min(4, CPUs); 1 reads in this process only)")
     p.add_argument("--keep-identifiers", action="store_true", help="write patient IDs and accession numbers in "
                    "clear instead of pseudonymised keys (the outputs then hold patient data)")
+    p.add_argument("--follow-links", action="store_true", help="read files and walk folders that symbolic links in "
+                   "the export point to outside it (default: such links are listed as skipped)")
 
 
 def _convert_args(p: argparse.ArgumentParser) -> None:
@@ -195,6 +205,8 @@ def _convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=_positive_int, metavar="N", help="processes (default: min(4, CPUs))")
     p.add_argument("--keep-identifiers", action="store_true", help="name files by identifiers in clear instead of "
                    "pseudonymised keys")
+    p.add_argument("--follow-links", action="store_true", help="read files and walk folders that symbolic links in "
+                   "the export point to outside it")
 
 
 def _predict_merge_args(p: argparse.ArgumentParser) -> None:

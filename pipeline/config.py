@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -227,6 +228,8 @@ def _coerce(key: str, value: Any, hint: Any, meta: typing.Mapping[str, Any]) -> 
         raise ConfigError(
             f"config key '{key}': expected {getattr(hint, '__name__', hint)}, found {value!r}; fix the value"
         ) from None
+    if hint is float and not math.isfinite(result):
+        raise ConfigError(f"config key '{key}': expected a finite number, found {value!r}; fix the value")
     choices = meta.get("choices")
     if choices is not None and result not in choices:
         allowed = ", ".join(str(c) for c in choices)

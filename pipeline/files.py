@@ -105,3 +105,42 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, durable: bo
     with atomic_open(path, "wb", durable=durable) as f:
         f.write(data.encode("utf-8") if isinstance(data, str) else data)
     return Path(path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def stale_temporaries(folder: str | os.PathLike[str], name: str = "") -> list[Path]:
+    """The temporaries in ``folder`` (of the file ``name``, or of any) left by radpipe processes that no longer run.
+
+    Temporaries of live processes (a write in progress next door) are not listed.
+    """
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        head, dot, rest = entry.name[len(TEMP_PREFIX):].partition(".")
+        if not entry.name.startswith(TEMP_PREFIX) or not dot or (name and rest != name):
+            continue
+        pid = head.partition("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)) and entry.is_file(follow_symlinks=False):
+            found.append(Path(entry.path))
+    return sorted(found)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete :func:`stale_temporaries` of ``folder`` (what a kill mid-write left); returns the deleted paths."""
+    removed = stale_temporaries(folder)
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+

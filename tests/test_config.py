@@ -124,3 +124,32 @@ def test_with_changes_validates():
     assert cfg.train.epochs == 2
     with pytest.raises(ConfigError):
         with_changes(Config(), train={"epochs": -2})
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("train.lr=.nan", "'train.lr': expected a finite number, found nan"),
+    ("train.lr=.inf", "'train.lr': expected a finite number, found inf"),
+    ("train.weight_decay=-.inf", "'train.weight_decay': expected a finite number"),
+    ("transforms.window=[40, .nan]", "'transforms.window': expected a finite number"),
+    ("transforms.size=[0, 16, 16]", "'transforms.size': every size must be at least 1 voxel, found [0, 16, 16]"),
+    ("transforms.size=[-8, 16, 16]", "'transforms.size': every size must be at least 1 voxel"),
+    ("transforms.spacing=[0, 1, 1]", "'transforms.spacing': every spacing must be above 0 mm"),
+])
+def test_non_finite_numbers_and_empty_sizes_are_refused(override, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_config(overrides=[override])
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("override", ["train.lr=.nan", "train.lr=.inf", "transforms.size=[0,16]"])
+def test_train_refuses_non_finite_and_empty_sizes_before_any_work(tmp_path, capsys, override):
+    from pipeline.cli import main
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("transforms: {spatial_dims: 2, size: [16, 16]}\n")
+    run = tmp_path / "run"
+    code = main(["train", "--config", str(cfg), "--manifest", str(tmp_path / "m.csv"), "--out", str(run),
+                 "--set", override])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and override.split("=")[0] in err[0]
+    assert not run.exists()

@@ -77,6 +77,12 @@ class TransformsConfig:
     device: str = field(default="auto", metadata={"choices": AUGMENT_DEVICES})
 
     def __post_init__(self) -> None:
+        if any(s < 1 for s in self.size):
+            raise ConfigError(f"config key 'transforms.size': every size must be at least 1 voxel, found "
+                              f"{list(self.size)}; give the size the model sees, e.g. [224, 224] or [96, 96, 64]")
+        if any(s <= 0 for s in self.spacing):
+            raise ConfigError(f"config key 'transforms.spacing': every spacing must be above 0 mm, found "
+                              f"{list(self.spacing)}; give mm per voxel, e.g. [1.5, 1.5, 3], or [] to keep the file's")
         if self.size and len(self.size) != self.spatial_dims:
             raise ConfigError(
                 f"config key 'transforms.size': {list(self.size)} has {len(self.size)} values but "

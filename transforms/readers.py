@@ -8,6 +8,10 @@
 * a series reference ``*.series.json`` written by ``radpipe scan`` (:mod:`transforms.dicom.reference`);
 * NIfTI (``.nii``, ``.nii.gz``) through nibabel, NRRD/MHA/MHD through SimpleITK.
 
+Headers are checked before any voxel is decoded (:mod:`transforms.limits`): a claimed size over
+``RADPIPE_MAX_VOXELS``, or an uncompressed file shorter than its header says, is refused naming the
+file, the claimed shape and the limit.
+
 Every input gives the same metadata shape: array in (x, y, z[, t]) order ((x, y) for 2D images),
 a 4x4 RAS ``affine`` (= ``original_affine``), ``spatial_shape``, ``pixdim``, ``dim``, ``space``,
 ``original_channel_dim`` (-1 for 4D: time becomes MONAI's channel, as with NibabelReader),
@@ -30,6 +34,7 @@ from pipeline.errors import DicomReadError, ImageReadError
 from transforms.dicom.reference import SERIES_REF_SUFFIX, read_series_ref, ref_part
 from transforms.dicom.series import LPS_TO_RAS
 from transforms.dicom.volume import load_series
+from transforms.limits import ImageRefusedError, itk_header, nifti_header
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -45,6 +50,13 @@ class LoadedImage:
     array: np.ndarray
     affine: np.ndarray
     meta: dict[str, Any]
+
+
+@dataclass
+class _Refused:
+    """What :meth:`RadpipeReader.read` returns for an input refused before decoding."""
+
+    error: ImageRefusedError
 
 
 def _suffix(path: Path) -> str:
@@ -78,8 +90,11 @@ def _common_meta(array: np.ndarray, affine: np.ndarray, spatial_rank: int, filen
 def _load_nifti(path: Path) -> LoadedImage:
     import nibabel as nib
 
+    claim = nifti_header(path)  # header and extensions checked (limit, file size) before nibabel reads them
     try:
         img = nib.load(str(path))
+        if img.header.get_data_shape() != claim.shape or str(img.header.get_data_dtype()) != claim.dtype:
+            raise ValueError(f"the header changed while being read ({claim.shape} {claim.dtype} before)")
         slope, inter = img.header.get_slope_inter()
         scaled = slope not in (None, 1.0) or inter not in (None, 0.0)
         array = img.get_fdata(dtype=np.float32) if scaled else np.asanyarray(img.dataobj)
@@ -99,8 +114,9 @@ def _load_nifti(path: Path) -> LoadedImage:
 def _load_itk(path: Path) -> LoadedImage:
     import SimpleITK as sitk
 
+    reader, _ = itk_header(path)  # size checked before the pixels are read
     try:
-        img = sitk.ReadImage(str(path))
+        img = reader.Execute()
     except RuntimeError as e:
         raise ImageReadError(f"{path}: cannot read with SimpleITK ({' '.join(str(e).split())[:300]}); check the "
                              "file and, for .mhd/.nhdr, that its data file sits beside it") from e
@@ -150,6 +166,8 @@ def load_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any
     Raises:
         DicomReadError: DICOM input unreadable or holding several series.
         ImageReadError: other formats unreadable, or the path does not exist.
+        ImageRefusedError: a header claims more voxels than the limit (``ImageTooLargeError``) or sizes its
+            file does not hold; refused before decoding (:mod:`transforms.limits`).
     """
     image = _read_one(Path(path))
     return image.array, image.affine, image.meta
@@ -184,19 +202,31 @@ class RadpipeReader(ImageReader):
         return all(Path(f).is_dir() or _suffix(Path(f)) in known for f in ensure_tuple(filename))
 
     def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> Any:
-        """Read one input, or a list (DICOM slices of one series, or several images to stack)."""
+        """Read one input, or a list (DICOM slices of one series, or several images to stack).
+
+        An input refused before decoding (:class:`~transforms.limits.ImageRefusedError`: over the
+        voxel limit, or a header lying about sizes) is returned as a refusal that :meth:`get_data`
+        raises: MONAI's ``LoadImage`` tries its other readers (nibabel, ITK, ...) after any exception
+        from ``read``, and they would decode the bomb.
+        """
         paths = [Path(p) for p in ensure_tuple(data)]
-        if len(paths) > 1 and all(p.is_file() and _suffix(p) in DICOM_SUFFIXES for p in paths):
-            return _load_dicom(paths, where=os.path.commonpath([str(p) for p in paths]))
-        images = [_read_one(p) for p in paths]
+        try:
+            if len(paths) > 1 and all(p.is_file() and _suffix(p) in DICOM_SUFFIXES for p in paths):
+                return _load_dicom(paths, where=os.path.commonpath([str(p) for p in paths]))
+            images = [_read_one(p) for p in paths]
+        except ImageRefusedError as e:
+            return _Refused(e)
         return images[0] if len(images) == 1 else images
 
     def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
         """The array and metadata of what :meth:`read` returned; a list is stacked on a new first (channel) dim.
 
         Raises:
+            ImageRefusedError: :meth:`read` refused the input (over the voxel limit, lying header).
             ImageReadError: listed images differ in spatial shape or affine.
         """
+        if isinstance(img, _Refused):
+            raise img.error
         images = list(ensure_tuple(img))
         meta = dict(images[0].meta)
         if len(images) == 1:

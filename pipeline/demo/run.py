@@ -19,14 +19,14 @@ import shlex
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
+from pipeline.cli import main
+from pipeline.demo.source import write_source_dataset
+from pipeline.demo.synthetic_export import ExportSummary, write_export, write_new_scans
 from pipeline.errors import PipelineError
-
-if TYPE_CHECKING:
-    from pipeline.demo.synthetic_export import ExportSummary
 
 # One preprocessing for both tasks: crop to the body, resample to 6 mm (about the scanners' own
 # in-plane spacing, so nothing is upsampled for nothing), soft-tissue window, 32x32x24 voxels.
@@ -78,8 +78,6 @@ class Demo:
 
     def run(self, argv: Sequence[str]) -> None:
         """Run one ``radpipe`` command in-process; a failure stops the demo with its message."""
-        from pipeline.cli import main
-
         self.say("    $ radpipe " + " ".join(shlex.quote(str(a)) for a in argv))
         status = main([str(a) for a in argv])
         if status != 0:
@@ -136,8 +134,6 @@ def run_demo(out_dir: str | Path, n_patients: int = 60, seed: int = 0, export_on
 
 def _write_export(demo: Demo, n_patients: int) -> ExportSummary:
     """Stage 1: the synthetic hospital export and its label sheet."""
-    from pipeline.demo.synthetic_export import write_export
-
     demo.step(f"writing a synthetic hospital export of {n_patients} patients")
     export = write_export(demo.out, n_patients=n_patients, seed=demo.seed)
     demo.say(
@@ -169,8 +165,6 @@ def _index_and_split(demo: Demo, export: ExportSummary) -> Path:
 
 def _train(demo: Demo, manifest: Path) -> Path:
     """Pretrain on the source task, then train the lesion model from that backbone; return its run folder."""
-    from pipeline.demo.source import write_source_dataset
-
     out = demo.out
     demo.step("pretraining a 3D backbone on a public-like source task (hypodense cysts, NIfTI)")
     source_manifest = write_source_dataset(out / "source", n_cases=20 if demo.quick else 100, seed=demo.seed + 1)
@@ -207,8 +201,6 @@ def _evaluate_and_report(demo: Demo, run_dir: Path, manifest: Path) -> Path:
 
 def _predict_new_scans(demo: Demo, run_dir: Path) -> Path:
     """Batch inference over a folder of new scans; return the predictions CSV."""
-    from pipeline.demo.synthetic_export import write_new_scans
-
     demo.step("batch inference over a folder of new scans")
     new = write_new_scans(demo.out / "new_scans", seed=demo.seed + 2)
     predictions = demo.out / "new_scans_predictions.csv"

@@ -6,9 +6,11 @@ after a kill rescans only what changed). Series are then chosen with the rule th
 manifest was built with (``radpipe manifest --where ... --select ...``):
 
 * ``RUN_DIR/selection.json`` when the run has one, e.g. ``{"where": "modality == 'CT'", "select":
-  "largest-series"}``: ``where`` is a pandas query on the index, ``select`` is ``all`` or one series
-  per study as in ``radpipe manifest``: ``largest-series`` (most slices, then files), ``first`` or
-  ``description:REGEX`` (the largest series whose description matches);
+  "largest-series"}``: ``where`` filters the index series in the language of ``radpipe manifest
+  --where`` (:mod:`pipeline.manifest.filters`: comparisons, ``in [...]``, ``contains`` / ``matches``,
+  ``and`` / ``or`` / ``not``; parsed by radpipe, never run as code: a run folder may come from anyone),
+  ``select`` is ``all`` or one series per study as in ``radpipe manifest``: ``largest-series`` (most
+  slices, then files), ``first`` or ``description:REGEX`` (the largest series whose description matches);
 * otherwise every image series of the modality the run's intensity settings imply (``ct-*``
   presets and CT windows: CT; ``mr-*``: MR; ``xray-*``: CR / DX; others: any modality).
 
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.errors import ConfigError, RunError
 from pipeline.infer.batching import Case
 from pipeline.infer.inputs import PredictInput, single_image_column
+from pipeline.manifest.filters import FilterError, parse_filter
 
 if TYPE_CHECKING:
     from pipeline.config import Config
@@ -40,7 +43,6 @@ log = logging.getLogger("radpipe")
 SELECTION_FILE = "selection.json"
 KEY_COLUMNS = ["patient_key", "study_key", "series_key", "accession_key", "modality"]
 _MODALITIES_OF = {"ct": ("CT",), "mr": ("MR",), "xray": ("CR", "DX"), "any": ()}
-_NUMERIC = ("rows", "columns", "n_slices", "n_frames", "n_timepoints", "n_files", "series_number")
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class SeriesSelection:
     """Which series of an export are predicted.
 
     Attributes:
-        where: pandas query on the scan index (empty: every series).
+        where: filter of the scan index series (:mod:`pipeline.manifest.filters`; empty: every series).
         select: ``all``, ``largest-series``, ``first`` or ``description:REGEX``.
         source: where the rule comes from (printed in skip reasons).
     """
@@ -75,13 +77,27 @@ def _modality_query(modalities: tuple[str, ...]) -> str:
     return f"modality in {list(modalities)!r}" if modalities else ""
 
 
+def _check_filter(where: str) -> None:
+    """Parse a selection filter and check its columns against the scan index's, before any scanning.
+
+    Raises:
+        FilterError: see :func:`pipeline.manifest.filters.parse_filter`.
+    """
+    import pandas as pd
+
+    from pipeline.ingest.rows import INDEX_COLUMNS
+
+    parse_filter(where).mask(pd.DataFrame(columns=list(INDEX_COLUMNS), dtype=str))
+
+
 def load_selection(run_dir: str | Path | None, cfg: Config, modality: str | None = None,
                    rule: str | None = None) -> SeriesSelection:
     """The run's series selection (see the module docstring), with command-line overrides.
 
     Raises:
         RunError: ``selection.json`` is unreadable or holds an unknown rule.
-        ConfigError: an override is invalid.
+        ConfigError: an override is invalid, or ``selection.json``'s ``where`` is not a filter expression
+            on the scan index's columns (checked here, before any scanning).
     """
     from transforms.intensity import modality_of
 
@@ -93,10 +109,14 @@ def load_selection(run_dir: str | Path | None, cfg: Config, modality: str | None
             data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
             where, select = str(data.get("where") or ""), str(data.get("select") or "all")
         except (ValueError, TypeError, AttributeError) as e:
-            raise RunError(f"{path}: expected {{\"where\": QUERY, \"select\": RULE}}, found unreadable JSON") from e
+            raise RunError(f"{path}: expected {{\"where\": FILTER, \"select\": RULE}}, found unreadable JSON") from e
         problem = _check_select(select, str(path))
         if problem:
             raise RunError(problem)
+        try:
+            _check_filter(where)
+        except FilterError as e:
+            raise ConfigError(f"{path}: {e}") from e
         source = path.name
     if modality is not None:
         parts = tuple(m.strip().upper() for m in modality.split(",") if m.strip())
@@ -136,25 +156,22 @@ def series_error(row: dict[str, str], cfg: Config) -> str:
     return ""
 
 
-def _query(rows: list[dict[str, str]], where: str) -> set[int]:
-    """Positions of the rows a pandas query keeps.
+def _query(rows: list[dict[str, str]], where: str, source: str = "") -> set[int]:
+    """Positions of the rows a filter expression (:mod:`pipeline.manifest.filters`) keeps.
 
     Raises:
-        ConfigError: the query cannot be evaluated.
+        ConfigError: the filter is not in the filter language or names a column the index lacks.
     """
     import pandas as pd
 
     if not where or not rows:
         return set(range(len(rows)))
     frame = pd.DataFrame(rows)
-    for column in _NUMERIC:
-        if column in frame:
-            frame[column] = pd.to_numeric(frame[column], errors="coerce")
     try:
-        return {int(i) for i in frame.query(where).index}
-    except Exception as e:  # pandas raises many types for a bad expression
-        raise ConfigError(f"series selection {where!r} cannot be evaluated on the scan index "
-                          f"({' '.join(str(e).split())}); columns: {', '.join(frame.columns)}") from e
+        mask = parse_filter(where).mask(frame)
+    except FilterError as e:
+        raise ConfigError(f"series selection{f' ({source})' if source else ''}: {e}") from e
+    return {i for i, keep in enumerate(mask.tolist()) if keep}
 
 
 def _pick(members: list[dict[str, str]], select: str) -> dict[str, str] | None:
@@ -173,7 +190,7 @@ def _pick(members: list[dict[str, str]], select: str) -> dict[str, str] | None:
 def choose_series(rows: list[dict[str, str]], selection: SeriesSelection) -> tuple[list[dict[str, str]],
                                                                                      list[dict[str, str]]]:
     """Split index rows (in index order) into chosen series and skipped-list rows (with the reason)."""
-    kept = _query(rows, selection.where)
+    kept = _query(rows, selection.where, selection.source)
     candidates, skipped = [], []
     for i, row in enumerate(rows):
         reason = ""

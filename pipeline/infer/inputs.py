@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.errors import ConfigError, ManifestError
 from pipeline.infer.batching import Case
+from transforms.limits import nifti_header
 from pipeline.manifest.reading import load_manifest, read_manifest_csv
 
 if TYPE_CHECKING:
@@ -121,9 +122,8 @@ def _relative_to(root: Path) -> Callable[[str], str]:
 
 
 def _nifti_shape(path: Path) -> tuple[int, ...]:
-    import nibabel as nib
-
-    return tuple(int(s) for s in nib.load(str(path)).shape)
+    """The shape a NIfTI header claims, checked against the voxel limit without decoding anything."""
+    return tuple(int(s) for s in nifti_header(path).shape)
 
 
 def discover_nifti(folder: str | Path, cfg: Config) -> PredictInput:

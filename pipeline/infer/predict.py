@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,6 +52,9 @@ from pipeline.infer.prediction_file import (
     write_skipped,
 )
 from pipeline.config import Config
+from pipeline.files import remove_stale_temporaries
+from pipeline.locks import output_lock
+from transforms.limits import max_voxels
 from pipeline.infer.cam import CamMaker, cam_class_index, save_cam
 from pipeline.infer.dicom_inputs import discover_dicom
 from pipeline.infer.inputs import SKIPPED_COLUMNS, PredictInput, discover_manifest, discover_nifti, input_kind
@@ -133,21 +137,32 @@ def predict(run_dir: str | Path, input_path: str | Path, out: str | Path, *, bat
     Raises:
         RunError: the run's files are missing or inconsistent.
         PredictionFileError: ``out`` exists with other columns or holds rows of another run, checkpoint or input.
+        OutputLockedError: another predict is writing ``out``.
     """
+    max_voxels()  # a bad RADPIPE_MAX_VOXELS stops the command here, not as an error on every case
     run = load_run(run_dir, device=device_for_run(run_dir, device))
-    cfg, labels = run.cfg, run.label_map
     shard = shard or shard_from_env()
     target = part_path(out, *shard) if shard else Path(out)
     n_workers = default_workers() if workers is None else workers
+    with output_lock(target, "predict"):
+        return _predict_into(target, run, run_dir, input_path, shard, n_workers, batch_size, cam_dir, modality, rule)
+
+
+def _predict_into(target: Path, run: Any, run_dir: str | Path, input_path: str | Path, shard: tuple[int, int] | None,
+                  n_workers: int, batch_size: int | None, cam_dir: str | Path | None, modality: str | None,
+                  rule: str | None) -> PredictSummary:
+    """The body of :func:`predict`, run while it holds the lock of ``target``."""
+    cfg, labels = run.cfg, run.label_map
     start = time.perf_counter()
     source = discover(input_path, cfg, work_dir=target.with_name(f"{target.stem}.scan"), workers=max(1, n_workers),
                       modality=modality, rule=rule, run_dir=run_dir)
     seconds_inputs = time.perf_counter() - start
     cases = [c for c in source.cases if not shard or in_shard(c.id, *shard)]
     columns = ["series_id", *source.key_columns, *prediction_columns(labels.task, labels.classes), "status", "error"]
-    job = {"run": str(Path(run_dir).absolute()), "input": str(Path(input_path).absolute()),
+    job = {"run": str(Path(run_dir).resolve()), "input": str(Path(input_path).resolve()),
            "checkpoint_sha1": file_sha1(run.run_dir / "checkpoints" / "best.pt"),
            "shard": list(shard) if shard else None}
+    remove_stale_temporaries(target.parent)  # of a predict killed while writing its files
     writer = ResumableCsvWriter(target, columns, job=job)
     resumed = len(writer.done)
     todo = [c for c in cases if c.id not in writer.done]

@@ -18,7 +18,7 @@ from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from pathlib import Path
 from typing import Any
 
-from pipeline.files import atomic_open
+from pipeline.files import atomic_open, stale_temporaries
 from pipeline.pseudonym import Pseudonymiser
 from transforms.dicom.slice_header import FrameInfo, SliceHeader
 
@@ -80,20 +80,55 @@ def cache_identity(root: Path, pseudonymiser: Pseudonymiser) -> dict[str, str]:
 
 
 def load_cache(path: Path, identity: dict[str, str], root: Path) -> dict[str, ScanEntry]:
-    """The cached entries of an earlier scan of the same export (``root``) with the same secret (else empty)."""
+    """The cached entries of earlier scans of the same export (``root``) with the same secret (else empty).
+
+    Besides the cache file, the entries that scans killed while writing it had already written (their
+    unfinished temporaries) are taken too: a re-run after a kill reads only the headers no run had cached.
+    """
+    entries = {}
+    for partial in stale_temporaries(path.parent, path.name):
+        entries.update(_partial_entries(partial, identity, root))
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("identity") != identity:
             log.info("scan cache %s is from another export, secret or radpipe version; reading every header", path)
-            return {}
-        return {rel: ScanEntry(e["size"], e["mtime_ns"],
-                               header_from_json(e["header"], os.path.join(root, rel)) if e["header"] else None,
-                               e["reason"], e["detail"], e["header"]) for rel, e in data["entries"].items()}
+            return entries
+        entries.update((rel, _entry(rel, e, root)) for rel, e in data["entries"].items())
     except FileNotFoundError:
-        return {}
+        pass
     except (OSError, ValueError, KeyError, TypeError) as e:
         log.warning("scan cache %s is unreadable (%s); reading every header", path, type(e).__name__)
-        return {}
+    return entries
+
+
+def _entry(rel: str, e: dict[str, Any], root: Path) -> ScanEntry:
+    header = header_from_json(e["header"], os.path.join(root, rel)) if e["header"] else None
+    return ScanEntry(e["size"], e["mtime_ns"], header, e["reason"], e["detail"], e["header"])
+
+
+def _partial_entries(path: Path, identity: dict[str, str], root: Path) -> dict[str, ScanEntry]:
+    """The whole entries at the start of a cache file cut short (by a kill), if it is of this ``identity``."""
+    decoder = json.JSONDecoder()
+    entries: dict[str, ScanEntry] = {}
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        head = '{"identity":'
+        found, at = decoder.raw_decode(text, len(head)) if text.startswith(head) else (None, 0)
+        if found != identity or not text.startswith(',"entries":{', at):
+            return entries
+        at += len(',"entries":{')
+        while True:
+            rel, at = decoder.raw_decode(text, at)
+            value, at = decoder.raw_decode(text, at + 1)  # after the ':'
+            entries[rel] = _entry(rel, value, root)
+            if text[at:at + 1] != ",":
+                break
+            at += 1
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        pass  # the cut: every entry before it is kept
+    if entries:
+        log.info("scan: %d header(s) taken from %s, left by a scan that was killed", len(entries), path.name)
+    return entries
 
 
 _JSON = json.JSONEncoder(separators=(",", ":"))

@@ -9,7 +9,8 @@ from pipeline.ingest.scan import scan_export
 
 def scan_command(args: argparse.Namespace) -> int:
     """Handler of ``radpipe scan``."""
-    summary = scan_export(args.export_dir, args.out, workers=args.workers, keep_identifiers=args.keep_identifiers)
+    summary = scan_export(args.export_dir, args.out, workers=args.workers, keep_identifiers=args.keep_identifiers,
+                          follow_links=args.follow_links)
     for line in summary.lines():
         print(line)
     return 0
@@ -18,7 +19,7 @@ def scan_command(args: argparse.Namespace) -> int:
 def convert_command(args: argparse.Namespace) -> int:
     """Handler of ``radpipe convert``."""
     summary = convert_export(args.export_dir, args.out_dir, workers=args.workers,
-                             keep_identifiers=args.keep_identifiers)
+                             keep_identifiers=args.keep_identifiers, follow_links=args.follow_links)
     for line in summary.lines():
         print(line)
     return 1 if summary.n_failed and not summary.n_written else 0

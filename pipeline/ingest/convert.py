@@ -21,6 +21,7 @@ import numpy as np
 
 from pipeline import __version__
 from pipeline.files import atomic_open, atomic_path, write_atomic
+from pipeline.locks import output_lock
 from pipeline.progress import progress
 from pipeline.pseudonym import Pseudonymiser
 from pipeline.ingest.scan import collect_headers, default_workers
@@ -138,7 +139,8 @@ def _run(jobs: list[tuple[SeriesInfo, dict[str, Any], list[str]]], out_dir: Path
 
 
 def convert_export(export_dir: str | Path, out_dir: str | Path, *, workers: int | None = None,
-                   keep_identifiers: bool = False, pseudonymiser: Pseudonymiser | None = None) -> ConvertSummary:
+                   keep_identifiers: bool = False, pseudonymiser: Pseudonymiser | None = None,
+                   follow_links: bool = False) -> ConvertSummary:
     """Convert every image series under ``export_dir`` to ``out_dir/<patient_key>_<series_key>.nii.gz`` + ``.json``.
 
     Args:
@@ -147,12 +149,14 @@ def convert_export(export_dir: str | Path, out_dir: str | Path, *, workers: int 
         workers: processes reading headers and converting series (default :func:`~pipeline.ingest.scan.default_workers`).
         keep_identifiers: name files by identifiers in clear (an explicit, logged opt-out).
         pseudonymiser: the key maker (default: the secret of ``$RADPIPE_SECRET_FILE``).
+        follow_links: read files and walk folders that links in the export point to outside it.
 
     Returns:
         A :class:`ConvertSummary`.
 
     Raises:
         DicomReadError: ``export_dir`` is not a folder.
+        OutputLockedError: another convert is writing ``out_dir``.
     """
     start = time.monotonic()
     workers = workers or default_workers()
@@ -161,9 +165,14 @@ def convert_export(export_dir: str | Path, out_dir: str | Path, *, workers: int 
     if pseudonymiser.keep_identifiers:
         log.warning("convert: --keep-identifiers: file names and the index hold identifiers IN CLEAR")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with output_lock(out / "index.csv", "convert"):
+        return _convert(export_dir, out, workers, pseudonymiser, start, follow_links)
+
+
+def _convert(export_dir: str | Path, out: Path, workers: int, pseudonymiser: Pseudonymiser,
+             start: float, follow_links: bool) -> ConvertSummary:
     _, entries, _ = collect_headers(export_dir, workers=workers, pseudonymiser=pseudonymiser,
-                                    cache_path=out / CACHE_NAME, exclude=[out])
+                                    cache_path=out / CACHE_NAME, exclude=[out], follow_links=follow_links)
     series = assemble_series(e.header for e in entries.values() if e.header is not None)
     jobs = []
     for info in series:

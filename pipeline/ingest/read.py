@@ -12,11 +12,13 @@ one the whole export gives, and the main process assembles again only the series
 from __future__ import annotations
 
 import bisect
+import ctypes
 import dataclasses
 import gc
 import multiprocessing
 import os
 import pickle
+import signal
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import DicomReadError, NotAnImageError
+from pipeline.files import temporary_sibling
 from pipeline.progress import progress, progress_of
 from pipeline.pseudonym import Pseudonymiser
 from pipeline.ingest.cache import ScanEntry, entry_json, fields_to_json, header_to_json
@@ -148,8 +151,8 @@ def _unclaimed(n: int, returned: list[tuple[int, int]]) -> list[tuple[int, int]]
 
 
 def read_headers(root: Path, items: list[Item], workers: int, pseudonymiser: Pseudonymiser,
-                 assembled: list[Assembled] | None = None, describe: Callable[[SeriesInfo], Any] | None = None
-                 ) -> Iterator[tuple[str, ScanEntry]]:
+                 assembled: list[Assembled] | None = None, describe: Callable[[SeriesInfo], Any] | None = None,
+                 spool_dir: str | Path | None = None) -> Iterator[tuple[str, ScanEntry]]:
     """Read and pseudonymise the headers of ``items`` (relative to ``root``) in ``workers`` processes.
 
     This process is one of them: it reads too, and takes in the others' results between its own
@@ -158,28 +161,31 @@ def read_headers(root: Path, items: list[Item], workers: int, pseudonymiser: Pse
     Args:
         assembled: when given, receives the series of each run read (for :func:`assemble_entries`).
         describe: made of each series a chunk's reader assembles, where it is assembled (picklable).
+        spool_dir: where the children's spool files go (beside the scan's outputs, so that a killed scan's
+            spool is found and removed by the next one: :func:`pipeline.files.remove_stale_temporaries`);
+            default: the system's temporary folder.
     """
     if not items:
         return
     collecting = gc.isenabled()
     gc.disable()  # every header read stays alive: full collections would walk them again and again
     try:
-        yield from _read_headers(root, items, workers, pseudonymiser, assembled, describe)
+        yield from _read_headers(root, items, workers, pseudonymiser, assembled, describe, spool_dir)
     finally:
         if collecting:
             gc.enable()
 
 
 def _read_headers(root: Path, items: list[Item], workers: int, pseudonymiser: Pseudonymiser,
-                  assembled: list[Assembled] | None, describe: Callable[[SeriesInfo], Any] | None
-                  ) -> Iterator[tuple[str, ScanEntry]]:
+                  assembled: list[Assembled] | None, describe: Callable[[SeriesInfo], Any] | None,
+                  spool_dir: str | Path | None) -> Iterator[tuple[str, ScanEntry]]:
     if workers <= 1 or len(items) < 64:
         memos: tuple[dict[Any, Any], dict[Any, Any]] = ({}, {})
         for item in progress(items, desc="reading headers"):
             yield from _read_chunk(str(root), [item], pseudonymiser, memos=memos)[0]
         return
     results = _chunk_results(str(root), items, _units(items), workers - 1, pseudonymiser, assembled is not None,
-                             describe)
+                             describe, spool_dir)
     for entries, series in results:
         if assembled is not None:
             assembled.append(series)
@@ -198,11 +204,13 @@ def _child_reads(root: str, items: list[Item], starts: list[int], readers: int, 
     rest again (and meets the error itself).
     """
     gc.disable()
+    parent = os.getppid()
+    _exit_with_parent()
     memos: tuple[dict[Any, Any], dict[Any, Any]] = ({}, {})
     try:
         with open(spool, "ab") as out:
             at = out.tell()
-            while (claimed := _claim(state, lock, starts, readers, from_back=False)) is not None:
+            while os.getppid() == parent and (claimed := _claim(state, lock, starts, readers, from_back=False)):
                 result = _read_chunk(root, items[claimed[0]:claimed[1]], pseudonymiser, assemble, memos, describe)
                 blob = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
                 out.write(blob)
@@ -213,13 +221,31 @@ def _child_reads(root: str, items: list[Item], starts: list[int], readers: int, 
         conn.close()
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _exit_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies (a killed scan leaves no reader running on).
+
+    Elsewhere, or if the call fails, the reader notices between runs that it was re-parented and stops.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 class _Child:
     """A child reader as the parent sees it: its process, the end of its notice pipe and its spool file."""
 
-    def __init__(self, context: Any, claims: tuple[Any, ...], work: tuple[Any, ...]) -> None:
+    def __init__(self, context: Any, claims: tuple[Any, ...], work: tuple[Any, ...],
+                 spool_dir: str | Path | None = None) -> None:
         """Start :func:`_child_reads` with its arguments before ``conn`` (``claims``) and after ``spool`` (``work``)."""
         self.notices, send = context.Pipe(duplex=False)
-        fd, self.spool = tempfile.mkstemp(prefix="radpipe-scan-", suffix=".spool")  # readable by this user only
+        spool_name = temporary_sibling(Path(spool_dir or tempfile.gettempdir()) / "scan.spool")
+        fd = os.open(spool_name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)  # readable by this user only
+        self.spool = str(spool_name)
         self.results = os.fdopen(fd, "rb")
         self.open = False
         try:
@@ -255,7 +281,7 @@ class _Child:
 
 
 def _chunk_results(root: str, items: list[Item], starts: list[int], children: int, pseudonymiser: Pseudonymiser,
-                   assemble: bool, describe: Callable[[SeriesInfo], Any] | None
+                   assemble: bool, describe: Callable[[SeriesInfo], Any] | None, spool_dir: str | Path | None = None
                    ) -> Iterator[tuple[list[tuple[str, ScanEntry]], Assembled]]:
     """:func:`_read_chunk` of runs of ``items`` (cut at the unit ``starts``) in ``children`` child processes and this one.
 
@@ -269,7 +295,7 @@ def _chunk_results(root: str, items: list[Item], starts: list[int], children: in
     returned: list[tuple[int, int]] = []
     with progress_of(len(items), "reading headers") as advance:
         for (first, end), result in _claimed_runs(root, items, starts, children, pseudonymiser, assemble, describe,
-                                                  memos):
+                                                  memos, spool_dir):
             returned.append((first, end))
             advance(end - first)
             yield result
@@ -280,7 +306,7 @@ def _chunk_results(root: str, items: list[Item], starts: list[int], children: in
 
 def _claimed_runs(root: str, items: list[Item], starts: list[int], children: int, pseudonymiser: Pseudonymiser,
                   assemble: bool, describe: Callable[[SeriesInfo], Any] | None,
-                  memos: tuple[dict[Any, Any], dict[Any, Any]]
+                  memos: tuple[dict[Any, Any], dict[Any, Any]], spool_dir: str | Path | None = None
                   ) -> Iterator[tuple[tuple[int, int], tuple[list[tuple[str, ScanEntry]], Assembled]]]:
     """(item range, result) of every run this process and its children claimed and finished, in any order."""
     context = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else \
@@ -290,7 +316,7 @@ def _claimed_runs(root: str, items: list[Item], starts: list[int], children: int
     try:
         for _ in range(children):
             readers.append(_Child(context, (root, items, starts, children + 1, state, lock),
-                                  (pseudonymiser, assemble, describe)))
+                                  (pseudonymiser, assemble, describe), spool_dir))
         while (claimed := _claim(state, lock, starts, children + 1, from_back=True)) is not None:
             yield claimed, _read_chunk(root, items[claimed[0]:claimed[1]], pseudonymiser, assemble, memos, describe)
             for reader in readers:

@@ -56,7 +56,7 @@ class SeriesWriter:
     def __call__(self, info: SeriesInfo) -> SeriesOutput:
         name = f"{safe_name(self.pseudonymiser.key(info.uid, 'series'))}.series.json"
         os.makedirs(self.ref_dir, exist_ok=True)  # made with its first series, never before the export is checked
-        write_atomic(Path(self.ref_dir) / name, series_ref_text(info, self.ref_dir, self._folders), durable=False)
+        _write_if_changed(Path(self.ref_dir) / name, series_ref_text(info, self.ref_dir, self._folders))
         ref = f"{self.ref_dir_from_index}/{name}" if self.ref_dir_from_index not in ("", ".") else name
         return SeriesOutput(name, series_row(info, self.pseudonymiser, ref))
 
@@ -64,6 +64,17 @@ class SeriesWriter:
 def safe_name(key: str) -> str:
     """``key`` with every character but letters, digits and ``-_.`` replaced by ``_`` (a file name)."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Write a series reference unless the file already holds ``text`` (an unchanged re-scan rewrites nothing)."""
+    data = text.encode("utf-8")
+    try:
+        if os.stat(path).st_size == len(data) and path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    write_atomic(path, data, durable=False)
 
 
 def series_ref_text(info: SeriesInfo, base: str, folders: dict[str, str] | None = None) -> str:

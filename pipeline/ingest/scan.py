@@ -14,6 +14,7 @@ they were written. ``keep_identifiers=True`` opts out, loudly.
 from __future__ import annotations
 
 import csv
+import errno
 import logging
 import os
 import time
@@ -25,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import DicomReadError
-from pipeline.files import TEMP_PREFIX, atomic_open
+from pipeline.files import TEMP_PREFIX, atomic_open, remove_stale_temporaries
+from pipeline.locks import lock_path, output_lock
 from pipeline.pseudonym import Pseudonymiser
 from pipeline.ingest.cache import CacheWriter, ScanEntry, cache_identity, load_cache, save_cache
 from pipeline.ingest.read import Assembled, assemble_entries, read_headers
@@ -87,28 +89,89 @@ def output_paths(index_csv: str | Path) -> dict[str, Path]:
             "series": Path(f"{stem}.series")}
 
 
-def walk_files(root: Path, exclude: Sequence[Path] = ()) -> list[tuple[str, int, int]]:
+#: Why a path in the export is not read: (reason, detail) by kind.
+_NOT_READ = {
+    "loop": ("symlink loop", "the link leads back to itself; remove or fix it"),
+    "dangling": ("dangling link", "the link points to nothing; remove it or restore its target"),
+    "outside": ("link out of the export", "not followed; pass --follow-links to read files linked from elsewhere"),
+    "linked folder": ("link to a folder", "folders reached through links are not walked; pass --follow-links to "
+                                          "walk those outside the export"),
+    "special": ("not a regular file", "FIFOs, sockets and devices are never read"),
+    "unreadable": ("unreadable", "permission denied or I/O error; fix the permissions and scan again"),
+}
+
+
+def walk_files(root: Path, exclude: Sequence[Path] = (), *, follow_links: bool = False,
+               not_read: list[tuple[str, str, str]] | None = None) -> list[tuple[str, int, int]]:
     """Every regular file under ``root`` (resolved) as (POSIX path relative to root, size, mtime_ns), sorted.
 
-    Folder symlinks are not followed; ``exclude`` (files or folders) and radpipe's own temporary files
-    (:data:`pipeline.files.TEMP_PREFIX`, a write in progress) are left out.
+    Links are followed only to regular files inside the export, unless ``follow_links`` (then to files and
+    folders anywhere, each real folder walked once). ``exclude`` (files or folders) and radpipe's own temporary
+    files (:data:`pipeline.files.TEMP_PREFIX`, a write in progress) are left out. Everything else that is not
+    read (symlink loops, dangling links, links out of the export, FIFOs and devices, unreadable folders) is
+    appended to ``not_read`` as (relative path, reason, detail); nothing raises.
     """
     excluded = {os.path.realpath(p) for p in exclude}
     prefix = len(str(root)) + 1
     out: list[tuple[str, int, int]] = []
-    stack = [str(root)]
+    problems = not_read if not_read is not None else []
+    seen = {str(root)}
+    stack = [(str(root), str(root))]
     while stack:
-        folder = stack.pop()
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.path in excluded or entry.name.startswith(TEMP_PREFIX):
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                elif entry.is_file():
-                    st = entry.stat()
-                    out.append((entry.path[prefix:].replace(os.sep, "/"), st.st_size, st.st_mtime_ns))
+        folder, shown = stack.pop()
+        try:
+            with os.scandir(folder) as entries:
+                items = list(entries)
+        except OSError as e:
+            problems.append((shown[prefix:] or ".", *_reason("unreadable", e)))
+            continue
+        for entry in items:
+            path = shown + os.sep + entry.name
+            if entry.path in excluded or entry.name.startswith(TEMP_PREFIX):
+                continue
+            try:
+                kind, target = _entry_kind(entry, str(root), follow_links)
+            except OSError as e:
+                problems.append((path[prefix:].replace(os.sep, "/"), *_reason("unreadable", e)))
+                continue
+            if kind == "folder":
+                if target not in seen and target not in excluded:
+                    seen.add(target)
+                    stack.append((target if entry.is_symlink() else entry.path, path))
+            elif kind == "file":
+                st = entry.stat()
+                out.append((path[prefix:].replace(os.sep, "/"), st.st_size, st.st_mtime_ns))
+            else:
+                problems.append((path[prefix:].replace(os.sep, "/"), *_NOT_READ[kind]))
+    problems.sort()
     return sorted(out)
+
+
+def _entry_kind(entry: os.DirEntry[str], root: str, follow_links: bool) -> tuple[str, str]:
+    """What a folder entry is for the walk: ``file``, ``folder`` or a key of :data:`_NOT_READ`; and its real path."""
+    if not entry.is_symlink():
+        if entry.is_dir(follow_symlinks=False):
+            return "folder", entry.path
+        return ("file" if entry.is_file(follow_symlinks=False) else "special"), entry.path
+    try:
+        target = os.path.realpath(entry.path, strict=True)
+    except FileNotFoundError:
+        return "dangling", ""
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "loop", ""
+        raise
+    inside = target == root or target.startswith(root + os.sep)
+    if not inside and not follow_links:
+        return "outside", target
+    if os.path.isdir(target):
+        return ("folder", target) if follow_links and not inside else ("linked folder", target)
+    return ("file" if os.path.isfile(target) else "special"), target
+
+
+def _reason(kind: str, error: OSError) -> tuple[str, str]:
+    reason, detail = _NOT_READ[kind]
+    return reason, f"{error.strerror or type(error).__name__}: {detail}"
 
 
 def _write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
@@ -123,25 +186,37 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def collect_headers(export_dir: str | Path, *, workers: int | None = None, pseudonymiser: Pseudonymiser,
-                    cache_path: Path | None = None, exclude: Sequence[Path] = (),
-                    assembled: list[Assembled] | None = None,
-                    describe: Callable[[SeriesInfo], Any] | None = None) -> tuple[int, dict[str, ScanEntry], int]:
-    """Walk ``export_dir`` and read (or take from the cache) every file's pseudonymised header.
+def check_export(export_dir: str | Path) -> Path:
+    """``export_dir`` as a path, checked to be a folder.
 
-    ``assembled`` receives the series the worker processes assembled, with ``describe`` of each
-    (see :func:`pipeline.ingest.read.assemble_entries`).
-
-    Returns:
-        Files walked, the entry of every file by relative path, and how many came from the cache.
+    Raises:
+        DicomReadError: it does not exist or is a file.
     """
     export = Path(export_dir)
     if not export.is_dir():
         what = "is a file" if export.exists() else "does not exist"
         raise DicomReadError(f"export folder {export} {what}; expected a folder of DICOM files (any nesting): "
                              "check the path")
-    root = export.resolve()
-    files = walk_files(root, exclude=exclude)
+    return export
+
+
+def collect_headers(export_dir: str | Path, *, workers: int | None = None, pseudonymiser: Pseudonymiser,
+                    cache_path: Path | None = None, exclude: Sequence[Path] = (),
+                    assembled: list[Assembled] | None = None,
+                    describe: Callable[[SeriesInfo], Any] | None = None,
+                    follow_links: bool = False) -> tuple[int, dict[str, ScanEntry], int]:
+    """Walk ``export_dir`` and read (or take from the cache) every file's pseudonymised header.
+
+    ``assembled`` receives the series the worker processes assembled, with ``describe`` of each
+    (see :func:`pipeline.ingest.read.assemble_entries`). Paths the walk does not read (links, FIFOs,
+    unreadable folders: see :func:`walk_files`) get an entry without a header, with their reason.
+
+    Returns:
+        Files walked, the entry of every path by relative path, and how many came from the cache.
+    """
+    root = check_export(export_dir).resolve()
+    not_read: list[tuple[str, str, str]] = []
+    files = walk_files(root, exclude=exclude, follow_links=follow_links, not_read=not_read)
     identity = cache_identity(root, pseudonymiser)
     cached = load_cache(cache_path, identity, root) if cache_path is not None else {}
     entries: dict[str, ScanEntry] = {}
@@ -153,7 +228,9 @@ def collect_headers(export_dir: str | Path, *, workers: int | None = None, pseud
         else:
             todo.append((rel, size, mtime))
     n_cached = len(entries)
-    with closing(read_headers(root, todo, workers or default_workers(), pseudonymiser, assembled, describe)) as read:
+    spool_dir = cache_path.parent if cache_path is not None else None
+    with closing(read_headers(root, todo, workers or default_workers(), pseudonymiser, assembled, describe,
+                              spool_dir)) as read:
         if cache_path is not None and todo:
             with CacheWriter(cache_path, identity) as writer:  # written as headers come, while the readers work
                 for rel, entry in entries.items():
@@ -165,12 +242,13 @@ def collect_headers(export_dir: str | Path, *, workers: int | None = None, pseud
             entries.update(read)
             if cache_path is not None and len(cached) != len(entries):
                 save_cache(cache_path, identity, entries)  # files gone since the last scan
-    return len(files), dict(sorted(entries.items())), n_cached
+    entries.update((rel, ScanEntry(0, 0, None, reason, detail)) for rel, reason, detail in not_read)
+    return len(files) + len(not_read), dict(sorted(entries.items())), n_cached
 
 
 def scan_export(export_dir: str | Path, out_csv: str | Path, *, workers: int | None = None,
                 keep_identifiers: bool = False, pseudonymiser: Pseudonymiser | None = None,
-                use_cache: bool = True) -> ScanSummary:
+                use_cache: bool = True, follow_links: bool = False) -> ScanSummary:
     """Index the DICOM series of ``export_dir`` into ``out_csv`` (plus skipped list, cache and series refs).
 
     Args:
@@ -181,12 +259,14 @@ def scan_export(export_dir: str | Path, out_csv: str | Path, *, workers: int | N
         keep_identifiers: write identifiers in clear instead of keys (an explicit, logged opt-out).
         pseudonymiser: the key maker (default: one with the secret of ``$RADPIPE_SECRET_FILE``).
         use_cache: reuse headers cached by an earlier scan of the same export.
+        follow_links: read files and walk folders that links in the export point to outside it.
 
     Returns:
         A :class:`ScanSummary`.
 
     Raises:
         DicomReadError: ``export_dir`` is not a folder.
+        OutputLockedError: another scan is writing ``out_csv``.
     """
     start = time.monotonic()
     if pseudonymiser is None:
@@ -194,16 +274,22 @@ def scan_export(export_dir: str | Path, out_csv: str | Path, *, workers: int | N
     if pseudonymiser.keep_identifiers:
         log.warning("scan: --keep-identifiers: patient names, IDs, birth dates and accession numbers are written "
                     "IN CLEAR to the index and its cache; keep these files inside the hospital")
+    check_export(export_dir)
     paths = output_paths(out_csv)
-    paths["index"].parent.mkdir(parents=True, exist_ok=True)
-    exclude = [paths["index"], paths["skipped"], paths["cache"], paths["series"]]
+    with output_lock(paths["index"], "scan"):
+        return _scan(export_dir, paths, workers, pseudonymiser, use_cache, follow_links, start)
+
+
+def _scan(export_dir: str | Path, paths: dict[str, Path], workers: int | None, pseudonymiser: Pseudonymiser,
+          use_cache: bool, follow_links: bool, start: float) -> ScanSummary:
+    exclude = [paths["index"], paths["skipped"], paths["cache"], paths["series"], lock_path(paths["index"])]
     ref_dir = paths["series"]
     writer = SeriesWriter(pseudonymiser, str(ref_dir.resolve()),
                           os.path.relpath(ref_dir, paths["index"].parent).replace(os.sep, "/"))
     assembled: list[Assembled] = []
     n_files, entries, n_cached = collect_headers(export_dir, workers=workers, pseudonymiser=pseudonymiser,
                                                  cache_path=paths["cache"] if use_cache else None, exclude=exclude,
-                                                 assembled=assembled, describe=writer)
+                                                 assembled=assembled, describe=writer, follow_links=follow_links)
     described: dict[str, Any] = {}
     series = assemble_entries(entries.values(), assembled, described)
     placed = {p for info in series for p in info.files}
@@ -228,6 +314,9 @@ def scan_export(export_dir: str | Path, out_csv: str | Path, *, workers: int | N
     rows.sort(key=lambda r: (r["patient_key"], r["study_key"], str(r["series_number"]).zfill(6), r["series_key"]))
     _write_csv(paths["index"], INDEX_COLUMNS, rows)
     _write_csv(paths["skipped"], SKIPPED_COLUMNS, skipped)
+    for folder in (paths["index"].parent, ref_dir):  # what killed scans left (their partial cache is read by now)
+        for path in remove_stale_temporaries(folder):
+            log.info("scan: removed %s, left by a scan that was killed", path.name)
     return ScanSummary(
         index_csv=paths["index"], skipped_csv=paths["skipped"], n_files=n_files, n_series=len(rows),
         n_indexed_files=sum(r["n_files"] for r in rows), skipped=dict(Counter(r["reason"] for r in skipped)),

@@ -4,11 +4,12 @@ Each check returns a list of :class:`~pipeline.manifest.schema.Problem`; none ra
 """
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.manifest.image_files import image_file_problem
 from pipeline.manifest.labels import (
     normalise_label,
     numeric_aware_key,
@@ -16,55 +17,73 @@ from pipeline.manifest.labels import (
     parse_float,
 )
 from pipeline.manifest.schema import SPLIT_SYNONYMS, SPLITS, Problem, cell_text
-from transforms.dicom.reference import SERIES_REF_SUFFIX, read_series_ref
 
 if TYPE_CHECKING:
     import pandas as pd
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 MIN_PATIENTS_TO_SPLIT = 3
+CHECK_WORKERS = 8
 
 
 def _problem(severity: str, row: int | None, column: str | None, message: str, fix: str) -> Problem:
     return Problem(severity, row, column, message, fix)
 
 
-def image_file_problem(path: str) -> str | None:
-    """What is wrong with one image path (None when it looks readable).
+def check_image_locations(df: pd.DataFrame, columns: list[str], strict: bool = False) -> list[Problem]:
+    """Image cells written as absolute paths, and cells that lead outside the manifest's folder.
 
-    Checks existence; for NIfTI a header read with nibabel; for a DICOM series folder that it
-    holds a file; for a ``*.series.json`` reference that it parses and its files exist.
+    One problem per column and kind (a warning; an error with ``strict``) naming the first rows, so a
+    manifest kept apart from its images is one line, not one per row. Needs the ``folder`` and
+    ``absolute_images`` attributes :func:`pipeline.manifest.reading.load_manifest` sets (without ``folder``
+    nothing is checked).
     """
-    p = Path(path)
-    name = p.name.lower()
-    if not p.exists():
-        return f"file not found: {path}"
-    if p.is_dir():
-        if not any(f.is_file() and not f.name.startswith(".") for f in p.rglob("*")):
-            return f"DICOM series folder is empty: {path}"
-        return None
-    if p.stat().st_size == 0:
-        return f"file is empty: {path}"
-    if name.endswith(SERIES_REF_SUFFIX):
-        try:
-            read_series_ref(p)
-        except Exception as e:  # any failure of a user's file is reported, not raised
-            return f"series reference {path} cannot be read: {' '.join(str(e).split())}"
-        return None
-    if name.endswith(NIFTI_SUFFIXES):
-        import nibabel as nib
-
-        try:
-            img = nib.load(str(p))
-            img.header.get_data_shape()
-        except Exception as e:
-            return f"NIfTI header of {path} cannot be read: {' '.join(str(e).split())}"
-    return None
-
-
-def check_images(df: pd.DataFrame, columns: list[str], check_files: bool, workers: int = 8) -> list[Problem]:
-    """Empty image cells, duplicated images and (with ``check_files``) missing or unreadable files."""
+    folder = df.attrs.get("folder")
+    if not folder:
+        return []
+    severity = "error" if strict else "warning"
+    relax = "" if strict else "; validate-manifest --strict makes this an error"
     problems: list[Problem] = []
+    for column in columns:
+        absolute = df.attrs.get("absolute_images", {}).get(column, ())
+        if absolute:
+            problems.append(_problem(
+                severity, absolute[0], column,
+                f"{len(absolute)} image cell(s) hold an absolute path ({_rows(list(absolute))}): the manifest works "
+                "only on this machine and may name any file on it",
+                f"write paths relative to the manifest's folder {folder}{relax}"))
+        written_absolute = set(absolute)
+        outside = [(int(r), v) for r, v in zip(df["row"], df[column])
+                   if v and int(r) not in written_absolute and os.path.commonpath([folder, v]) != folder]
+        if outside:
+            problems.append(_problem(
+                severity, outside[0][0], column,
+                f"{len(outside)} relative image path(s) lead outside the manifest's folder {folder} "
+                f"({_rows([r for r, _ in outside])}; first: {outside[0][1]})",
+                f"keep the images in or below the manifest's folder, or move the manifest up to them{relax}"))
+    return problems
+
+
+def check_images(
+    df: pd.DataFrame,
+    columns: list[str],
+    check_files: bool,
+    workers: int = CHECK_WORKERS,
+    *,
+    deep: bool = False,
+    strict: bool = False,
+) -> list[Problem]:
+    """Empty, duplicated, absolute or outside image cells and (with ``check_files``) unreadable images.
+
+    Args:
+        df: the manifest (from :func:`pipeline.manifest.reading.load_manifest`).
+        columns: its image columns.
+        check_files: open each image: recognised by name and content, header and first slice decoded
+            (:func:`~pipeline.manifest.image_files.image_file_problem`).
+        workers: threads opening images.
+        deep: decode every voxel of every image instead of the first slice.
+        strict: absolute paths and paths outside the manifest's folder are errors, not warnings.
+    """
+    problems: list[Problem] = check_image_locations(df, columns, strict)
     for column in columns:
         first_row: dict[str, int] = {}
         for row, value in zip(df["row"], df[column]):
@@ -87,7 +106,7 @@ def check_images(df: pd.DataFrame, columns: list[str], check_files: bool, worker
         if check_files and first_row:
             paths = list(first_row)
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                results = list(pool.map(image_file_problem, paths))
+                results = list(pool.map(lambda path: image_file_problem(path, deep=deep), paths))
             for path, message in zip(paths, results):
                 if message:
                     problems.append(

@@ -4,15 +4,19 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pipeline.config import load_config
+from pipeline.config import Config, load_config
 from pipeline.errors import ManifestError
 from pipeline.files import atomic_open
 from pipeline.manifest.join import join_manifest
 from pipeline.manifest.medmnist import import_medmnist
-from pipeline.manifest.reading import load_manifest, patient_column, read_manifest_csv
+from pipeline.manifest.reading import image_columns, load_manifest, patient_column, read_manifest_csv
 from pipeline.manifest.split import assign_folds, assign_splits, rebase_image_paths, split_table
 from pipeline.manifest.validation import label_map_for, manifest_summary, print_problems, validate_manifest
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def manifest_command(args: argparse.Namespace) -> int:
@@ -35,8 +39,8 @@ def manifest_command(args: argparse.Namespace) -> int:
 def validate_manifest_command(args: argparse.Namespace) -> int:
     """``radpipe validate-manifest``: print problems and a summary; exit 2 when any is an error."""
     cfg = load_config(args.config) if args.config else None
-    df = load_manifest(args.manifest, cfg.data if cfg is not None else None)
-    problems = validate_manifest(df, cfg, check_files=not args.no_file_check)
+    df = load_manifest(args.manifest, cfg.data if cfg is not None else None, sep=args.sep)
+    problems = validate_manifest(df, cfg, check_files=not args.no_file_check, deep=args.deep, strict=args.strict)
     errors = sum(p.severity == "error" for p in problems)
     warnings = len(problems) - errors
     label_map = label_map_for(df, cfg)
@@ -49,13 +53,21 @@ def validate_manifest_command(args: argparse.Namespace) -> int:
         print_problems(problems)
     else:
         print(f"{args.manifest}: no problems found")
+    if not args.no_file_check:
+        depth = "every voxel decoded" if args.deep else "header and first slice decoded; --deep decodes every voxel"
+        print(f"{_image_count(df, cfg)} image(s) opened: {depth}")
     return 2 if errors else 0
+
+
+def _image_count(df: pd.DataFrame, cfg: Config | None) -> int:
+    columns = [c for c in image_columns(df, cfg.data if cfg is not None else None) if c in df.columns]
+    return len({v for c in columns for v in df[c] if v})
 
 
 def split_command(args: argparse.Namespace) -> int:
     """``radpipe split``: add a ``split`` (or ``fold``) column and write the manifest."""
     source, out = Path(args.manifest), Path(args.out)
-    df = read_manifest_csv(source)
+    df = read_manifest_csv(source, sep=args.sep)
     group = args.group or patient_column(df) or "patient_id"
     stratify = [c.strip() for c in (args.stratify or "").split(",") if c.strip()]
     if args.folds:

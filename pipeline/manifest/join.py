@@ -3,8 +3,11 @@
 The hospital's label sheet is keyed by an identifier it knows (accession number, patient
 ID); the index holds only pseudonymised keys. The sheet's identifiers are hashed with the
 same :class:`~pipeline.pseudonym.Pseudonymiser` secret and matched on the index's key
-columns, so no identifier is written in clear: the manifest drops the identifier columns
-of the sheet, and the report names unmatched cases by their pseudonymised keys only.
+columns, so no identifier is written in clear: the manifest drops the sheet's key column and
+every column named like an identifier, under any spelling
+(:func:`~pipeline.manifest.schema.is_identifier_column`: ``Patient Name``, ``Date of Birth``,
+``E-mail`` ...), and the report names unmatched cases by their pseudonymised keys only.
+``--where`` is a :mod:`~pipeline.manifest.filters` expression, never a pandas query.
 """
 from __future__ import annotations
 
@@ -17,7 +20,9 @@ import pandas as pd
 
 from pipeline.errors import ManifestError, format_problems
 from pipeline.files import atomic_open
+from pipeline.manifest.filters import FilterError, parse_filter
 from pipeline.manifest.reading import read_manifest_csv
+from pipeline.manifest.schema import is_identifier_column, normalised_column_name
 from pipeline.pseudonym import Pseudonymiser
 
 #: label-sheet identifier -> (index key column, pseudonymiser kind)
@@ -27,12 +32,8 @@ KEYS = {
     "study_instance_uid": ("study_key", "study"),
     "study_uid": ("study_key", "study"),
 }
-#: label-sheet columns never written to the manifest (identifiers in clear)
-IDENTIFIER_COLUMNS = re.compile(
-    r"^(accession(_?number|_?no)?|patient_?id|patient_?name|name|first_?name|last_?name|surname|mrn|"
-    r"birth_?date|date_?of_?birth|dob|study_?(instance_?)?uid|series_?(instance_?)?uid|ssn|address|phone)$",
-    re.IGNORECASE,
-)
+#: label-sheet key columns (normalised names) never written to the manifest, beside every identifier column
+HASHED_KEY_COLUMNS = frozenset({normalised_column_name(k) for k in KEYS} | {"patientid", "patid", "ptid"})
 NUMERIC_INDEX_COLUMNS = ("rows", "columns", "n_slices", "n_frames", "n_timepoints", "n_files", "series_number")
 COHORT_FROM_INDEX = {"manufacturer": "manufacturer", "model": "scanner_model", "institution": "institution",
                      "modality": "modality", "sex": "sex", "age": "age"}
@@ -118,7 +119,9 @@ def join_manifest(
             (hashed and matched to the index's key column), or an index key column such as
             ``accession_key`` when the sheet already holds pseudonymised keys.
         out: the manifest CSV to write; image paths are written relative to its folder.
-        where: a pandas query on the index (e.g. ``"modality == 'CT'"``) applied before selection.
+        where: a filter of the index series applied before selection (:mod:`pipeline.manifest.filters`:
+            ``"modality == 'CT' and n_slices >= 20"``, ``in [...]``, ``contains(column, 'text')``,
+            ``matches(column, 'regex')``, ``and`` / ``or`` / ``not``); never run as code.
         select: one series per study: ``largest-series`` (most slices), ``first``, or
             ``description:REGEX`` (the largest series whose description matches).
         label_columns: the sheet's label column(s).
@@ -158,7 +161,7 @@ def join_manifest(
     )
     report.unmatched_index = sorted(index_keys - sheet_keys)
     report.dropped_columns = [c for c in sheet.columns if c != "_key" and c not in label_columns and
-                              (c == key or IDENTIFIER_COLUMNS.match(c))]
+                              (c == key or is_identifier_column(c) or normalised_column_name(c) in HASHED_KEY_COLUMNS)]
     extra = [c for c in sheet.columns if c not in report.dropped_columns and c not in label_columns and c != "_key"]
     matched = index[index[index_key].astype(str).isin(sheet_keys)]
     by_key = sheet.set_index("_key")
@@ -207,24 +210,23 @@ def _index_key(key: str) -> tuple[str, str]:
 
 
 def _usable_series(index: pd.DataFrame, where: str | None, report: JoinReport) -> pd.DataFrame:
-    """The index rows a manifest may use: numeric columns parsed, status ``error`` and ``--where`` dropped."""
+    """The index rows a manifest may use: status ``error`` and ``--where`` dropped, numeric columns parsed.
+
+    Raises:
+        ManifestError: ``where`` is not a filter expression or names a column the index lacks.
+    """
+    try:  # on the text cells, before numeric columns are parsed
+        kept = parse_filter(where or "").mask(index)
+    except FilterError as e:
+        raise ManifestError(f"--where: {e}") from e
+    usable = index["status"].str.lower() != "error" if "status" in index else pd.Series(True, index=index.index)
+    report.n_error_series = int((~usable).sum())
+    report.n_filtered_out = int((usable & ~kept).sum())
+    index = index[usable & kept].copy()
     for column in NUMERIC_INDEX_COLUMNS:
         if column in index:
             index[column] = pd.to_numeric(index[column], errors="coerce")
-    usable = index["status"].str.lower() != "error" if "status" in index else pd.Series(True, index=index.index)
-    report.n_error_series = int((~usable).sum())
-    index = index[usable]
-    if not where:
-        return index
-    try:
-        kept = index.query(where)
-    except Exception as e:  # pandas raises many types for a bad expression
-        raise ManifestError(
-            f"--where {where!r} cannot be evaluated on the scan index ({' '.join(str(e).split())}); "
-            f"columns: {', '.join(index.columns)}"
-        ) from e
-    report.n_filtered_out = len(index) - len(kept)
-    return kept
+    return index
 
 
 def _relative_ref(ref: str, index_folder: Path, manifest_folder: Path) -> str:

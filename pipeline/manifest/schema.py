@@ -10,11 +10,48 @@ from dataclasses import dataclass
 SPLITS = ("train", "val", "test")
 SPLIT_SYNONYMS = {"training": "train", "validation": "val", "valid": "val", "dev": "val", "testing": "test"}
 PATIENT_COLUMNS = ("patient_id", "patient_key")
-IDENTIFIER_COLUMN = re.compile(
-    r"^(patient_?name|name|first_?name|last_?name|surname|birth_?date|date_?of_?birth|dob|mrn|"
-    r"accession(_?number|_?no)?|ssn|social_security(_number)?|address|phone)$",
-    re.IGNORECASE,
+#: matched against normalised_column_name(): the one identifier-column matcher (join and validation)
+_IDENTIFIER_NAME = re.compile(
+    r"""^(?:patients?|pt)?(?:
+        (?:first|last|given|family|middle|full|maiden|fore|sur|nick)?names?|initials
+      | dob|birth(?:date|day)|dateofbirth
+      | mrn|mrno|medicalrecord(?:number|no|nr|num|id)?|hospital(?:number|no)|nhsnumber
+      | ssn|socialsecurity(?:number|no|nr|num)?
+      | (?:tele)?phones?(?:numbers?|no|nr|num)?|tel(?:no|nr|number)?
+      | (?:mobile(?:phone)?|cellphone)(?:numbers?|no|nr|num)?
+      | (?:home|street|postal|mailing)?address(?:line)?\d*|street|zip(?:code)?|post(?:al)?code
+      | e?mail(?:address)?
+      | accession(?:number|no|nr|num|id)?|acc(?:no|nr|num)
+      | (?:study|series|sop)(?:instance)?uid
+    )$""",
+    re.VERBOSE,
 )
+
+
+def normalised_column_name(name: object) -> str:
+    """A column name reduced for matching: lower case, letters and digits only.
+
+    >>> normalised_column_name(" Date of-Birth ")
+    'dateofbirth'
+    """
+    return re.sub(r"[^0-9a-z]", "", str(name).casefold())
+
+
+def is_identifier_column(name: object) -> bool:
+    """Whether a column name says it holds a patient identifier in clear, whatever its spelling.
+
+    Case, spaces, hyphens, dots and underscores are ignored, and common spellings are known: names
+    (first / last / given / family, surname, patient name), birth dates (DOB, date of birth),
+    MRN / medical record number, SSN / social security, phone / telephone / mobile, address /
+    street / zip / postcode, e-mail, accession number, study / series / SOP instance UIDs. The
+    grouping column ``patient_id`` is not one by name (manifests need it); ``radpipe manifest``
+    drops a label sheet's ``patient_id`` as a key it hashes.
+
+    >>> [is_identifier_column(c) for c in ("Patient Name", "Date of Birth", "E-mail", "MRN#", "site", "age")]
+    [True, True, True, True, False, False]
+    """
+    return bool(_IDENTIFIER_NAME.match(normalised_column_name(name)))
+
 
 
 @dataclass(frozen=True)

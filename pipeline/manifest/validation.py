@@ -15,7 +15,7 @@ from pipeline.errors import MAX_SHOWN_PROBLEMS, ManifestError
 from pipeline.manifest.checks import check_images, check_labels, check_splits, row_classes
 from pipeline.manifest.labels import LabelMap, normalise_label, numeric_aware_key, parse_binary_flag, parse_float
 from pipeline.manifest.reading import image_columns, patient_column
-from pipeline.manifest.schema import IDENTIFIER_COLUMN, PATIENT_COLUMNS, SPLITS, Problem, cell_text, normalised_split
+from pipeline.manifest.schema import PATIENT_COLUMNS, SPLITS, Problem, cell_text, is_identifier_column, normalised_split
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,13 +33,19 @@ def infer_task(df: pd.DataFrame, label_columns: list[str]) -> str:
     return "binary" if len(values) == 2 else "multiclass"
 
 
-def validate_manifest(df: pd.DataFrame, cfg: Config | None = None, check_files: bool = True) -> list[Problem]:
+def validate_manifest(
+    df: pd.DataFrame, cfg: Config | None = None, check_files: bool = True, *, deep: bool = False, strict: bool = False
+) -> list[Problem]:
     """Collect every problem of a manifest (from :func:`load_manifest`) before training starts.
 
     Args:
         df: the manifest.
         cfg: the run config (image and label columns, task, classes, patient column); None infers the task.
-        check_files: also check that image files exist and their headers read.
+        check_files: also open every image: recognised by name and content, header and first slice decoded
+            (see :mod:`pipeline.manifest.image_files`).
+        deep: with ``check_files``, decode every voxel of every image instead.
+        strict: image cells holding absolute paths or leading outside the manifest's folder are errors
+            (warnings otherwise).
 
     Returns:
         Problems in row order within each check; errors mean training must not start.
@@ -68,7 +74,7 @@ def validate_manifest(df: pd.DataFrame, cfg: Config | None = None, check_files: 
             )
         )
     for column in df.columns:
-        if IDENTIFIER_COLUMN.match(str(column)):
+        if is_identifier_column(str(column)):
             problems.append(
                 Problem(
                     "warning",
@@ -78,7 +84,7 @@ def validate_manifest(df: pd.DataFrame, cfg: Config | None = None, check_files: 
                     "remove it, or replace it with pseudonymised keys (radpipe scan writes patient_key)",
                 )
             )
-    problems += check_images(df, [c for c in images if c in df.columns], check_files)
+    problems += check_images(df, [c for c in images if c in df.columns], check_files, deep=deep, strict=strict)
     classes_of_row: list[frozenset[str]] = []
     all_classes: list[str] = []
     if all(c in df.columns for c in labels):

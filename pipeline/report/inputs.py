@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.config import load_config
 from pipeline.errors import ManifestError, RunError, format_problems
 
 PROB_PREFIX = "prob_"
@@ -81,8 +82,6 @@ def read_predictions_csv(path: str | Path) -> pd.DataFrame:
 
 def read_run(run_dir: str | Path) -> RunInfo:
     """Read ``config.yaml``, ``labels.json`` and ``weights_report.json`` of a run (each optional but one)."""
-    from pipeline.config import load_config
-
     path = Path(run_dir)
     if not path.is_dir():
         raise RunError(f"run directory {path} not found; give the folder written by 'radpipe train'")

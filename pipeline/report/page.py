@@ -17,6 +17,7 @@ from typing import Any
 import jinja2
 
 from pipeline import __version__
+from pipeline.config import config_to_dict
 from pipeline.files import write_atomic
 from pipeline.report.inputs import RunInfo
 
@@ -36,8 +37,6 @@ _Groups = dict[str, tuple[dict[str, Any], dict[str, Any]]]
 
 def run_summary(run: RunInfo) -> dict[str, Any]:
     """The run's key config values, labels and a summary of its weights report (as JSON values)."""
-    from pipeline.config import config_to_dict
-
     summary: dict[str, Any] = {"path": run.path.name}
     if run.config is not None:
         values = config_to_dict(run.config)

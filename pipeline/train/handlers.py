@@ -11,6 +11,7 @@ Order on the trainer (ignite fires handlers in the order they were attached)::
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from pathlib import Path
@@ -23,6 +24,8 @@ from monai.utils import CommonKeys as Keys
 
 from pipeline.train.checkpoint import atomic_save, rng_state, unwrap_model
 from pipeline.config import Config, config_to_dict
+from pipeline.errors import RunError
+from pipeline.files import remove_stale_temporaries
 from pipeline.train.distributed import DistInfo, EpochSampler, all_reduce_sum, epoch_seed
 from pipeline.train.run_dir import MetricsLog
 
@@ -67,7 +70,12 @@ class EpochSetup:
 
 
 class EpochStats:
-    """Mean training loss, images per second and LR of each epoch (summed over ranks)."""
+    """Mean training loss, images per second and LR of each epoch (summed over ranks).
+
+    A loss that is not finite at the end of an epoch stops the run with a :class:`~pipeline.errors.RunError`
+    before that epoch is validated or checkpointed (attach this before :class:`RunRecorder`), so ``last.pt``
+    and ``best.pt`` stay those of the last good epoch. Every rank sees the same summed loss and stops alike.
+    """
 
     def __init__(self, optimizer: torch.optim.Optimizer, dist_info: DistInfo) -> None:
         self.optimizer = optimizer
@@ -97,6 +105,14 @@ class EpochStats:
         loss = float(self._loss)  # synchronises a CUDA device before the clock is read
         elapsed = time.perf_counter() - self._start
         loss_sum, count = all_reduce_sum([loss, self._count], self.dist_info)
+        if not math.isfinite(loss_sum):
+            kept = f"checkpoints/last.pt of epoch {engine.state.epoch - 1} is kept" if engine.state.epoch > 1 else \
+                "no checkpoint was written"
+            raise RunError(
+                f"training stopped: the training loss of epoch {engine.state.epoch} is {loss_sum} (learning rate "
+                f"{self.values.get('lr', float('nan')):g}); {kept}. Lower train.lr, check the images for NaN values "
+                f"(radpipe preview), or set train.amp=false"
+            )
         elapsed = max(elapsed, 1e-9)
         self.values.update(
             train_loss=loss_sum / max(count, 1), time_s=elapsed, images_per_s=count / elapsed, images=count
@@ -153,6 +169,9 @@ class RunRecorder:
 
     def attach(self, engine: Engine) -> None:
         self.trainer = engine
+        if self.dist_info.is_main:  # a kill while a checkpoint was written left its temporary behind
+            for path in remove_stale_temporaries(self.run_dir / "checkpoints"):
+                log.info("removed %s, left by a run killed while writing a checkpoint", path.name)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
         self.evaluator.add_event_handler(Events.EPOCH_COMPLETED, self._validated)
 

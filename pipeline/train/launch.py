@@ -12,9 +12,11 @@ Example (Python instead of ``radpipe train``)::
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
+import shutil
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,17 +27,26 @@ import torch
 from models.registry import get_entry
 from pipeline.config import Config, config_to_dict, load_config, with_changes
 from pipeline.errors import ConfigError, ManifestError, RunError, format_problems
-from pipeline.manifest.checks import image_file_problem
+from pipeline.files import TEMP_PREFIX
+from pipeline.locks import output_lock
+from pipeline.manifest.image_files import image_file_problem
 from pipeline.manifest.labels import LabelMap
 from pipeline.manifest.reading import image_columns, load_manifest
 from pipeline.manifest.schema import Problem, normalised_split
 from pipeline.manifest.validation import validate_manifest
 from pipeline.train.checkpoint import load_checkpoint
-from pipeline.train.run_dir import default_run_dir
+from pipeline.train.run_dir import (CHECKPOINT_DIR, CONFIG_FILE, ENV_FILE, LABELS_FILE, METRICS_FILE,
+                                    WEIGHTS_REPORT_FILE, default_run_dir)
 from pipeline.train.session import TrainResult, run_training
 from transforms.chains import check_config
+from transforms.limits import max_voxels
 
 log = logging.getLogger("radpipe")
+
+#: What ``train`` writes into a new run directory before its first epoch ends (see :func:`unstarted_run`).
+START_ENTRIES = frozenset({CONFIG_FILE, LABELS_FILE, WEIGHTS_REPORT_FILE, ENV_FILE, METRICS_FILE, CHECKPOINT_DIR,
+                           "cache", "tensorboard"})
+_ONLY_TRAIN_WRITES = frozenset({LABELS_FILE, WEIGHTS_REPORT_FILE, ENV_FILE})
 
 
 def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
@@ -59,10 +70,46 @@ def resolve_config(cfg: Config, manifest: str | os.PathLike | None) -> Config:
     return with_changes(cfg, data={"manifest": str(Path(path).expanduser().absolute())})
 
 
-def check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> dict[str, Any] | None:
-    """Check ``run_dir`` for a new run (absent or empty) or a resume (same config); return ``last.pt``.
+def unstarted_run(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds only what a ``train`` that stopped before its first epoch ended left there.
 
-    Resuming a run killed before its first epoch ended (no ``last.pt``) starts it over; None is returned.
+    That is: nothing but :data:`START_ENTRIES` (and temporaries of radpipe's atomic writes), at least one
+    of the files only ``train`` writes (``labels.json``, ``weights_report.json``, ``env.json``), no
+    checkpoint in ``checkpoints/`` and no row in ``metrics.csv``. Such a folder holds no result and may be
+    reused by a new run (a failed ``train`` never blocks the same command run again).
+    """
+    try:
+        entries = list(run_dir.iterdir())
+    except OSError:
+        return False
+    names = {e.name for e in entries if not e.name.startswith(TEMP_PREFIX)}
+    if not names <= START_ENTRIES or not names & _ONLY_TRAIN_WRITES:
+        return False
+    for entry in entries:
+        if entry.name in (CHECKPOINT_DIR, "cache", "tensorboard") and (entry.is_symlink() or not entry.is_dir()):
+            return False
+        if entry.name not in (CHECKPOINT_DIR, "cache", "tensorboard") and not entry.is_file():
+            return False
+    checkpoints = run_dir / CHECKPOINT_DIR
+    if checkpoints.is_dir() and any(not c.name.startswith(TEMP_PREFIX) for c in checkpoints.iterdir()):
+        return False
+    metrics = run_dir / METRICS_FILE
+    if metrics.is_file():
+        with metrics.open(encoding="utf-8", errors="replace") as f:
+            if sum(1 for line in f if line.strip()) > 1:
+                return False
+    return True
+
+
+def check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> dict[str, Any] | None:
+    """Check ``run_dir`` for a new run (absent, empty or :func:`unstarted_run`) or a resume (same config).
+
+    A folder left by a run that failed before its first epoch ended is reused by a new run (its
+    ``tensorboard/`` logs are removed; the data cache, keyed by the config, is kept). Resuming a run
+    killed before its first epoch ended (no ``last.pt``) starts it over; None is returned.
+
+    Returns:
+        The ``last.pt`` checkpoint to resume from, or None.
 
     Raises:
         RunError: a new run would overwrite a run, or a resumed folder holds no run.
@@ -71,9 +118,12 @@ def check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> dict[str, Any] | 
     last = run_dir / "checkpoints" / "last.pt"
     if not resume:
         if int(os.environ.get("RANK", "0")) == 0 and run_dir.exists() and any(run_dir.iterdir()):
-            raise RunError(
-                f"run directory {run_dir} exists and is not empty; add --resume to continue it or choose another --out"
-            )
+            if not unstarted_run(run_dir):
+                raise RunError(f"run directory {run_dir} exists and is not empty; add --resume to continue it or "
+                               "choose another --out")
+            log.warning("reusing %s: it holds only the start files of a run that stopped before its first epoch",
+                        run_dir)
+            shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
         return None
     if not (run_dir / "config.yaml").is_file():
         raise RunError(f"cannot resume: {run_dir / 'config.yaml'} not found; start a new run without --resume")
@@ -97,6 +147,7 @@ def check_environment(cfg: Config) -> None:
         ConfigError: a setting cannot work here (the message names the key and the fix).
         UnknownModelError: ``model.name`` is not registered.
     """
+    max_voxels()  # a bad RADPIPE_MAX_VOXELS is a config error, before any work
     check_config(cfg.transforms, cfg.data.image_columns)
     get_entry(cfg.model.name)
     if cfg.train.device == "cuda" and not torch.cuda.is_available():
@@ -114,7 +165,9 @@ def validate_inputs(cfg: Config) -> tuple[Any, Any]:
     """Check the config against the installation and the manifest, and build the label map.
 
     The manifest is validated as a whole (columns, labels, splits, leakage) but only the image
-    files of ``train`` and ``val`` rows are opened: training never reads the test split.
+    files of ``train`` and ``val`` rows are opened: training never reads the test split. Each is
+    recognised by name and content and decoded to its first slice
+    (:func:`~pipeline.manifest.image_files.image_file_problem`), all before anything is written.
 
     Returns:
         The manifest (``split`` normalised to train / val / test) and its :class:`~pipeline.manifest.labels.LabelMap`.
@@ -182,14 +235,17 @@ def train(
 
     Raises:
         ConfigError: bad config (before any work; nothing is written).
-        ManifestError: the manifest has problems (all listed; nothing is written).
+        ManifestError: the manifest has problems (all listed; no run directory is made).
         RunError: the run directory conflicts with ``resume``.
+        OutputLockedError: another ``train`` writes the same run directory (``RUN_DIR.lock`` beside it).
         WeightsError: the pretrained weights cannot be read or mapped.
     """
     cfg = resolve_config(cfg, manifest)
     if resume and out_dir is None:
         raise RunError("--resume needs --out RUN_DIR: the run directory to continue")
     run_dir = Path(out_dir) if out_dir is not None else default_run_dir()
-    checkpoint = check_run_dir(run_dir, cfg, resume)
-    df, label_map = validate_inputs(cfg)
-    return run_training(cfg, run_dir, df, label_map, checkpoint, extra_handlers)
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    with output_lock(run_dir, "train") if main_rank else contextlib.nullcontext():  # one train per folder
+        checkpoint = check_run_dir(run_dir, cfg, resume)
+        df, label_map = validate_inputs(cfg)
+        return run_training(cfg, run_dir, df, label_map, checkpoint, extra_handlers)

@@ -219,3 +219,60 @@ def test_export_paths_are_scrubbed_from_error_messages(tmp_path):
     text = (f"in LoadImaged: DicomReadError: {tmp_path}/export/DOE^JANE 1970/CT abdomen/IM0001: cannot read; "
             f"see {tmp_path}/export/x.dcm")
     assert scrub(text) == "in LoadImaged: DicomReadError: <export>/IM0001: cannot read; see <export>/x.dcm"
+
+
+def test_the_same_job_spelled_another_way_resumes(run, nifti_dir, baseline, tmp_path, monkeypatch):
+    out = tmp_path / "preds.csv"
+    real = predict_module.iterate_predictions
+
+    def dies_after_first_batch(loader, predictor):
+        batches = real(loader, predictor)
+        yield next(batches)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(predict_module, "iterate_predictions", dies_after_first_batch)
+    with pytest.raises(KeyboardInterrupt):
+        predict(run, nifti_dir, out, batch_size=3, workers=0)
+    monkeypatch.undo()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    again_run = run.parent / "sub" / ".." / run.name
+    (run.parent / "sub").mkdir(exist_ok=True)
+    again_input = nifti_dir / "sub" / ".."
+    summary = predict(again_run, again_input, "../preds.csv", batch_size=3, workers=0)
+    assert summary.n_resumed >= 1 and summary.n_rows == 10
+    _same_predictions(out, baseline)
+
+
+def test_a_second_predict_into_the_same_file_stops_with_the_holder(run, nifti_dir, tmp_path, capsys):
+    from pipeline.locks import output_lock
+
+    out = tmp_path / "preds.csv"
+    with output_lock(out, "predict"):
+        assert main(["predict", "--run", str(run), str(nifti_dir), "--out", str(out), "--workers", "0"]) == 2
+    assert "another predict is writing" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_nifti_bomb_is_one_error_row_naming_the_limit(run, tmp_path, monkeypatch):
+    import gzip
+
+    import nibabel as nib
+    import numpy as np
+
+    monkeypatch.setenv("RADPIPE_MAX_VOXELS", "100000")  # the good case has 4,000 voxels
+    folder = tmp_path / "in"
+    write_nifti(folder / "good.nii.gz", volume(0))
+    header = nib.Nifti1Header()
+    header.set_data_shape((200, 200, 100))
+    header.set_data_dtype(np.int16)
+    header["vox_offset"] = 352
+    # 8 MB of zeros in about 8 KB: a valid header and data, compressed about 1000:1
+    (folder / "bomb.nii.gz").write_bytes(gzip.compress(header.binaryblock + bytes(4), 9)
+                                         + gzip.compress(bytes(1 << 20), 9) * 8)
+    out = tmp_path / "preds.csv"
+    summary = predict(run, folder, out, batch_size=2, workers=0)
+    rows = {r["series_id"]: r for r in _read(out)}
+    assert rows["good.nii.gz"]["status"] == "ok" and rows["bomb.nii.gz"]["status"] == "error"
+    error = rows["bomb.nii.gz"]["error"]
+    assert "200x200x100 int16" in error and "100,000 voxels" in error and "RADPIPE_MAX_VOXELS" in error
+    assert summary.n_ok == 1 and summary.n_rows == 2

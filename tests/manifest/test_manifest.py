@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -111,9 +113,10 @@ dicomdir,pos,p7
     _find(problems, "image", 3, "file not found")
     assert "same file as row 2" in _find(problems, "image", 4, "same file").message
     _find(problems, "image", 5, "image path is empty")
-    _find(problems, "image", 6, "NIfTI header")
+    _find(problems, "image", 6, "not an image file")
     _find(problems, "image", 7, "folder is empty")
-    assert not [p for p in problems if p.row in (2, 8)]
+    _find(problems, "image", 8, "holds no DICOM image")  # a folder whose one file is not DICOM
+    assert not [p for p in problems if p.row == 2]
     assert not [p for p in validate_manifest(df, check_files=False) if "not found" in p.message]
 
 
@@ -264,3 +267,127 @@ def test_cli_with_config(tmp_path, capsys):
     assert main(["validate-manifest", str(path), "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "class 'other' of data.classes has no case" in out and "no case in split" not in out
+
+
+# --- untrusted paths and files (issue 19, items 2 and 4) ---
+
+
+def _truncate(path, keep=0.6):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def _real_nifti(path, shape=(32, 32, 16)):
+    """A NIfTI of noise (compresses poorly, so a cut lands inside the voxels)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = (np.random.default_rng(0).normal(0, 40, shape) + 100).astype(np.int16)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(path))
+    return path
+
+
+def test_paths_leaving_the_manifest_folder_are_warnings_and_errors_when_strict(tmp_path, capsys):
+    data = tmp_path / "study"
+    _nifti(tmp_path / "elsewhere" / "b.nii.gz")
+    _nifti(tmp_path / "absolute" / "c.nii.gz")
+    text = (f"image,label,patient_id,split\na.nii.gz,pos,p1,train\n../elsewhere/b.nii.gz,neg,p2,train\n"
+            f"{tmp_path / 'absolute' / 'c.nii.gz'},pos,p3,val\nd.nii.gz,neg,p4,val\n")
+    path = _manifest(data, text, ["a.nii.gz", "d.nii.gz"])
+    assert main(["validate-manifest", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "0 error(s), 2 warning(s)" in out and "outside the manifest's folder" in out and "absolute path" in out
+    assert main(["validate-manifest", str(path), "--strict"]) == 2
+    assert "2 error(s), 0 warning(s)" in capsys.readouterr().out
+
+    path.write_text(text + "../../../../etc/passwd,neg,p5,train\n")
+    problems = validate_manifest(load_manifest(path), check_files=False)
+    outside = _find(problems, "image", 3, "outside the manifest's folder")
+    assert outside.severity == "warning" and "rows 3, 6" in outside.message
+    assert _find(problems, "image", 4, "absolute path").severity == "warning"
+    strict = validate_manifest(load_manifest(path), check_files=False, strict=True)
+    assert [p.severity for p in strict] == ["error", "error"]
+
+
+def test_files_that_are_not_images_are_never_read_as_images(tmp_path):
+    (tmp_path / "notes.nii.gz").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (tmp_path / "report.dcm").write_bytes(b"%PDF-1.4\n" + bytes(300))
+    text = "image,label,patient_id\nnotes.nii.gz,pos,p1\npasswd,neg,p2\nreport.dcm,pos,p3\n"
+    if Path("/etc/passwd").is_file():
+        text += "/etc/passwd,neg,p4\n"
+    problems = validate_manifest(load_manifest(_manifest(tmp_path, text)))
+    for row in range(2, text.count("\n") + 1):
+        assert _find(problems, "image", row, "not an image file").severity == "error"
+
+
+def test_truncated_nifti_fails_validation_naming_its_row(tmp_path, capsys):
+    _truncate(_real_nifti(tmp_path / "cut.nii.gz"))
+    _truncate(_real_nifti(tmp_path / "cut.nii"))
+    _real_nifti(tmp_path / "whole.nii.gz")
+    text = "image,label,patient_id\nwhole.nii.gz,pos,p1\ncut.nii.gz,neg,p2\ncut.nii,pos,p3\n"
+    path = _manifest(tmp_path, text)
+    problems = validate_manifest(load_manifest(path))
+    assert "truncated" in _find(problems, "image", 3, "cut.nii.gz").message
+    assert "truncated" in _find(problems, "image", 4, "cut.nii").message
+    assert not [p for p in problems if p.row == 2]
+    assert main(["validate-manifest", str(path)]) == 2
+    out = capsys.readouterr().out
+    assert "row 3" in out and "row 4" in out
+
+
+def test_dicom_folder_holding_only_a_report_is_an_error(tmp_path):
+    from pipeline.demo.synthetic_dicom import SeriesSpec, write_series, write_sr
+
+    write_sr(tmp_path / "sr_only" / "SR000001")
+    write_series(tmp_path / "ct", SeriesSpec(rows=8, cols=8, n_slices=4))
+    (tmp_path / "ct" / "README.txt").write_text("exported by PACS\n")
+    text = "image,label,patient_id\nct,pos,p1\nsr_only,neg,p2\n"
+    problems = validate_manifest(load_manifest(_manifest(tmp_path, text)))
+    assert "structured report" in _find(problems, "image", 3, "no DICOM image").message
+    assert not [p for p in problems if p.row == 2]
+
+
+def test_deep_check_decodes_every_voxel(tmp_path, capsys):
+    damaged = _real_nifti(tmp_path / "damaged.nii.gz", shape=(32, 32, 32))
+    data = bytearray(damaged.read_bytes())
+    middle = len(data) * 2 // 3
+    data[middle:middle + 64] = bytes(64)  # the gzip trailer (size, CRC) stays: only a full decode sees it
+    damaged.write_bytes(bytes(data))
+    _real_nifti(tmp_path / "whole.nii.gz")
+    text = "image,label,patient_id,split\nwhole.nii.gz,pos,p1,train\ndamaged.nii.gz,neg,p2,train\n"
+    path = _manifest(tmp_path, text)
+    assert main(["validate-manifest", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["validate-manifest", str(path), "--deep"]) == 2
+    out = capsys.readouterr().out
+    assert "row 3" in out and "damaged.nii.gz" in out and "1 error(s)" in out
+
+
+# --- CSV shapes (issue 19, item 8) ---
+
+
+def test_semicolon_separated_manifest_is_named_and_read_with_sep(tmp_path, capsys):
+    path = _manifest(tmp_path, GOOD.replace(",", ";"), GOOD_IMAGES)
+    with pytest.raises(ManifestError, match=r"looks like ';'-separated.*--sep ';'"):
+        load_manifest(path)
+    assert main(["validate-manifest", str(path), "--sep", ";"]) == 0
+    assert "no problems found" in capsys.readouterr().out
+    out = tmp_path / "split.csv"
+    assert main(["split", str(path), "--sep", ";", "--out", str(out), "--val", "0", "--test", "0.34"]) == 0
+    assert load_manifest(out)["split"].tolist()  # written with commas
+
+
+def test_duplicated_header_column_is_an_error(tmp_path):
+    path = _manifest(tmp_path, "image,label,patient_id,label\na.nii.gz,pos,p1,neg\n")
+    with pytest.raises(ManifestError, match=r"column 'label' appears twice in the header \(columns 2 and 4"):
+        load_manifest(path)
+
+
+def test_ragged_row_names_the_row_and_the_cell_counts(tmp_path):
+    text = "image,label,patient_id,site\n" + "".join(f"i{i}.nii.gz,pos,p{i},x\n" for i in range(2, 14))
+    text += "i14.nii.gz,pos,p14,site b, annex\n"
+    with pytest.raises(ManifestError) as e:
+        load_manifest(_manifest(tmp_path, text))
+    assert "row 14 has 5 cells, the header has 4" in str(e.value) and "UTF-8" not in str(e.value)
+    first_row_long = "image,label,patient_id\na.nii.gz,pos,p1,extra\nb.nii.gz,neg,p2,\n"
+    with pytest.raises(ManifestError, match="row 2 has 4 cells, the header has 3"):
+        load_manifest(_manifest(tmp_path, first_row_long))  # pandas would silently make 'image' the index

@@ -8,6 +8,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.errors import ManifestError
 from pipeline.manifest.join import join_manifest
+from pipeline.manifest.schema import is_identifier_column
 from pipeline.pseudonym import Pseudonymiser
 
 COLUMNS = ["patient_key", "study_key", "series_key", "accession_key", "sex", "age", "modality", "body_part",
@@ -121,7 +122,7 @@ def test_errors(tmp_path, secret):
         join_manifest(index, labels, "mrn", tmp_path / "m.csv")
     with pytest.raises(ManifestError, match="label sheet .* has no column 'study_uid'"):
         join_manifest(index, labels, "study_uid", tmp_path / "m.csv")
-    with pytest.raises(ManifestError, match="cannot be evaluated"):
+    with pytest.raises(ManifestError, match="--where: filter \"modality === 'CT'\": not a valid expression"):
         join_manifest(index, labels, "accession_number", tmp_path / "m.csv", where="modality === 'CT'")
     with pytest.raises(ManifestError, match="no column 'diagnosis'"):
         join_manifest(index, labels, "accession_number", tmp_path / "m.csv", label_columns=("diagnosis",))
@@ -144,3 +145,69 @@ def test_cli(tmp_path, secret, capsys):
     none.write_text("accession_number,label\nACC-00,a\n")
     assert main(["manifest", str(index), "--labels", str(none), "--key", "accession_number", "--out",
                  str(tmp_path / "e.csv")]) == 2
+
+
+def test_where_is_a_filter_language_and_runs_no_code(tmp_path, secret, capsys):
+    index, labels = _write(tmp_path, secret)
+    marker = tmp_path / "marker"
+    payload = f"@pd.io.common.os.system('touch {marker}') == 0 or modality == \"CT\""
+    code = main(["manifest", str(index), "--labels", str(labels), "--key", "accession_number",
+                 "--out", str(tmp_path / "m.csv"), "--where", payload])
+    assert code == 2 and not marker.exists() and not (tmp_path / "m.csv").exists()
+    err = capsys.readouterr().err
+    assert f"--where: filter {payload!r}: '@pd' (a pandas @-variable) is not allowed" in err
+    with pytest.raises(ManifestError, match="unknown column 'modalty' \\(did you mean 'modality'\\?\\); columns: "):
+        join_manifest(index, labels, "accession_number", tmp_path / "m.csv", where="modalty == 'CT'")
+    # numbers compare as numbers, text as text, contains / matches ignore case
+    df, report = join_manifest(index, labels, "accession_number", tmp_path / "m.csv",
+                               where="n_slices >= 40 and not contains(series_description, 'SCOUT')")
+    assert [i.rsplit("/", 1)[1] for i in df["image"]] == [_ref(secret, "ACC-11", 2), _ref(secret, "ACC-22", 2)]
+    assert report.n_filtered_out == 3  # 7 series, 1 with status error, 3 kept (one has no label row)
+    df, _ = join_manifest(index, labels, "accession_number", tmp_path / "m.csv",
+                          where="modality in ['MR'] or matches(series_description, '^axial')")
+    assert [i.rsplit("/", 1)[1] for i in df["image"]] == [_ref(secret, "ACC-22", 2), _ref(secret, "ACC-33", 1)]
+
+
+def test_identifier_columns_of_any_spelling_are_left_out(tmp_path, secret, capsys):
+    index, _ = _write(tmp_path, secret)
+    labels = tmp_path / "sheet.csv"
+    people = [["ACC-11", "lesion", "Jane Roe", "1961-02-03", "MRN0001", "jane@example.org", "555-0101", "site-a"],
+              ["ACC-22", "no_lesion", "John Doe", "1975-11-30", "MRN0002", "john@example.org", "555-0102", "site-b"]]
+    with labels.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["accession_number", "label", "Patient Name", "Date of Birth", "MRN", "E-mail", "Phone Number",
+                    "Site"])
+        w.writerows(people)
+    out = tmp_path / "manifest.csv"
+    df, report = join_manifest(index, labels, "accession_number", out)
+    assert report.dropped_columns == ["accession_number", "Patient Name", "Date of Birth", "MRN", "E-mail",
+                                      "Phone Number"]
+    assert list(df["Site"]) == ["site-a", "site-b"] and list(df["label"]) == ["lesion", "no_lesion"]
+    assert not {"Patient Name", "Date of Birth", "MRN", "E-mail", "Phone Number"} & set(df.columns)
+    written = out.read_text()
+    assert not [v for row in people for v in row[2:7] if v in written]
+    assert main(["manifest", str(index), "--labels", str(labels), "--key", "accession_number", "--out",
+                 str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert ("label-sheet identifier columns left out: accession_number, Patient Name, Date of Birth, MRN, E-mail, "
+            "Phone Number") in printed
+    assert not [v for row in people for v in row[2:7] if v in printed]
+
+
+@pytest.mark.parametrize("name", [
+    "Patient Name", "patient_name", "PatientName", "Patient's Name", "name", "First Name", "last-name", "Given Name",
+    "Family Name", "Surname", "Date of Birth", "DOB", "birth.date", "PatientBirthDate", "MRN", "MRN#",
+    "Medical Record Number", "SSN", "Social Security No", "Phone", "Telephone", "Phone Number", "Mobile",
+    "Cell Phone", "Address", "Street Address", "Address Line 1", "ZIP", "Zip Code", "Postcode", "Postal Code",
+    "E-mail", "Email Address", "Accession", "Accession Number", "AccessionNumber", "Study Instance UID",
+])
+def test_identifier_spellings_are_recognised(name):
+    assert is_identifier_column(name)
+
+
+@pytest.mark.parametrize("name", [
+    "label", "site", "Site", "age", "age_band", "sex", "patient_id", "patient_key", "accession_key", "split", "image",
+    "scanner", "scanner_model", "institution", "modality", "series_description", "cell", "username", "file name",
+])
+def test_other_columns_are_not_identifiers(name):
+    assert not is_identifier_column(name)

@@ -139,7 +139,7 @@ def test_offline_download_failure_says_which_file_to_place_where(tmp_path, monke
     monkeypatch.setenv("RADPIPE_WEIGHTS_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("RADPIPE_OFFLINE", raising=False)
 
-    def offline(url, dest):
+    def offline(url, dest, hash_prefix=""):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(sources, "_download", offline)
@@ -161,7 +161,7 @@ def test_cached_file_is_used_without_download(tmp_path, monkeypatch):
     (cache / "medicalnet").mkdir(parents=True)
     torch.save(medicalnet_resnet(10), cache / "medicalnet" / "resnet_10.pth")
 
-    def no_download(url, dest):
+    def no_download(url, dest, hash_prefix=""):
         raise AssertionError("downloaded although the file is cached")
 
     monkeypatch.setattr(sources, "_download", no_download)
@@ -174,7 +174,7 @@ def test_download_with_wrong_hash_is_discarded(tmp_path, monkeypatch):
     monkeypatch.setenv("RADPIPE_WEIGHTS_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("RADPIPE_OFFLINE", raising=False)
 
-    def fake(url, dest):
+    def fake(url, dest, hash_prefix=""):
         dest.parent.mkdir(parents=True, exist_ok=True)
         torch.save(torchvision_resnet(18), dest)
 
@@ -182,6 +182,45 @@ def test_download_with_wrong_hash_is_discarded(tmp_path, monkeypatch):
     with pytest.raises(WeightsError, match="expected it to start with f37072fd"):
         create_model("resnet18", 2, 3, 2, pretrained="torchvision:resnet18")
     assert not (tmp_path / "cache" / "torchvision" / "resnet18-f37072fd.pth").exists()
+
+
+def _serve(tmp_path, monkeypatch, obj, file, template="TORCHVISION_URL"):
+    """Serve ``obj`` (saved with torch.save) as ``file`` at a file:// URL in place of the download address."""
+    source = tmp_path / "served" / file
+    source.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(obj, source)
+    monkeypatch.setattr(sources, template, source.parent.as_uri() + "/{file}")
+    monkeypatch.setenv("RADPIPE_WEIGHTS_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("RADPIPE_OFFLINE", raising=False)
+    return source
+
+
+def test_a_download_with_the_wrong_hash_never_reaches_the_cache(tmp_path, monkeypatch):
+    _serve(tmp_path, monkeypatch, torchvision_resnet(18), "resnet18-f37072fd.pth")  # real torch.hub download
+    with pytest.raises(WeightsError, match="wrong sha256.*expected it to start with f37072fd"):
+        create_model("resnet18", 2, 3, 2, pretrained="torchvision:resnet18")
+    folder = tmp_path / "cache" / "torchvision"
+    assert not folder.exists() or list(folder.iterdir()) == []  # neither the file nor a temporary
+
+
+def test_a_cached_file_is_checked_again_on_every_use(tmp_path, monkeypatch):
+    source = _serve(tmp_path, monkeypatch, medicalnet_resnet(10), "resnet_10.pth", template="MEDICALNET_URL")
+    model = create_model("resnet10", 3, 1, 2, pretrained="medicalnet")
+    cached = tmp_path / "cache" / "medicalnet" / "resnet_10.pth"
+    record = json.loads((cached.parent / "resnet_10.pth.sha256.json").read_text())
+    assert model.weights_report.loaded_fraction == 1.0 and record["sha256"] == sources.file_sha256(source)
+    assert create_model("resnet10", 3, 1, 2, pretrained="medicalnet").weights_report.loaded_fraction == 1.0
+    state = torch.load(cached, weights_only=True)
+    state["state_dict"]["module.conv1.weight"].fill_(0.5)  # altered in place: same size, other content
+    torch.save(state, cached)
+    with pytest.raises(WeightsError, match="corrupt or altered and was deleted"):
+        create_model("resnet10", 3, 1, 2, pretrained="medicalnet")
+    assert not cached.exists()
+    wrong = cached.parent.parent / "torchvision" / "resnet18-f37072fd.pth"
+    wrong.parent.mkdir(exist_ok=True)
+    torch.save(torchvision_resnet(18), wrong)  # placed by hand under the name of the real file: hash checked
+    with pytest.raises(WeightsError, match="expected sha256 f37072fd"):
+        create_model("resnet18", 2, 3, 2, pretrained="torchvision")
 
 
 def _write_run(run_dir, model, name, spatial_dims):

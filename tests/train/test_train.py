@@ -256,3 +256,94 @@ def test_best_checkpoint_rule_prefers_later_epoch_on_ties():
     assert better(0.9, 0.8) and not better(0.7, 0.8)
     assert better(1.0, 1.0)  # a tie goes to the later, longer-trained epoch
     assert better(0.5, math.nan) and not better(math.nan, 0.5)
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    import pipeline.train.objectives as objectives
+
+    narrow_resnets(monkeypatch)
+    manifest = write_blob_manifest(tmp_path / "data", dims=2, n_train=8, n_val=4, n_test=0)
+    calls = {"n": 0}
+    forward = objectives.TaskLoss.forward
+
+    def poisoned(self, pred, target):  # finite for the 2 training batches of epoch 1, then NaN
+        calls["n"] += 1
+        loss = forward(self, pred, target)
+        return loss * float("nan") if calls["n"] > 2 else loss
+
+    monkeypatch.setattr(objectives.TaskLoss, "forward", poisoned)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        "data: {task: binary}\ntransforms: {spatial_dims: 2, size: [16, 16], augment: none, orientation: ''}\n"
+        "model: {name: resnet10, small_input: true}\n"
+        "train: {epochs: 3, batch_size: 4, device: cpu, tensorboard: false, precise_bn: 0}\n"
+    )
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--manifest", str(manifest), "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "training loss of epoch 2 is nan" in err and "last.pt of epoch 1 is kept" in err and "train.lr" in err
+    last = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    assert last["epoch"] == 1 and all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+    assert [r["epoch"] for r in metric_rows(run / "metrics.csv")] == [1]
+
+
+def test_resuming_removes_checkpoint_temporaries_of_a_killed_run(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    narrow_resnets(monkeypatch)
+    manifest = write_blob_manifest(tmp_path / "data", dims=2, n_train=8, n_val=4, n_test=0)
+    run = tmp_path / "run"
+    cfg = small_config(2, epochs=1, batch_size=4)
+    train(cfg, run, manifest=manifest)
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    stale = run / "checkpoints" / f".tmp-{dead}-0a1b2c3d.last.pt"
+    stale.write_bytes(b"half a checkpoint")
+    result = train(cfg, run, manifest=manifest, resume=True)
+    assert result.last_epoch == 1 and not stale.exists()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+
+
+def test_an_unreadable_training_image_stops_train_before_the_run_folder(tmp_path, capsys):
+    manifest = write_blob_manifest(tmp_path / "data", dims=2, n_train=6, n_val=3, n_test=0, size=64)
+    cut = tmp_path / "data" / "img" / "case002.nii.gz"  # row 4 of the manifest
+    data = cut.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])  # the header reads, the voxels end early
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("transforms: {spatial_dims: 2, size: [16, 16]}\n")
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--manifest", str(manifest), "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "row 4" in err and "case002.nii.gz" in err and "truncated" in err
+    assert not run.exists()
+
+
+def test_a_train_that_fails_before_its_first_epoch_does_not_block_the_rerun(tmp_path, monkeypatch):
+    import pipeline.train.session as session
+    from pipeline.errors import RunError
+    from pipeline.train.launch import check_run_dir, resolve_config
+
+    narrow_resnets(monkeypatch)
+    manifest = write_blob_manifest(tmp_path / "data", dims=2, n_train=8, n_val=4, n_test=0)
+    run = tmp_path / "run"
+    cfg = small_config(2, epochs=1, batch_size=4)
+    build_loaders = session._build_loaders
+
+    def dies(s):
+        raise RuntimeError("a loader worker died while caching")
+
+    monkeypatch.setattr(session, "_build_loaders", dies)
+    with pytest.raises(RuntimeError, match="worker died"):
+        train(cfg, run, manifest=manifest)
+    monkeypatch.setattr(session, "_build_loaders", build_loaders)
+    result = train(cfg, run, manifest=manifest)  # the same command again: not "exists and is not empty"
+    assert result.last_epoch == 1 and [r["epoch"] for r in metric_rows(run / "metrics.csv")] == [1]
+    with pytest.raises(RunError, match="--resume"):  # a run with a finished epoch is never reused
+        train(cfg, run, manifest=manifest)
+    for name in ("checkpoints/last.pt", "checkpoints/best.pt", "metrics.csv"):
+        (run / name).unlink()
+    check_run_dir(run, resolve_config(cfg, manifest), resume=False)  # only the files train writes at start
+    (run / "notes.txt").write_text("mine\n")  # something train did not write: refused
+    with pytest.raises(RunError, match="--resume"):
+        check_run_dir(run, resolve_config(cfg, manifest), resume=False)

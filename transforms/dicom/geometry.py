@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from transforms.dicom.slice_header import SliceHeader
+from transforms.limits import gap_fill_problem
 
 POSITION_TOLERANCE_MM = 0.01  # positions closer than this along the normal are the same slice
 OBLIQUE_DEGREES = 5.0  # slice normal further than this from every axis: "oblique"
@@ -315,9 +316,15 @@ def _slice_grid(centres: np.ndarray, normal: np.ndarray, ref: SliceHeader,
         return np.array([0]), 1, normal * (ref.spacing_between_slices or ref.slice_thickness or 1.0), filled
     gaps = np.diff(d)
     typical = float(np.median(gaps))
-    mult = np.maximum(np.rint(gaps / typical), 1).astype(int)
+    steps = np.maximum(np.rint(gaps / typical), 1)  # float: a wild position must not overflow the sum below
+    mult = steps.astype(int)
     integral = np.abs(gaps - mult * typical) <= max(POSITION_TOLERANCE_MM, 0.02 * typical)
-    if integral.all():
+    refused = integral.all() and gap_fill_problem(len(d), float(steps.sum()) + 1, ref.rows * ref.cols,
+                                                  f"{d[0]:.2f} to {d[-1]:.2f} mm")
+    if refused:  # a wild position: filling its gap would allocate without bound (a memory bomb)
+        z_of = np.arange(len(centres))
+        problems.add("error", refused)
+    elif integral.all():
         z_of = np.concatenate([[0], np.cumsum(mult)])
         if (mult > 1).any():
             filled = sorted(set(range(int(z_of[-1]) + 1)) - set(z_of.tolist()))

@@ -8,6 +8,7 @@ and every file is read exactly once.
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from transforms.dicom.headers import header_from_dataset, read_dataset
 from transforms.dicom.raw import NotFast, native_pixels, parse_file
 from transforms.dicom.series import SeriesInfo, assemble_series
 from transforms.dicom.slice_header import SliceHeader
+from transforms.limits import check_claimed_size, max_voxels
 
 FileData = tuple[Mapping[str, Any] | Dataset, np.ndarray | None]  # header values, stored pixels (None: decode later)
 
@@ -57,11 +59,29 @@ def _check_decodable(ds: Dataset, path: str) -> None:
                              f"{_decoder_hint(uid)} (pydicom: {'; '.join(decoder.missing_dependencies)})")
 
 
+def _check_pixel_length(ds: Dataset, path: str) -> None:
+    """Refuse uncompressed pixel data shorter than Rows x Columns x frames x samples x BitsAllocated say."""
+    uid = UID(str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or ""))
+    if (uid and uid.is_compressed) or "PixelData" not in ds:
+        return
+    try:
+        dims = [int(ds.get(k) or d) for k, d in (("Rows", 0), ("Columns", 0), ("NumberOfFrames", 1),
+                                                  ("SamplesPerPixel", 1), ("BitsAllocated", 0))]
+    except (TypeError, ValueError):
+        return  # malformed values: pydicom says what is wrong
+    needed, have = (int(np.prod(dims, dtype=object)) + 7) // 8, len(ds.PixelData)
+    if have < needed:
+        raise DicomReadError(f"{path}: pixel data truncated: {have:,} bytes where Rows x Columns x frames x samples x "
+                             f"BitsAllocated ({'x'.join(map(str, dims))} bits) need {needed:,}; the file is cut short "
+                             "or its header is wrong; re-export the file")
+
+
 def _pixels(ds: Dataset, path: str) -> np.ndarray:
     """Stored pixel values, frames first: (frames, rows, cols[, samples]); colour converted to RGB."""
     _check_decodable(ds, path)
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise NotAnImageError(f"{path}: no pixel data; not an image")
+    _check_pixel_length(ds, path)
     try:
         arr = ds.pixel_array
     except Exception as e:  # noqa: BLE001 - pydicom raises many types on damaged pixel data
@@ -221,7 +241,9 @@ def load_series(series: SeriesInfo | Sequence[str | Path], *, part: str | None =
         ``problems`` and series fields (modality, description, ...). No patient identifiers.
 
     Raises:
-        DicomReadError: files unreadable or undecodable, several series, or a series with status error.
+        DicomReadError: files unreadable, undecodable or truncated, several series, or a series with status error.
+        ImageTooLargeError: the headers claim more voxels than ``RADPIPE_MAX_VOXELS`` (checked before any
+            pixel is decoded or the volume allocated; :func:`check_series_size`).
     """
     files: dict[str, FileData] = {}
     if not isinstance(series, SeriesInfo):
@@ -229,6 +251,7 @@ def load_series(series: SeriesInfo | Sequence[str | Path], *, part: str | None =
     if series.status == "error":
         raise DicomReadError(f"series {series.uid} ('{series.description}') cannot be assembled: "
                              + "; ".join(series.problems))
+    check_series_size(series)
     for path in series.files:
         if path not in files:
             files[path] = read_slice_file(path)[1:]
@@ -271,6 +294,39 @@ def load_series(series: SeriesInfo | Sequence[str | Path], *, part: str | None =
     if series.kind == "single2d":
         volume = volume[:, :, 0]
     return volume, series.affine, _meta(series, volume)
+
+
+def check_series_size(series: SeriesInfo) -> int:
+    """Refuse a series whose headers claim more voxels than the limit, before any pixel is decoded.
+
+    Two claims are checked, the larger named: the frames its files decode to (Rows x Columns x
+    frames x samples, summed over the files: a multi-frame file decodes whole) and the volume
+    assembled from them (x, y, z[, t] with filled gaps, x samples).
+
+    Returns:
+        The larger claim's decoded size in bytes (stored type).
+
+    Raises:
+        ImageTooLargeError: over ``RADPIPE_MAX_VOXELS`` (see :mod:`transforms.limits`); also a
+            :class:`~pipeline.errors.DicomReadError`.
+    """
+    rows = cols = frames = bits = 0
+    samples = 1
+    signed = False
+    for h in series.headers:  # one per file, in volume order
+        rows, cols, bits = max(rows, h.rows), max(cols, h.cols), max(bits, h.bits_allocated)
+        frames += max(h.number_of_frames, 1)
+        samples = max(samples, 3 if h.photometric.upper() == "PALETTE COLOR" else h.samples_per_pixel)
+        signed = signed or h.pixel_representation == 1
+    decoded, volume = (cols, rows, frames, samples), (*series.shape, samples)
+    shape, axes = ((decoded, "Columns x Rows x frames x samples") if math.prod(decoded) >= math.prod(volume)
+                   else (volume, "x y z [t] samples of the assembled volume"))
+    itemsize = max(1, (bits + 7) // 8)
+    if math.prod(shape) <= max_voxels():
+        return math.prod(shape) * itemsize
+    files = series.files
+    where = files[0] if len(files) == 1 else os.path.commonpath(files)
+    return check_claimed_size(where, shape, itemsize, f"{'' if signed else 'u'}int{max(bits, 8)}", axes=axes)
 
 
 def _rescale(stored: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray, written: np.ndarray,
