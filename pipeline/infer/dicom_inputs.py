@@ -33,7 +33,10 @@ from typing import TYPE_CHECKING, Any
 from pipeline.errors import ConfigError, RunError
 from pipeline.infer.batching import Case
 from pipeline.infer.inputs import PredictInput, single_image_column
+from pipeline.ingest.rows import INDEX_COLUMNS
+from pipeline.ingest.scan import scan_export
 from pipeline.manifest.filters import FilterError, parse_filter
+from transforms.intensity import modality_of
 
 if TYPE_CHECKING:
     from pipeline.config import Config
@@ -85,8 +88,6 @@ def _check_filter(where: str) -> None:
     """
     import pandas as pd
 
-    from pipeline.ingest.rows import INDEX_COLUMNS
-
     parse_filter(where).mask(pd.DataFrame(columns=list(INDEX_COLUMNS), dtype=str))
 
 
@@ -99,8 +100,6 @@ def load_selection(run_dir: str | Path | None, cfg: Config, modality: str | None
         ConfigError: an override is invalid, or ``selection.json``'s ``where`` is not a filter expression
             on the scan index's columns (checked here, before any scanning).
     """
-    from transforms.intensity import modality_of
-
     where = _modality_query(_MODALITIES_OF.get(modality_of(cfg.transforms), ()))
     select, source = "all", f"run config, transforms.intensity: {cfg.transforms.intensity}"
     path = Path(run_dir) / SELECTION_FILE if run_dir is not None else None
@@ -247,8 +246,6 @@ def discover_dicom(export_dir: str | Path, cfg: Config, work_dir: str | Path, wo
         run_dir: the run (for ``selection.json``).
     """
     import csv
-
-    from pipeline.ingest.scan import scan_export
 
     root = Path(export_dir).absolute()
     column = single_image_column(cfg, "DICOM export")
