@@ -14,7 +14,6 @@ they were written. ``keep_identifiers=True`` opts out, loudly.
 from __future__ import annotations
 
 import csv
-import errno
 import logging
 import os
 import time
@@ -26,12 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import DicomReadError
-from pipeline.files import TEMP_PREFIX, atomic_open, remove_stale_temporaries
+from pipeline.files import atomic_open, remove_stale_temporaries
 from pipeline.locks import lock_path, output_lock
 from pipeline.pseudonym import Pseudonymiser
 from pipeline.ingest.cache import CacheWriter, ScanEntry, cache_identity, load_cache, save_cache
 from pipeline.ingest.read import Assembled, assemble_entries, read_headers
 from pipeline.ingest.rows import INDEX_COLUMNS, SKIPPED_COLUMNS, SeriesWriter
+from pipeline.ingest.state import save_state, unchanged_counts, walk_digest
+from pipeline.ingest.walk import walk_files
 from transforms.dicom.series import SeriesInfo
 
 log = logging.getLogger("radpipe")
@@ -51,7 +52,8 @@ class ScanSummary:
         n_cached: headers taken from the cache.
         status: series per status (``ok``, ``warning``, ``error``).
         seconds: wall time of the scan.
-        series: the assembled series (pseudonymised headers), for ``convert``.
+        series: the assembled series (pseudonymised headers); empty when nothing changed since the last scan
+            (:mod:`pipeline.ingest.state`: nothing was read or assembled).
     """
 
     index_csv: Path
@@ -82,96 +84,11 @@ class ScanSummary:
 
 
 def output_paths(index_csv: str | Path) -> dict[str, Path]:
-    """The files a scan writes beside ``index_csv``: skipped list, cache and series reference folder."""
+    """The files a scan writes beside ``index_csv``: skipped list, cache, series reference folder and state."""
     index_csv = Path(index_csv)
     stem = index_csv.with_suffix("") if index_csv.suffix else index_csv
     return {"index": index_csv, "skipped": Path(f"{stem}.skipped.csv"), "cache": Path(f"{stem}.scan-cache.json"),
-            "series": Path(f"{stem}.series")}
-
-
-#: Why a path in the export is not read: (reason, detail) by kind.
-_NOT_READ = {
-    "loop": ("symlink loop", "the link leads back to itself; remove or fix it"),
-    "dangling": ("dangling link", "the link points to nothing; remove it or restore its target"),
-    "outside": ("link out of the export", "not followed; pass --follow-links to read files linked from elsewhere"),
-    "linked folder": ("link to a folder", "folders reached through links are not walked; pass --follow-links to "
-                                          "walk those outside the export"),
-    "special": ("not a regular file", "FIFOs, sockets and devices are never read"),
-    "unreadable": ("unreadable", "permission denied or I/O error; fix the permissions and scan again"),
-}
-
-
-def walk_files(root: Path, exclude: Sequence[Path] = (), *, follow_links: bool = False,
-               not_read: list[tuple[str, str, str]] | None = None) -> list[tuple[str, int, int]]:
-    """Every regular file under ``root`` (resolved) as (POSIX path relative to root, size, mtime_ns), sorted.
-
-    Links are followed only to regular files inside the export, unless ``follow_links`` (then to files and
-    folders anywhere, each real folder walked once). ``exclude`` (files or folders) and radpipe's own temporary
-    files (:data:`pipeline.files.TEMP_PREFIX`, a write in progress) are left out. Everything else that is not
-    read (symlink loops, dangling links, links out of the export, FIFOs and devices, unreadable folders) is
-    appended to ``not_read`` as (relative path, reason, detail); nothing raises.
-    """
-    excluded = {os.path.realpath(p) for p in exclude}
-    prefix = len(str(root)) + 1
-    out: list[tuple[str, int, int]] = []
-    problems = not_read if not_read is not None else []
-    seen = {str(root)}
-    stack = [(str(root), str(root))]
-    while stack:
-        folder, shown = stack.pop()
-        try:
-            with os.scandir(folder) as entries:
-                items = list(entries)
-        except OSError as e:
-            problems.append((shown[prefix:] or ".", *_reason("unreadable", e)))
-            continue
-        for entry in items:
-            path = shown + os.sep + entry.name
-            if entry.path in excluded or entry.name.startswith(TEMP_PREFIX):
-                continue
-            try:
-                kind, target = _entry_kind(entry, str(root), follow_links)
-            except OSError as e:
-                problems.append((path[prefix:].replace(os.sep, "/"), *_reason("unreadable", e)))
-                continue
-            if kind == "folder":
-                if target not in seen and target not in excluded:
-                    seen.add(target)
-                    stack.append((target if entry.is_symlink() else entry.path, path))
-            elif kind == "file":
-                st = entry.stat()
-                out.append((path[prefix:].replace(os.sep, "/"), st.st_size, st.st_mtime_ns))
-            else:
-                problems.append((path[prefix:].replace(os.sep, "/"), *_NOT_READ[kind]))
-    problems.sort()
-    return sorted(out)
-
-
-def _entry_kind(entry: os.DirEntry[str], root: str, follow_links: bool) -> tuple[str, str]:
-    """What a folder entry is for the walk: ``file``, ``folder`` or a key of :data:`_NOT_READ`; and its real path."""
-    if not entry.is_symlink():
-        if entry.is_dir(follow_symlinks=False):
-            return "folder", entry.path
-        return ("file" if entry.is_file(follow_symlinks=False) else "special"), entry.path
-    try:
-        target = os.path.realpath(entry.path, strict=True)
-    except FileNotFoundError:
-        return "dangling", ""
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            return "loop", ""
-        raise
-    inside = target == root or target.startswith(root + os.sep)
-    if not inside and not follow_links:
-        return "outside", target
-    if os.path.isdir(target):
-        return ("folder", target) if follow_links and not inside else ("linked folder", target)
-    return ("file" if os.path.isfile(target) else "special"), target
-
-
-def _reason(kind: str, error: OSError) -> tuple[str, str]:
-    reason, detail = _NOT_READ[kind]
-    return reason, f"{error.strerror or type(error).__name__}: {detail}"
+            "series": Path(f"{stem}.series"), "state": Path(f"{stem}.scan-state.json")}
 
 
 def _write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]]) -> None:
@@ -203,20 +120,24 @@ def check_export(export_dir: str | Path) -> Path:
 def collect_headers(export_dir: str | Path, *, workers: int | None = None, pseudonymiser: Pseudonymiser,
                     cache_path: Path | None = None, exclude: Sequence[Path] = (),
                     assembled: list[Assembled] | None = None,
-                    describe: Callable[[SeriesInfo], Any] | None = None,
-                    follow_links: bool = False) -> tuple[int, dict[str, ScanEntry], int]:
+                    describe: Callable[[SeriesInfo], Any] | None = None, follow_links: bool = False,
+                    walked: tuple[list[tuple[str, int, int]], list[tuple[str, str, str]]] | None = None
+                    ) -> tuple[int, dict[str, ScanEntry], int]:
     """Walk ``export_dir`` and read (or take from the cache) every file's pseudonymised header.
 
     ``assembled`` receives the series the worker processes assembled, with ``describe`` of each
     (see :func:`pipeline.ingest.read.assemble_entries`). Paths the walk does not read (links, FIFOs,
-    unreadable folders: see :func:`walk_files`) get an entry without a header, with their reason.
+    unreadable folders: see :func:`~pipeline.ingest.walk.walk_files`) get an entry without a header, with their
+    reason. ``walked``: the walk's files and paths not read, when the caller walked already.
 
     Returns:
         Files walked, the entry of every path by relative path, and how many came from the cache.
     """
     root = check_export(export_dir).resolve()
-    not_read: list[tuple[str, str, str]] = []
-    files = walk_files(root, exclude=exclude, follow_links=follow_links, not_read=not_read)
+    if walked is None:
+        walked = [], []
+        walked[0].extend(walk_files(root, exclude=exclude, follow_links=follow_links, not_read=walked[1]))
+    files, not_read = walked
     identity = cache_identity(root, pseudonymiser)
     cached = load_cache(cache_path, identity, root) if cache_path is not None else {}
     entries: dict[str, ScanEntry] = {}
@@ -282,14 +203,25 @@ def scan_export(export_dir: str | Path, out_csv: str | Path, *, workers: int | N
 
 def _scan(export_dir: str | Path, paths: dict[str, Path], workers: int | None, pseudonymiser: Pseudonymiser,
           use_cache: bool, follow_links: bool, start: float) -> ScanSummary:
-    exclude = [paths["index"], paths["skipped"], paths["cache"], paths["series"], lock_path(paths["index"])]
+    exclude = [*paths.values(), lock_path(paths["index"])]
+    root = Path(export_dir).resolve()
+    not_read: list[tuple[str, str, str]] = []
+    files = walk_files(root, exclude=exclude, follow_links=follow_links, not_read=not_read)
+    digest = walk_digest(cache_identity(root, pseudonymiser), files, not_read, follow_links)
+    known = unchanged_counts(paths["state"], digest, paths) if use_cache else None
+    if known is not None:  # nothing changed since the last scan: nothing to read, assemble or write
+        _remove_leftovers(paths)
+        return ScanSummary(index_csv=paths["index"], skipped_csv=paths["skipped"], n_read=0,
+                           n_cached=known["n_files"], seconds=time.monotonic() - start, **known)
+    paths["state"].unlink(missing_ok=True)
     ref_dir = paths["series"]
     writer = SeriesWriter(pseudonymiser, str(ref_dir.resolve()),
                           os.path.relpath(ref_dir, paths["index"].parent).replace(os.sep, "/"))
     assembled: list[Assembled] = []
     n_files, entries, n_cached = collect_headers(export_dir, workers=workers, pseudonymiser=pseudonymiser,
                                                  cache_path=paths["cache"] if use_cache else None, exclude=exclude,
-                                                 assembled=assembled, describe=writer, follow_links=follow_links)
+                                                 assembled=assembled, describe=writer, follow_links=follow_links,
+                                                 walked=(files, not_read))
     described: dict[str, Any] = {}
     series = assemble_entries(entries.values(), assembled, described)
     placed = {p for info in series for p in info.files}
@@ -314,11 +246,18 @@ def _scan(export_dir: str | Path, paths: dict[str, Path], workers: int | None, p
     rows.sort(key=lambda r: (r["patient_key"], r["study_key"], str(r["series_number"]).zfill(6), r["series_key"]))
     _write_csv(paths["index"], INDEX_COLUMNS, rows)
     _write_csv(paths["skipped"], SKIPPED_COLUMNS, skipped)
-    for folder in (paths["index"].parent, ref_dir):  # what killed scans left (their partial cache is read by now)
+    _remove_leftovers(paths)
+    counts = {"n_files": n_files, "n_series": len(rows), "n_indexed_files": sum(r["n_files"] for r in rows),
+              "skipped": dict(Counter(r["reason"] for r in skipped)),
+              "status": dict(Counter(r["status"] for r in rows))}
+    if use_cache:
+        save_state(paths["state"], digest, paths, counts)
+    return ScanSummary(index_csv=paths["index"], skipped_csv=paths["skipped"], n_read=n_files - n_cached,
+                       n_cached=n_cached, seconds=time.monotonic() - start, series=series, **counts)
+
+
+def _remove_leftovers(paths: dict[str, Path]) -> None:
+    """Remove what killed scans left: spools, half-written files (their partial cache was read by now)."""
+    for folder in (paths["index"].parent, paths["series"]):
         for path in remove_stale_temporaries(folder):
             log.info("scan: removed %s, left by a scan that was killed", path.name)
-    return ScanSummary(
-        index_csv=paths["index"], skipped_csv=paths["skipped"], n_files=n_files, n_series=len(rows),
-        n_indexed_files=sum(r["n_files"] for r in rows), skipped=dict(Counter(r["reason"] for r in skipped)),
-        n_read=n_files - n_cached, n_cached=n_cached, status=dict(Counter(r["status"] for r in rows)),
-        seconds=time.monotonic() - start, series=series)

@@ -90,14 +90,28 @@ def test_links_fifos_and_loops_are_listed_with_their_reason(export, tmp_path):
     assert "odd/out" not in _skipped(followed.index_csv)
 
 
-def test_an_unchanged_rescan_rewrites_no_series_reference(export, tmp_path):
+def test_an_unchanged_rescan_reads_and_writes_nothing(export, tmp_path):
+    work = tmp_path / "export"
+    shutil.copytree(export, work)
     ps = Pseudonymiser(SECRET)
-    first = scan_export(export, tmp_path / "index.csv", workers=1, pseudonymiser=ps)
-    refs = sorted(output_paths(first.index_csv)["series"].glob("*.series.json"))
-    before = {p.name: p.stat().st_mtime_ns for p in refs}
+    first = scan_export(work, tmp_path / "index.csv", workers=1, pseudonymiser=ps)
+    paths = output_paths(first.index_csv)
+    refs = sorted(paths["series"].glob("*.series.json"))
+    outputs = [paths["index"], paths["skipped"], paths["cache"], *refs]
+    before = {p.name: p.stat().st_mtime_ns for p in outputs}
+    text = paths["index"].read_bytes()
     time.sleep(0.01)
-    again = scan_export(export, tmp_path / "index.csv", workers=2, pseudonymiser=ps)
-    assert again.n_read == 0 and refs and {p.name: p.stat().st_mtime_ns for p in refs} == before
+    again = scan_export(work, tmp_path / "index.csv", workers=2, pseudonymiser=ps)
+    assert (again.n_read, again.n_cached, again.n_series, again.status) == (0, first.n_files, first.n_series,
+                                                                           first.status)
+    assert refs and {p.name: p.stat().st_mtime_ns for p in outputs} == before  # nothing rewritten
+    os.utime(work / "README.txt")  # one file touched: the cache path, which rewrites no unchanged reference
+    third = scan_export(work, tmp_path / "index.csv", workers=2, pseudonymiser=ps)
+    assert third.n_read == 1 and {p.name: p.stat().st_mtime_ns for p in refs} == {p.name: before[p.name] for p in refs}
+    assert paths["index"].read_bytes() == text
+    paths["skipped"].write_text("edited by hand\n")  # an output changed: the full path writes it again
+    fourth = scan_export(work, tmp_path / "index.csv", workers=1, pseudonymiser=ps)
+    assert fourth.n_read == 0 and fourth.n_cached == first.n_files and "edited" not in paths["skipped"].read_text()
 
 
 def _children(pid: int) -> list[int]:

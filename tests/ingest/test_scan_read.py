@@ -5,7 +5,7 @@ import pytest
 
 import pipeline.ingest.read as scan_read
 from pipeline.pseudonym import Pseudonymiser
-from pipeline.ingest.scan import walk_files
+from pipeline.ingest.walk import walk_files
 from pipeline.ingest.read import _claim, _read_chunk, _unclaimed, _units, assemble_entries
 from pipeline.demo.synthetic_dicom import SeriesSpec, write_series
 from transforms.dicom.series import assemble_series
