@@ -58,7 +58,7 @@ def _fsync_file(path: Path) -> None:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike[str], *, durable: bool = True) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], *, durable: bool = True, mode: int | None = None) -> Iterator[Path]:
     """Yield a temporary sibling of ``path`` to write; on success it replaces ``path``, on error it is removed.
 
     Args:
@@ -67,11 +67,14 @@ def atomic_path(path: str | os.PathLike[str], *, durable: bool = True) -> Iterat
             rebuilt when lost (the scan's series references and header cache, converted NIfTIs) turn this off:
             a fsync costs about 0.3 ms a file here, as much as reading a header. Either way a reader never
             sees half a file.
+        mode: permissions of the new file (e.g. ``0o600``: owner only), given when the temporary is created.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(path)
     try:
+        if mode is not None:  # made with its permissions, so no one else can read even a part of it
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
         yield tmp
         if durable:
             _fsync_file(tmp)
@@ -86,12 +89,12 @@ def atomic_path(path: str | os.PathLike[str], *, durable: bool = True) -> Iterat
 @contextmanager
 def atomic_open(
     path: str | os.PathLike[str], mode: str = "w", *, durable: bool = True, encoding: str = "utf-8",
-    newline: str | None = None, buffering: int = -1,
+    newline: str | None = None, buffering: int = -1, mode_bits: int | None = None,
 ) -> Iterator[IO[Any]]:
     """Open a temporary sibling of ``path`` for writing (text ``"w"`` or binary ``"wb"``); see :func:`atomic_path`."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open writes a whole file: mode 'w' or 'wb', found {mode!r}")
-    with atomic_path(path, durable=durable) as tmp:
+    with atomic_path(path, durable=durable, mode=mode_bits) as tmp:
         if mode == "wb":
             with open(tmp, "wb", buffering=buffering) as f:
                 yield f

@@ -24,7 +24,7 @@ from transforms.dicom.slice_header import FrameInfo, SliceHeader
 
 log = logging.getLogger("radpipe")
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: study dates are no longer cached
 _HEADER_FIELDS = tuple(f.name for f in dataclasses.fields(SliceHeader))
 _FRAME_FIELDS = tuple(f.name for f in dataclasses.fields(FrameInfo))
 _SCHEMA = hashlib.sha256(repr((CACHE_VERSION, _HEADER_FIELDS, _FRAME_FIELDS)).encode()).hexdigest()[:16]
@@ -151,7 +151,8 @@ class CacheWriter:
 
     def __init__(self, path: Path, identity: dict[str, str]) -> None:
         self.path = path
-        self._opened = atomic_open(path, durable=False, buffering=1 << 16)  # a cache: rebuilt when lost
+        # a cache: rebuilt when lost (no fsync); owner-only, like the secret: it holds the files' UIDs
+        self._opened = atomic_open(path, durable=False, buffering=1 << 16, mode_bits=0o600)
         self.file = self._opened.__enter__()
         self.file.write(f'{{"identity":{_JSON.encode(identity)},"entries":{{')
         self.separator = ""

@@ -353,7 +353,7 @@ def assemble_entries(entries: Iterable[ScanEntry], assembled: Iterable[Assembled
 
 def pseudonymise_header(header: SliceHeader, pseudonymiser: Pseudonymiser,
                         memo: dict[tuple[str, str], str] | None = None) -> SliceHeader:
-    """The header with patient ID and accession number replaced by keys, name and birth date dropped.
+    """The header with patient ID and accession number replaced by keys, name, birth date and study date dropped.
 
     ``memo`` caches keys across the headers of one scan (a study's files share them).
     """
@@ -375,4 +375,4 @@ def pseudonymise_fields(fields: dict[str, Any], pseudonymiser: Pseudonymiser,
         if (value, kind) not in memo:
             memo[(value, kind)] = pseudonymiser.key(value, kind)
         fields[name] = memo[(value, kind)]
-    fields["patient_name"] = fields["patient_birth_date"] = ""
+    fields["patient_name"] = fields["patient_birth_date"] = fields["study_date"] = ""

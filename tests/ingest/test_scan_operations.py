@@ -155,3 +155,12 @@ def test_a_killed_scan_leaves_no_reader_no_spool_and_its_cache_is_reused(tmp_pat
     assert 0 < again.n_read < again.n_files and again.n_cached > 0
     assert not [p for p in out.parent.iterdir() if p.name.startswith(TEMP_PREFIX)]
     assert not list(Path("/tmp").glob("radpipe-scan-*.spool"))
+
+
+def test_the_cache_is_owner_only_and_holds_no_date_or_identifier(export, tmp_path):
+    scan_export(export, tmp_path / "index.csv", workers=2, pseudonymiser=Pseudonymiser(SECRET))
+    cache = output_paths(tmp_path / "index.csv")["cache"]
+    assert cache.stat().st_mode & 0o777 == 0o600
+    entries = json.loads(cache.read_text())["entries"]
+    headers = [e["header"] for e in entries.values() if e["header"]]
+    assert headers and not any(k in h for h in headers for k in ("study_date", "patient_name", "patient_birth_date"))
