@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.ingest.convert import convert_export
-from pipeline.ingest.scan import scan_export
-
 
 def scan_command(args: argparse.Namespace) -> int:
     """Handler of ``radpipe scan``."""
+    from pipeline.ingest.scan import scan_export  # not convert's imports too: start-up is part of a scan's time
+
     summary = scan_export(args.export_dir, args.out, workers=args.workers, keep_identifiers=args.keep_identifiers,
                           follow_links=args.follow_links)
     for line in summary.lines():
@@ -18,6 +17,8 @@ def scan_command(args: argparse.Namespace) -> int:
 
 def convert_command(args: argparse.Namespace) -> int:
     """Handler of ``radpipe convert``."""
+    from pipeline.ingest.convert import convert_export
+
     summary = convert_export(args.export_dir, args.out_dir, workers=args.workers,
                              keep_identifiers=args.keep_identifiers, follow_links=args.follow_links)
     for line in summary.lines():
