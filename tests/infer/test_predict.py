@@ -114,8 +114,8 @@ def _same_predictions(a, b):
                 assert float(x[k]) == pytest.approx(float(y[k]), abs=2e-6)
 
 
-def test_killed_run_resumes_to_the_uninterrupted_result(run, nifti_dir, baseline, tmp_path, monkeypatch):
-    out = tmp_path / "preds.csv"
+def _killed_after_first_batch(run, nifti_dir, out, monkeypatch):
+    """``predict`` into ``out``, killed once its first batch is written."""
     real = predict_module.iterate_predictions
 
     def dies_after_first_batch(loader, predictor):
@@ -127,6 +127,12 @@ def test_killed_run_resumes_to_the_uninterrupted_result(run, nifti_dir, baseline
     with pytest.raises(KeyboardInterrupt):
         predict(run, nifti_dir, out, batch_size=3, workers=0)
     monkeypatch.undo()
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(run, nifti_dir, baseline, tmp_path, monkeypatch):
+    out = tmp_path / "preds.csv"
+    real = predict_module.iterate_predictions
+    _killed_after_first_batch(run, nifti_dir, out, monkeypatch)
     written = _read(out)
     assert 1 <= len(written) < 10 and not done_marker(out).exists()
     with open(out, "a") as f:
@@ -223,17 +229,7 @@ def test_export_paths_are_scrubbed_from_error_messages(tmp_path):
 
 def test_the_same_job_spelled_another_way_resumes(run, nifti_dir, baseline, tmp_path, monkeypatch):
     out = tmp_path / "preds.csv"
-    real = predict_module.iterate_predictions
-
-    def dies_after_first_batch(loader, predictor):
-        batches = real(loader, predictor)
-        yield next(batches)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(predict_module, "iterate_predictions", dies_after_first_batch)
-    with pytest.raises(KeyboardInterrupt):
-        predict(run, nifti_dir, out, batch_size=3, workers=0)
-    monkeypatch.undo()
+    _killed_after_first_batch(run, nifti_dir, out, monkeypatch)
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     again_run = run.parent / "sub" / ".." / run.name
