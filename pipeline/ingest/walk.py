@@ -49,20 +49,21 @@ def walk_files(root: Path, exclude: Sequence[Path] = (), *, follow_links: bool =
             path = shown + os.sep + entry.name
             if entry.path in excluded or entry.name.startswith(TEMP_PREFIX):
                 continue
+            rel = path[prefix:].replace(os.sep, "/")
             try:
                 kind, target = _entry_kind(entry, str(root), follow_links)
+                st = entry.stat() if kind == "file" else None
             except OSError as e:
-                problems.append((path[prefix:].replace(os.sep, "/"), *_reason("unreadable", e)))
+                problems.append((rel, *_reason("unreadable", e)))
                 continue
             if kind == "folder":
                 if target not in seen and target not in excluded:
                     seen.add(target)
                     stack.append((target if entry.is_symlink() else entry.path, path))
-            elif kind == "file":
-                st = entry.stat()
-                out.append((path[prefix:].replace(os.sep, "/"), st.st_size, st.st_mtime_ns))
+            elif st is not None:
+                out.append((rel, st.st_size, st.st_mtime_ns))
             else:
-                problems.append((path[prefix:].replace(os.sep, "/"), *_NOT_READ[kind]))
+                problems.append((rel, *_NOT_READ[kind]))
     problems.sort()
     return sorted(out)
 
