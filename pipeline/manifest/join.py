@@ -78,13 +78,6 @@ class JoinReport:
         return out
 
 
-def _read(path: Path, what: str) -> pd.DataFrame:
-    try:
-        return read_manifest_csv(path)
-    except ManifestError as e:
-        raise ManifestError(str(e).replace("manifest", what, 1)) from e
-
-
 def _select(candidates: pd.DataFrame, rule: str) -> pd.DataFrame:
     """The rows of one study kept by ``rule`` (at most one)."""
     if rule == "first":
@@ -134,8 +127,8 @@ def join_manifest(
         ManifestError: missing columns, a duplicated key in the sheet, or a bad ``--where``.
     """
     index_csv, labels_csv, out = Path(index_csv), Path(labels_csv), Path(out)
-    index = _read(index_csv, "scan index")
-    sheet = _read(labels_csv, "label sheet")
+    index = read_manifest_csv(index_csv, what="scan index")
+    sheet = read_manifest_csv(labels_csv, what="label sheet")
     _check_select(select, index, index_csv)
     index_key, kind = _index_key(key)
     problems = [f"label sheet {labels_csv} has no column '{c}'" for c in (key, *label_columns) if c not in sheet]
