@@ -135,8 +135,8 @@ def collect_headers(export_dir: str | Path, *, workers: int | None = None, pseud
     """
     root = check_export(export_dir).resolve()
     if walked is None:
-        walked = [], []
-        walked[0].extend(walk_files(root, exclude=exclude, follow_links=follow_links, not_read=walked[1]))
+        not_read: list[tuple[str, str, str]] = []
+        walked = walk_files(root, exclude=exclude, follow_links=follow_links, not_read=not_read), not_read
     files, not_read = walked
     identity = cache_identity(root, pseudonymiser)
     cached = load_cache(cache_path, identity, root) if cache_path is not None else {}
