@@ -101,3 +101,47 @@ def test_files_of_a_series_share_the_first_files_fields_and_keep_their_own(tmp_p
     assert len(built) == 3  # once per series
     assert {read_header(p).slope for p in pet} == {0.5, 1.5, 2.5, 3.5}
     assert "truncated" in _outcome(lambda p: read_fields_fast(p, memo), cut)[1]
+
+
+def test_the_header_tables_agree_with_pydicoms_dictionary():
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+    from pydicom.uid import UID
+
+    from transforms.dicom.header_values import HEADER_KEYWORDS
+    from transforms.dicom.sop import _COMMON_NAMES
+
+    for keyword, (tag, vr) in HEADER_KEYWORDS.items():
+        assert (tag, vr) == (tag_for_keyword(keyword), dictionary_VR(tag)), keyword
+    for uid, name in _COMMON_NAMES.items():
+        assert UID(uid).name == name
+
+
+def test_scanning_an_export_of_plain_files_imports_neither_pydicom_nor_numpy(tmp_path):
+    """pydicom and numpy cost a scan 0.2 s of start-up: the byte reader needs neither, not even to
+    tell a text file from DICOM (damaged files still go to pydicom, which says what is wrong)."""
+    import subprocess
+    import sys
+
+    from pipeline.demo.synthetic_dicom import SeriesFiles, SeriesSpec, write_series
+
+    write_series(tmp_path / "ct", SeriesSpec(modality="CT", rows=8, cols=8, n_slices=3), SeriesFiles())
+    (tmp_path / "ct" / "notes.txt").write_text("not an image\n")
+    code = f"""
+import pathlib, sys
+from pipeline.errors import PipelineError
+from transforms.dicom.scan_fields import read_fields_fast
+for p in sorted(pathlib.Path({str(tmp_path)!r}).rglob("*")):
+    if not p.is_file():
+        continue
+    print(p.name)
+    try:
+        read_fields_fast(p, {{}})
+    except PipelineError as e:
+        print(type(e).__name__)
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("pydicom", "numpy"))[:3])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "[]"
+    dicom_files = sorted(p.name for p in (tmp_path / "ct").iterdir() if p.name != "notes.txt")
+    assert len(dicom_files) == 3
+    assert out.splitlines()[:-1] == [*dicom_files, "notes.txt", "DicomReadError"]

@@ -10,15 +10,21 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-from pydicom.dataset import Dataset
-from pydicom.uid import UID
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import DicomReadError, NotAnImageError
-from transforms.dicom.header_values import as_float, as_floats, as_int, as_text, first_item
+from transforms.dicom.header_values import (
+    as_float,
+    as_floats,
+    as_int,
+    as_text,
+    first_item,
+)
 from transforms.dicom.slice_header import FrameInfo, SliceHeader, header_from_fields
-from transforms.dicom.sop import non_image_reason
+from transforms.dicom.sop import non_image_reason, uid_name
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 
 def check_image(ds: Dataset | Mapping[str, Any], sop_class: str, path: str | Path) -> None:
@@ -37,7 +43,7 @@ def check_image(ds: Dataset | Mapping[str, Any], sop_class: str, path: str | Pat
     if reason is not None:
         raise NotAnImageError(f"{path}: {reason}; not an image, skipped")
     if not ds.get("Rows") or not ds.get("Columns"):
-        raise DicomReadError(f"{path}: {UID(sop_class).name} object without Rows/Columns; the file "
+        raise DicomReadError(f"{path}: {uid_name(sop_class)} object without Rows/Columns; the file "
                              "is damaged or truncated: re-export it")
 
 

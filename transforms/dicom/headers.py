@@ -20,7 +20,13 @@ from pydicom.uid import UID
 
 from pipeline.errors import DicomReadError, NotAnImageError
 from transforms.dicom.fields import check_image, fields_from_values
-from transforms.dicom.header_values import HEADER_TAGS, PIXEL_DATA_TAGS, SIEMENS_MOSAIC_COUNT, as_int
+from transforms.dicom.header_values import (
+    HEADER_TAGS,
+    PIXEL_DATA_TAGS,
+    SIEMENS_MOSAIC_COUNT,
+    as_int,
+)
+from transforms.dicom.raw import NOT_DICOM
 from transforms.dicom.slice_header import SliceHeader, Vec3
 
 _SPECIFIC_TAGS = [*HEADER_TAGS, *PIXEL_DATA_TAGS]
@@ -51,12 +57,12 @@ def read_dataset(path: Path, *, header_only: bool = True) -> Dataset:
         raise DicomReadError(f"{path}: file not found; check the path") from e
     except IsADirectoryError as e:
         raise DicomReadError(f"{path}: is a folder, expected a DICOM file") from e
-    except Exception as e:  # noqa: BLE001 - pydicom raises many types on damaged files
+    except Exception as e:
         raise DicomReadError(f"{path}: cannot read DICOM header ({type(e).__name__}: {e}); the file is damaged or "
                              "truncated: re-export it or leave it out") from e
     try:
         ds = pydicom.dcmread(path, force=True, **kwargs)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise DicomReadError(f"{path}: not a DICOM file (no 'DICM' marker and no readable header: "
                              f"{type(e).__name__}); leave it out of the export") from e
     with open(path, "rb") as f:
@@ -64,8 +70,7 @@ def read_dataset(path: Path, *, header_only: bool = True) -> Dataset:
     if magic == b"\x1f\x8b":
         raise DicomReadError(f"{path}: gzip-compressed file, not plain DICOM; decompress it (gunzip) first")
     if not any(k in ds for k in ("SOPClassUID", "Rows", "StudyInstanceUID", "SeriesInstanceUID")):
-        raise DicomReadError(f"{path}: not a DICOM file (no 'DICM' marker and no DICOM identifiers); "
-                             "leave it out of the export")
+        raise DicomReadError(f"{path}: {NOT_DICOM}")
     return ds
 
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from transforms.dicom.header_values import HEADER_KEYWORDS
 
-from transforms.dicom.header_values import HEADER_TAGS
+if TYPE_CHECKING:
+    import numpy as np
 
 FIRST_READ = 16384
 UNCOMPRESSED_LE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
@@ -41,23 +41,22 @@ _U32 = struct.Struct("<I").unpack_from
 _FALLBACK_SYNTAXES = {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}  # big endian, deflated
 
 
-def _wanted() -> dict[int, tuple[str, str]]:
-    out = {}
-    for item in HEADER_TAGS:
-        if isinstance(item, str):
-            tag = tag_for_keyword(item)
-            if tag is not None:
-                out[int(tag)] = (item, dictionary_VR(tag))
-    out[_CHARSET] = ("SpecificCharacterSet", "CS")
-    return out
-
-
-_WANTED = _wanted()
+_WANTED = {tag: (keyword, vr) for keyword, (tag, vr) in HEADER_KEYWORDS.items()}
+_WANTED[_CHARSET] = ("SpecificCharacterSet", "CS")
 _STOP = {tag for tag, (_, vr) in _WANTED.items() if vr == "SQ"} | _REFUSED
 
 
 class NotFast(Exception):
     """This file cannot be read exactly from its bytes; read it with pydicom."""
+
+
+class NotDicom(NotFast):
+    """The file is not DICOM: no preamble with 'DICM', and its first bytes are no element of group 0002 or 0008."""
+
+
+NOT_DICOM = "not a DICOM file (no 'DICM' marker and no DICOM identifiers); leave it out of the export"
+# The first two bytes of a file written without preamble: group 0002 or 0008, either byte order; gzip.
+_HEADLESS_STARTS = {b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08", b"\x1f\x8b"}
 
 
 class NeedMore(Exception):
@@ -224,7 +223,9 @@ def _walk(buf: bytes, pos: int, implicit: bool, out: dict[int, tuple[bytes | Non
 
 def _meta(buf: bytes) -> tuple[dict[str, str], int]:
     if len(buf) < 144 or buf[128:132] != b"DICM":
-        raise NotFast
+        if buf[:2] not in _HEADLESS_STARTS:
+            raise NotDicom
+        raise NotFast  # maybe an old file without preamble (or gzip): pydicom decides
     pos, meta = 132, {}
     while pos + 8 <= len(buf):
         group, elem = struct.unpack_from("<HH", buf, pos)
@@ -353,6 +354,8 @@ def native_pixels(parsed: ParsedFile, buf: bytes, rows: int, cols: int, frames: 
     Raises:
         NotFast: any other image (compressed, colour, 1-bit, cut short, ...).
     """
+    import numpy as np  # not at module level: scanning headers needs no numpy
+
     v = parsed.values
     if (parsed.transfer_syntax not in UNCOMPRESSED_LE or parsed.pixel_offset is None or parsed.pixel_length is None
             or (v.get("SamplesPerPixel") or 1) != 1

@@ -12,17 +12,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydicom.tag import Tag
-
+from pipeline.errors import DicomReadError
 from transforms.dicom.fields import header_fields, header_fields_like
-from transforms.dicom.header_values import PER_FILE_KEYWORDS
-from transforms.dicom.headers import read_header
-from transforms.dicom.raw import UNCOMPRESSED_LE, NotFast, ParsedFile, parse_file
+from transforms.dicom.header_values import HEADER_KEYWORDS, PER_FILE_KEYWORDS
+from transforms.dicom.raw import (
+    NOT_DICOM,
+    UNCOMPRESSED_LE,
+    NotDicom,
+    NotFast,
+    ParsedFile,
+    parse_file,
+)
 from transforms.dicom.slice_header import SliceHeader, header_from_fields
 
 _CANNOT_BUILD = (AttributeError, TypeError, KeyError, ValueError)
-_PER_FILE_TAGS = frozenset(int(Tag(k)) for k in PER_FILE_KEYWORDS)
+_PER_FILE_TAGS = frozenset(HEADER_KEYWORDS[k][0] for k in PER_FILE_KEYWORDS)
 _SHARED = "shared fields"  # memo keys of series templates start with this (decoded values' keys with a tag)
+
+
+def read_header(path: str | Path) -> SliceHeader:
+    """:func:`transforms.dicom.headers.read_header`, imported on first use: pydicom costs 0.15 s of start-up."""
+    from transforms.dicom.headers import read_header as read_with_pydicom
+
+    return read_with_pydicom(path)
 
 
 def _shared_key(parsed: ParsedFile) -> tuple[Any, ...]:
@@ -51,6 +63,8 @@ def read_fields_fast(path: str | Path, memo: dict[Any, Any] | None = None) -> di
     """
     try:
         parsed, _, file_size = parse_file(str(path), memo=memo)
+    except NotDicom:
+        raise DicomReadError(f"{path}: {NOT_DICOM}") from None
     except (NotFast, OSError):
         return read_header(path)
     key = like = None
