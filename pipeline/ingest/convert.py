@@ -25,7 +25,7 @@ from pipeline.locks import output_lock
 from pipeline.progress import progress
 from pipeline.pseudonym import Pseudonymiser
 from pipeline.ingest.scan import collect_headers, default_workers
-from pipeline.ingest.rows import series_problems
+from pipeline.ingest.rows import patient_key, series_problems
 from transforms.dicom.series import SeriesInfo, assemble_series
 
 log = logging.getLogger("radpipe")
@@ -67,8 +67,13 @@ def _seconds(ms: float | None) -> float | None:
     return None if ms is None else round(ms / 1000.0, 6)
 
 
-def sidecar(info: SeriesInfo, keys: dict[str, str], problems: list[str]) -> dict[str, Any]:
-    """BIDS-style sidecar of a series (times in seconds, as BIDS wants); no identifiers but keys."""
+def sidecar(info: SeriesInfo, keys: dict[str, str], problems: list[str],
+            philips_fp: bool | None = None) -> dict[str, Any]:
+    """BIDS-style sidecar of a series (times in seconds, as BIDS wants); no identifiers but keys.
+
+    ``philips_fp``: for a Philips series with a private scale slope, whether its values are Philips'
+    floating-point ones (dcm2niix's ``UsePhilipsFloatNotDisplayScaling``); ``None`` for any other series.
+    """
     h = info.header
     data: dict[str, Any] = {
         "Modality": h.modality, "Manufacturer": h.manufacturer, "ManufacturersModelName": h.model,
@@ -89,6 +94,8 @@ def sidecar(info: SeriesInfo, keys: dict[str, str], problems: list[str]) -> dict
         data["TemporalSpacing"] = info.temporal_spacing
     if h.gantry_tilt:
         data["GantryDetectorTilt"] = h.gantry_tilt
+    if philips_fp is not None:
+        data["UsePhilipsFloatNotDisplayScaling"] = int(philips_fp)
     return {k: v for k, v in data.items() if v not in (None, "")}
 
 
@@ -108,16 +115,18 @@ def write_nifti(volume: np.ndarray, affine: np.ndarray, path: Path, temporal_spa
         nib.save(image, tmp)
 
 
-def _convert_one(info: SeriesInfo, row: dict[str, Any], out_dir: str, problems: list[str]) -> dict[str, Any]:
+def _convert_one(info: SeriesInfo, row: dict[str, Any], out_dir: str, problems: list[str],
+                 philips_scaling: str = "display") -> dict[str, Any]:
     """Load one series, write its NIfTI and sidecar (worker process); failures fill ``error``."""
-    from transforms.dicom.volume import load_series
+    from transforms.dicom.volume import load_series, uses_philips_scale
 
     stem = f"{row['patient_key']}_{row['series_key']}"
     nifti, side = Path(out_dir) / f"{stem}.nii.gz", Path(out_dir) / f"{stem}.json"
     try:
-        volume, affine, _ = load_series(info)
+        volume, affine, _ = load_series(info, philips_scaling=philips_scaling)
         write_nifti(volume, affine, nifti, info.temporal_spacing)
-        write_atomic(side, json.dumps(sidecar(info, row, problems), indent=2), durable=False)
+        philips_fp = philips_scaling == "fp" if uses_philips_scale(info) else None
+        write_atomic(side, json.dumps(sidecar(info, row, problems, philips_fp), indent=2), durable=False)
     except Exception as e:  # noqa: BLE001 - one failing series never aborts the batch
         for partial in (nifti, side):
             partial.unlink(missing_ok=True)
@@ -127,20 +136,21 @@ def _convert_one(info: SeriesInfo, row: dict[str, Any], out_dir: str, problems: 
 
 
 def _run(jobs: list[tuple[SeriesInfo, dict[str, Any], list[str]]], out_dir: Path,
-         workers: int) -> Iterator[dict[str, Any]]:
+         workers: int, philips_scaling: str) -> Iterator[dict[str, Any]]:
     if workers <= 1 or len(jobs) < 2:
         for info, row, problems in progress(jobs, desc="converting"):
-            yield _convert_one(info, row, str(out_dir), problems)
+            yield _convert_one(info, row, str(out_dir), problems, philips_scaling)
         return
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(_convert_one, info, row, str(out_dir), problems) for info, row, problems in jobs]
+        futures = [pool.submit(_convert_one, info, row, str(out_dir), problems, philips_scaling)
+                   for info, row, problems in jobs]
         for future in progress(futures, desc="converting"):
             yield future.result()
 
 
 def convert_export(export_dir: str | Path, out_dir: str | Path, *, workers: int | None = None,
                    keep_identifiers: bool = False, pseudonymiser: Pseudonymiser | None = None,
-                   follow_links: bool = False) -> ConvertSummary:
+                   follow_links: bool = False, philips_scaling: str = "display") -> ConvertSummary:
     """Convert every image series under ``export_dir`` to ``out_dir/<patient_key>_<series_key>.nii.gz`` + ``.json``.
 
     Args:
@@ -150,6 +160,8 @@ def convert_export(export_dir: str | Path, out_dir: str | Path, *, workers: int 
         keep_identifiers: name files by identifiers in clear (an explicit, logged opt-out).
         pseudonymiser: the key maker (default: the secret of ``$RADPIPE_SECRET_FILE``).
         follow_links: read files and walk folders that links in the export point to outside it.
+        philips_scaling: ``"display"`` (DICOM's values) or ``"fp"`` (Philips' floating-point values, as
+            dcm2niix's default ``-p y``); see :func:`transforms.dicom.volume.load_series`.
 
     Returns:
         A :class:`ConvertSummary`.
@@ -166,11 +178,11 @@ def convert_export(export_dir: str | Path, out_dir: str | Path, *, workers: int 
         log.warning("convert: --keep-identifiers: file names and the index hold identifiers IN CLEAR")
     out = Path(out_dir)
     with output_lock(out / "index.csv", "convert"):
-        return _convert(export_dir, out, workers, pseudonymiser, start, follow_links)
+        return _convert(export_dir, out, workers, pseudonymiser, start, follow_links, philips_scaling)
 
 
 def _convert(export_dir: str | Path, out: Path, workers: int, pseudonymiser: Pseudonymiser,
-             start: float, follow_links: bool) -> ConvertSummary:
+             start: float, follow_links: bool, philips_scaling: str) -> ConvertSummary:
     _, entries, _ = collect_headers(export_dir, workers=workers, pseudonymiser=pseudonymiser,
                                     cache_path=out / CACHE_NAME, exclude=[out], follow_links=follow_links)
     series = assemble_series(e.header for e in entries.values() if e.header is not None)
@@ -178,13 +190,13 @@ def _convert(export_dir: str | Path, out: Path, workers: int, pseudonymiser: Pse
     for info in series:
         h = info.header
         status, problems = series_problems(info)
-        row = {"patient_key": h.patient_id, "study_key": pseudonymiser.key(h.study_uid, "study"),
+        row = {"patient_key": patient_key(h, pseudonymiser), "study_key": pseudonymiser.key(h.study_uid, "study"),
                "series_key": pseudonymiser.key(info.uid, "series"), "accession_key": h.accession_number,
                "modality": h.modality, "series_description": h.series_description, "status": status,
                "nifti": "", "sidecar": "", "shape": "", "spacing": "x".join(f"{v:.3f}" for v in info.spacing),
                "orientation": info.orientation_label, "problems": "; ".join(problems), "error": ""}
         jobs.append((info, row, problems))
-    rows = list(_run(jobs, out, workers))
+    rows = list(_run(jobs, out, workers, philips_scaling))
     rows.sort(key=lambda r: (r["patient_key"], r["study_key"], r["series_key"]))
     index = out / "index.csv"
     with atomic_open(index, newline="") as f:

@@ -17,6 +17,8 @@ from pipeline.files import write_atomic
 from pipeline.pseudonym import Pseudonymiser
 from transforms.dicom.reference import series_meta, series_part, series_ref_record
 from transforms.dicom.series import SeriesInfo
+from transforms.dicom.slice_header import SliceHeader
+from transforms.dicom.sop import uid_name
 
 INDEX_COLUMNS = (
     "patient_key", "study_key", "series_key", "accession_key", "sex", "age", "modality", "body_part",
@@ -140,10 +142,14 @@ def _spacing_text(info: SeriesInfo) -> str:
 
 
 def _transfer_syntax_name(uid: str) -> str:
-    from pydicom.uid import UID
-
-    name = UID(uid).name if uid else ""
+    name = uid_name(uid) if uid else ""
     return name if name and name != uid else uid
+
+
+def patient_key(h: SliceHeader, pseudonymiser: Pseudonymiser) -> str:
+    """The patient key of a pseudonymised header; a file without PatientID gets one made from its study
+    (stable, and never empty: file names start with it)."""
+    return h.patient_id or pseudonymiser.key(f"no-patient-id-{h.study_uid}", "patient")
 
 
 def series_problems(info: SeriesInfo) -> tuple[str, list[str]]:
@@ -162,7 +168,7 @@ def series_row(info: SeriesInfo, pseudonymiser: Pseudonymiser, series_ref: str) 
     h = info.header
     status, problems = series_problems(info)
     return {
-        "patient_key": h.patient_id, "study_key": pseudonymiser.key(h.study_uid, "study"),
+        "patient_key": patient_key(h, pseudonymiser), "study_key": pseudonymiser.key(h.study_uid, "study"),
         "series_key": pseudonymiser.key(info.uid, "series"), "accession_key": h.accession_number,
         "sex": h.patient_sex, "age": _age(h.patient_age) if not pseudonymiser.keep_identifiers else h.patient_age,
         "modality": h.modality, "body_part": h.body_part,

@@ -97,10 +97,10 @@ def test_matches_dcm2niix_voxel_for_voxel_in_world_space(export, converted, tmp_
 def test_a_failing_series_is_listed_and_the_rest_converted(export, tmp_path, monkeypatch):
     real = transforms.dicom.volume.load_series
 
-    def fake(info):
+    def fake(info, **kwargs):
         if info.header.is_localizer:
             raise DicomReadError(f"series {info.uid}: cannot decode pixel data (test)")
-        return real(info)
+        return real(info, **kwargs)
 
     monkeypatch.setattr(transforms.dicom.volume, "load_series", fake)
     summary = convert_export(export.export_dir, tmp_path / "out", workers=1, pseudonymiser=Pseudonymiser(SECRET))

@@ -103,3 +103,35 @@ def test_header_from_fields_equals_the_dataclass_built_header(tmp_path):
     assert header.rows == 8 and fast.rows == 8  # the header holds its own copy of the fields
     with pytest.raises(TypeError, match="unexpected keyword"):
         header_from_fields({**fields, "not_a_field": 1})
+
+
+def test_every_cut_of_an_image_file_is_reported_as_damaged_never_as_a_non_image(tmp_path):
+    """A fuzz run listed files cut inside their header as 'non-image object': a cut file is damaged."""
+    from transforms.dicom.scan_fields import read_fields_fast
+
+    (path,) = write_series(tmp_path / "s", SeriesSpec(rows=16, cols=16, n_slices=1))
+    data = path.read_bytes()
+    pixel_start = data.index(b"\xe0\x7f\x10\x00")
+    for cut in range(140, pixel_start + 8, 37):
+        damaged = tmp_path / f"cut{cut}.dcm"
+        damaged.write_bytes(data[:cut])
+        for read in (read_header, read_fields_fast):
+            with pytest.raises(DicomReadError) as info:
+                read(damaged)
+            assert not isinstance(info.value, NotAnImageError), (cut, str(info.value))
+            assert "damaged" in str(info.value) or "truncated" in str(info.value), (cut, str(info.value))
+
+
+def test_pixel_data_longer_than_the_header_says_is_refused(tmp_path):
+    """Rows changed to 1 by a damaged header: 64 times more pixel data than Rows x Columns says."""
+    import pydicom
+
+    from transforms.dicom.scan_fields import read_fields_fast
+
+    (path,) = write_series(tmp_path / "s", SeriesSpec(rows=16, cols=16, n_slices=1))
+    ds = pydicom.dcmread(path)
+    ds.Rows = 1
+    ds.save_as(tmp_path / "rows1.dcm")
+    for read in (read_header, read_fields_fast):
+        with pytest.raises(DicomReadError, match=r"pixel data holds 512 bytes but 1x16x1 frames .* need 32"):
+            read(tmp_path / "rows1.dcm")

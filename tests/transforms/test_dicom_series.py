@@ -71,9 +71,9 @@ def test_4d_from_acquisition_numbers_without_temporal_ids(tmp_path):
 
 
 def test_acquisitions_covering_different_positions_are_split(tmp_path):
-    a = write_series(tmp_path, SeriesSpec(rows=4, cols=4, n_slices=4, series_uid="1.2.3.4",
+    a = write_series(tmp_path, SeriesSpec(rows=4, cols=4, n_slices=4, series_uid="1.2.3.4", study_uid="1.2.3",
                                           extra={"AcquisitionNumber": 1}), SeriesFiles(file_names="instance"))
-    b = write_series(tmp_path / "b", SeriesSpec(rows=4, cols=4, n_slices=3, series_uid="1.2.3.4", origin=(0, 0, 2.5),
+    b = write_series(tmp_path / "b", SeriesSpec(rows=4, cols=4, n_slices=3, series_uid="1.2.3.4", study_uid="1.2.3", origin=(0, 0, 2.5),
                                                 extra={"AcquisitionNumber": 2}, seed=5))
     found = assemble_series(_headers(a + b))
     assert sorted(s.uid for s in found) == ["1.2.3.4_a1", "1.2.3.4_a2"]
@@ -81,8 +81,8 @@ def test_acquisitions_covering_different_positions_are_split(tmp_path):
 
 
 def test_duplicate_positions_without_ids_are_an_error(tmp_path):
-    a = write_series(tmp_path / "a", SeriesSpec(rows=4, cols=4, n_slices=4, series_uid="1.2.3.5"))
-    b = write_series(tmp_path / "b", SeriesSpec(rows=4, cols=4, n_slices=2, series_uid="1.2.3.5", seed=9))
+    a = write_series(tmp_path / "a", SeriesSpec(rows=4, cols=4, n_slices=4, series_uid="1.2.3.5", study_uid="1.2.3"))
+    b = write_series(tmp_path / "b", SeriesSpec(rows=4, cols=4, n_slices=2, series_uid="1.2.3.5", study_uid="1.2.3", seed=9))
     (s,) = assemble_series(_headers(a + b))
     assert s.status == "error" and any("duplicate slice positions" in p for p in s.problems)
 
@@ -92,7 +92,7 @@ def test_copies_of_one_instance_are_deduplicated(tmp_path):
     copy = tmp_path / "copy.dcm"
     copy.write_bytes(paths[1].read_bytes())
     s = _one(paths + [copy])
-    assert s.n_slices == 3 and s.status == "warning" and "copies" in s.problems[0]
+    assert s.n_slices == 3 and s.status == "ok" and "1 file(s) are copies" in s.problems[0]
 
 
 def test_missing_slice_is_reported_and_filled(tmp_path):
@@ -124,18 +124,18 @@ def test_gantry_tilt_gives_sheared_affine_with_true_positions(tmp_path):
 
 def test_series_split_by_echo_localizer_and_matrix(tmp_path):
     uid = "1.2.3.6"
-    e1 = write_series(tmp_path / "e1", SeriesSpec(modality="MR", rows=4, cols=4, n_slices=3, series_uid=uid,
+    e1 = write_series(tmp_path / "e1", SeriesSpec(modality="MR", rows=4, cols=4, n_slices=3, series_uid=uid, study_uid="1.2.3",
                                                   intercept=0.0, extra={"EchoNumbers": 1}))
-    e2 = write_series(tmp_path / "e2", SeriesSpec(modality="MR", rows=4, cols=4, n_slices=3, series_uid=uid,
+    e2 = write_series(tmp_path / "e2", SeriesSpec(modality="MR", rows=4, cols=4, n_slices=3, series_uid=uid, study_uid="1.2.3",
                                                   intercept=0.0, extra={"EchoNumbers": 2}, seed=2))
     found = assemble_series(_headers(e1 + e2))
     assert sorted(s.uid for s in found) == [f"{uid}_e1", f"{uid}_e2"]
     assert all(s.status == "ok" and "split into 2 volumes by echo" in s.problems[0] for s in found)
 
-    loc = write_series(tmp_path / "loc", SeriesSpec(rows=4, cols=4, n_slices=3, series_uid="1.2.3.7",
+    loc = write_series(tmp_path / "loc", SeriesSpec(rows=4, cols=4, n_slices=3, series_uid="1.2.3.7", study_uid="1.2.3",
                                                     orientation="sagittal",
                                                     extra={"ImageType": ["ORIGINAL", "PRIMARY", "LOCALIZER"]}))
-    body = write_series(tmp_path / "body", SeriesSpec(rows=8, cols=8, n_slices=4, series_uid="1.2.3.7", seed=3))
+    body = write_series(tmp_path / "body", SeriesSpec(rows=8, cols=8, n_slices=4, series_uid="1.2.3.7", study_uid="1.2.3", seed=3))
     found = {s.uid: s for s in assemble_series(_headers(loc + body))}
     assert set(found) == {"1.2.3.7_loc_4x4_o2", "1.2.3.7_8x8_o1"} or len(found) == 2
     shapes = sorted(s.shape for s in found.values())
@@ -183,3 +183,36 @@ def test_series_info_is_frozen(tmp_path):
     s = _one(write_series(tmp_path, SeriesSpec(rows=4, cols=4, n_slices=2)))
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.uid = "x"  # type: ignore[misc]
+
+
+def test_time_points_numbered_volume_after_volume_are_no_warning(tmp_path):
+    """GE writes slice-based fMRI/DWI with no temporal ids, numbered one volume after the other: its
+    normal layout, so `info`; numbers that follow no pattern stay a warning."""
+    no_ids = {"TemporalPositionIdentifier": None, "NumberOfTemporalPositions": None, "AcquisitionNumber": None,
+              "AcquisitionTime": None, "ContentTime": None}
+    regular = write_series(tmp_path / "ge", SeriesSpec(modality="MR", rows=4, cols=4, n_slices=3, n_timepoints=2,
+                                                       intercept=0.0, extra=no_ids))
+    s = _one(regular)
+    assert s.status == "ok" and s.n_timepoints == 2 and "numbered volume after volume" in s.problems[0]
+    shuffled = {**no_ids, "InstanceNumber": lambda t, z: [[1, 2, 5], [3, 4, 6]][t][z]}
+    s = _one(write_series(tmp_path / "odd", SeriesSpec(modality="MR", rows=4, cols=4, n_slices=3, n_timepoints=2,
+                                                       intercept=0.0, seed=4, extra=shuffled)))
+    assert s.status == "warning" and "no regular pattern" in s.problems[0]
+
+
+def test_damaged_copy_sharing_an_instance_uid_never_replaces_the_original(tmp_path, monkeypatch):
+    import transforms.dicom.series as series_module
+
+    paths = write_series(tmp_path / "a", SeriesSpec(rows=4, cols=4, n_slices=3))
+    copy = tmp_path / "a" / "0000-damaged-copy.dcm"  # sorts first by name
+    copy.write_bytes(paths[1].read_bytes())
+    real_digest = series_module.pixel_digest
+    monkeypatch.setattr(series_module, "pixel_digest", lambda h: None if h.path == str(copy) else real_digest(h))
+    s = _one(paths + [copy])
+    assert str(copy) not in s.files and str(paths[1]) in s.files and s.status == "warning"
+    assert "pixel data cannot be read; kept the readable one" in s.problems[0]
+
+
+def test_degenerate_geometry_is_an_error_that_names_it(tmp_path):
+    s = _one(write_series(tmp_path / "z", SeriesSpec(rows=4, cols=4, n_slices=2, extra={"PixelSpacing": [0.0, 0.7]})))
+    assert s.status == "error" and any("PixelSpacing (rows) is 0" in p for p in s.problems)

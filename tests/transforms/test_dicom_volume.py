@@ -210,8 +210,8 @@ def test_unsupported_transfer_syntax_names_the_file_and_decoder(tmp_path):
 
 
 def test_error_status_series_and_several_series_are_refused(tmp_path):
-    a = write_series(tmp_path / "a", SeriesSpec(rows=4, cols=4, n_slices=4, series_uid="1.2.9"))
-    b = write_series(tmp_path / "b", SeriesSpec(rows=4, cols=4, n_slices=2, series_uid="1.2.9", seed=3))
+    a = write_series(tmp_path / "a", SeriesSpec(rows=4, cols=4, n_slices=4, series_uid="1.2.9", study_uid="1.2.3"))
+    b = write_series(tmp_path / "b", SeriesSpec(rows=4, cols=4, n_slices=2, series_uid="1.2.9", study_uid="1.2.3", seed=3))
     (series,) = assemble_series(read_header(p) for p in a + b)
     with pytest.raises(DicomReadError, match="duplicate slice positions"):
         load_series(series)

@@ -7,6 +7,7 @@ first file's fields are known (``radpipe scan`` calls both once per file).
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +22,7 @@ from transforms.dicom.header_values import (
     first_item,
 )
 from transforms.dicom.slice_header import FrameInfo, SliceHeader, header_from_fields
-from transforms.dicom.sop import non_image_reason, uid_name
+from transforms.dicom.sop import is_known_class, non_image_reason, uid_name
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -43,8 +44,9 @@ def check_image(ds: Dataset | Mapping[str, Any], sop_class: str, path: str | Pat
     if reason is not None:
         raise NotAnImageError(f"{path}: {reason}; not an image, skipped")
     if not ds.get("Rows") or not ds.get("Columns"):
-        raise DicomReadError(f"{path}: {uid_name(sop_class)} object without Rows/Columns; the file "
-                             "is damaged or truncated: re-export it")
+        what = f"{uid_name(sop_class)} object" if is_known_class(sop_class) else (
+            f"object of SOP class '{sop_class}', which DICOM does not define," if sop_class else "object")
+        raise DicomReadError(f"{path}: {what} without Rows/Columns; the file is damaged or truncated: re-export it")
 
 
 def header_fields(values: Mapping[str, Any], path: str | Path, *, transfer_syntax: str,
@@ -220,6 +222,13 @@ def fields_from_values(v: Mapping[str, Any], path: str | Path, transfer_syntax: 
     )
 
 
+def _scale_slope(v: Mapping[str, Any]) -> float | None:
+    """The private scale slope (2005,100E) (Philips'; the loader uses it only for Philips files); None when
+    absent, zero or not a finite number."""
+    slope = as_float(v.get("PhilipsScaleSlope"))
+    return slope if slope is not None and math.isfinite(slope) and slope != 0 else None
+
+
 def _per_file_fields(v: Mapping[str, Any], first: FrameInfo | None) -> dict[str, Any]:
     """The fields computed from :data:`~transforms.dicom.header_values.PER_FILE_KEYWORDS` (and the first
     frame's, shared), and from nothing else."""
@@ -235,4 +244,5 @@ def _per_file_fields(v: Mapping[str, Any], first: FrameInfo | None) -> dict[str,
         trigger_time=as_float(v.get("TriggerTime")),
         slope=as_float(v.get("RescaleSlope")) or (first.slope if first else 1.0),
         intercept=as_float(v.get("RescaleIntercept")) or (first.intercept if first else 0.0),
+        philips_scale_slope=_scale_slope(v),
     )

@@ -207,16 +207,39 @@ def _time_index(items: list[SliceItem], cluster: np.ndarray, k: int, problems: P
         for c, v in zip(cluster, values):
             by_pos[int(c)].append(v)
         if all(len(set(vs)) == k for vs in by_pos.values()):
-            if name in ("AcquisitionTime", "InstanceNumber"):
-                problems.add("warning", f"{k} images at every position without temporal or acquisition ids; "
-                                        f"taken as {k} time points ordered by {name}")
             ranks = np.empty(len(items), dtype=int)
             for c in by_pos:
                 idx = np.flatnonzero(cluster == c)
                 order = sorted(idx, key=lambda i: values[i])
                 ranks[order] = np.arange(k)
+            if name == "AcquisitionTime":
+                problems.add("info", f"{k} images at every position without temporal or acquisition ids; "
+                                     f"taken as {k} time points ordered by AcquisitionTime")
+            elif name == "InstanceNumber":
+                regular = _numbered_regularly(values, cluster, ranks)
+                problems.add("info" if regular else "warning",
+                             f"{k} images at every position without temporal or acquisition ids; taken as {k} "
+                             "time points ordered by InstanceNumber"
+                             + (f" ({regular})" if regular else
+                                " (the numbers follow no regular pattern: check the time order)"))
             return ranks
     return None
+
+
+def _numbered_regularly(numbers: list[int], cluster: np.ndarray, ranks: np.ndarray) -> str:
+    """How InstanceNumbers run through a 4D series, when they follow one of the two patterns scanners
+    write (GE's slice-based fMRI and DWI among them): every time point before the next (volume after
+    volume), or every time point of a slice before the next slice. ``""`` when neither."""
+    order = np.argsort(np.asarray(numbers), kind="stable")
+    n_z = int(cluster.max()) + 1
+    k = len(numbers) // n_z
+    by_volume = ranks[order].reshape(k, n_z)
+    if (by_volume == np.arange(k)[:, None]).all():
+        return "numbered volume after volume"
+    by_slice = cluster[order].reshape(n_z, k)
+    if (by_slice == by_slice[:, :1]).all():
+        return "numbered slice after slice"
+    return ""
 
 
 def stack_planes(series_uid: str, tokens: tuple[str, ...], items: list[SliceItem], cos: np.ndarray, kind: str,
@@ -384,6 +407,17 @@ def temporal_spacing(items: list[SliceItem], t_index: np.ndarray, keep: np.ndarr
     return ref.repetition_time / 1000.0 if ref.repetition_time else None
 
 
+def _check_grid(shape: tuple[int, ...], spacing: tuple[float, ...], problems: Problems) -> None:
+    """Refuse a volume with no voxels along an axis, or a spacing that is zero, negative or not a number."""
+    if min(shape) < 1:
+        problems.add("error", f"degenerate volume {'x'.join(map(str, shape))}: an axis holds no voxels "
+                              "(Rows, Columns or the mosaic's tiles); the header is damaged")
+    names = ("PixelSpacing (columns)", "PixelSpacing (rows)", "slice spacing (positions)")
+    for name, value in zip(names, spacing):
+        if not np.isfinite(value) or value <= 0:
+            problems.add("error", f"{name} is {value:g}: a spacing must be a positive number; the header is damaged")
+
+
 def series_info(series_uid: str, tokens: tuple[str, ...], kind: str, planes: list[Plane],
                 headers: tuple[SliceHeader, ...], shape: tuple[int, ...], ref: SliceHeader, origin: np.ndarray,
                 row: np.ndarray, col: np.ndarray, step: np.ndarray, normal: np.ndarray, n_z: int, n_t: int,
@@ -395,6 +429,7 @@ def series_info(series_uid: str, tokens: tuple[str, ...], kind: str, planes: lis
     spacing = (float(col_sp), float(row_sp), float(np.linalg.norm(step)))
     if n_t > 1:
         spacing += (float(temporal) if temporal else 1.0,)
+    _check_grid(shape, spacing[:3] if kind != "single2d" else spacing[:2], problems)
     label, angle = orientation_label(normal)
     return SeriesInfo(
         uid=series_uid_with(series_uid, tokens), series_uid=series_uid, kind=kind, planes=tuple(planes),

@@ -47,7 +47,14 @@ HEADER_KEYWORDS: dict[str, tuple[int, str]] = {
     "PerFrameFunctionalGroupsSequence": (0x52009230, "SQ"), "DirectoryRecordSequence": (0x00041220, "SQ"),
 }
 
-HEADER_TAGS: tuple[str | int, ...] = (*HEADER_KEYWORDS, SIEMENS_MOSAIC_COUNT, *SIEMENS_CSA_TAGS)
+# Private values read by their tag, named here (tag, VR): Philips' floating-point scale slope (in the
+# block of the "Philips MR Imaging DD 001" creator), used only for files whose Manufacturer is Philips.
+PRIVATE_KEYWORDS: dict[str, tuple[int, str]] = {"PhilipsScaleSlope": (0x2005100E, "FL")}
+# How the loader scales Philips values: DICOM's display values, or Philips' floating-point values.
+PHILIPS_SCALINGS = ("display", "fp")
+
+HEADER_TAGS: tuple[str | int, ...] = (*HEADER_KEYWORDS, SIEMENS_MOSAIC_COUNT, *SIEMENS_CSA_TAGS,
+                                      *(tag for tag, _ in PRIVATE_KEYWORDS.values()))
 
 PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 
@@ -55,7 +62,7 @@ PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 # every other value a series' files share. SliceLocation is read but used by no field.
 PER_FILE_KEYWORDS = ("SOPInstanceUID", "ImagePositionPatient", "SliceLocation", "InstanceNumber", "EchoNumbers",
                      "EchoTime", "AcquisitionNumber", "AcquisitionTime", "ContentTime", "TemporalPositionIdentifier",
-                     "TriggerTime", "RescaleSlope", "RescaleIntercept")
+                     "TriggerTime", "RescaleSlope", "RescaleIntercept", "PhilipsScaleSlope")
 
 
 def as_text(ds: Dataset | dict[str, Any], keyword: str) -> str:

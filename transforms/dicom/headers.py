@@ -8,6 +8,7 @@ mosaic details come from the private CSA header.
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 from pathlib import Path
 from typing import Any
@@ -23,14 +24,17 @@ from transforms.dicom.fields import check_image, fields_from_values
 from transforms.dicom.header_values import (
     HEADER_TAGS,
     PIXEL_DATA_TAGS,
+    PRIVATE_KEYWORDS,
     SIEMENS_MOSAIC_COUNT,
     as_int,
 )
 from transforms.dicom.raw import NOT_DICOM
+from transforms.dicom.sop import is_image_class
 from transforms.dicom.slice_header import SliceHeader, Vec3
 
 _SPECIFIC_TAGS = [*HEADER_TAGS, *PIXEL_DATA_TAGS]
 _WANTED_TAGS = frozenset(int(Tag(t)) for t in (*HEADER_TAGS, "SpecificCharacterSet"))
+_PRIVATE_BY_TAG = {tag: (keyword, vr) for keyword, (tag, vr) in PRIVATE_KEYWORDS.items()}
 
 
 def read_dataset(path: Path, *, header_only: bool = True) -> Dataset:
@@ -51,8 +55,12 @@ def read_dataset(path: Path, *, header_only: bool = True) -> Dataset:
     kwargs: dict[str, Any] = {"defer_size": 1024, "specific_tags": _SPECIFIC_TAGS} if header_only else {}
     try:
         return pydicom.dcmread(path, **kwargs)
-    except InvalidDicomError:
-        pass  # no 128-byte preamble + "DICM": maybe an old file written without one
+    except InvalidDicomError as e:
+        with open(path, "rb") as f:
+            if f.read(132)[128:] == b"DICM":  # a DICOM file, so damaged
+                raise DicomReadError(f"{path}: cannot read DICOM header ({e}); the file is damaged or truncated: "
+                                     "re-export it or leave it out") from e
+        # no 128-byte preamble + "DICM": maybe an old file written without one
     except FileNotFoundError as e:
         raise DicomReadError(f"{path}: file not found; check the path") from e
     except IsADirectoryError as e:
@@ -78,7 +86,11 @@ def _check_pixel_data(path: Path, ds: Dataset, header: SliceHeader) -> None:
     """Catch files without pixel data, or cut short inside it, from the deferred pixel data element."""
     raw = next((ds.get_item(tag, keep_deferred=True) for tag in PIXEL_DATA_TAGS if tag in ds), None)
     if raw is None:
-        raise NotAnImageError(f"{path}: {UID(_sop_class(ds)).name or 'object'} without pixel data; not an image, "
+        sop_class = _sop_class(ds)
+        if is_image_class(sop_class):
+            raise DicomReadError(f"{path}: {UID(sop_class).name} object without pixel data: the file ends "
+                                 f"before its image ({os.path.getsize(path)} bytes; truncated): re-export it")
+        raise NotAnImageError(f"{path}: {UID(sop_class).name or 'object'} without pixel data; not an image, "
                               "skipped")
     length, offset = getattr(raw, "length", None), getattr(raw, "value_tell", None)
     if length is None or offset is None or length == 0xFFFFFFFF:
@@ -92,10 +104,11 @@ def _check_pixel_data(path: Path, ds: Dataset, header: SliceHeader) -> None:
         return
     expected = (header.rows * header.cols * header.number_of_frames * header.samples_per_pixel
                 * max(header.bits_allocated, 1) + 7) // 8
-    if raw.tag == PIXEL_DATA_TAGS[0] and length < expected:
+    if raw.tag == PIXEL_DATA_TAGS[0] and not expected <= length <= expected + 1:  # + 1: padding to even
         raise DicomReadError(f"{path}: pixel data holds {length} bytes but {header.rows}x{header.cols}x"
-                             f"{header.number_of_frames} frames of {header.bits_allocated} bits need {expected}; "
-                             "the file is damaged: re-export it")
+                             f"{header.number_of_frames} frames x {header.samples_per_pixel} samples of "
+                             f"{header.bits_allocated} bits need {expected}; the header does not match the pixels "
+                             "(damaged file): re-export it")
 
 
 def read_header(path: str | Path) -> SliceHeader:
@@ -153,7 +166,13 @@ def _values(ds: Dataset) -> dict[str, Any]:
     for tag in ds.keys():
         if int(tag) in _WANTED_TAGS:
             elem = ds[tag]
-            values[elem.keyword or str(tag)] = elem.value
+            private = _PRIVATE_BY_TAG.get(int(tag))
+            if private is None:
+                values[elem.keyword or str(tag)] = elem.value
+            elif isinstance(elem.value, (int, float)) or not elem.value:
+                values[private[0]] = elem.value
+            elif private[1] == "FL" and isinstance(elem.value, bytes) and len(elem.value) >= 4:
+                values[private[0]] = struct.unpack_from("<f", elem.value)[0]  # implicit VR: bytes as stored
     return values
 
 

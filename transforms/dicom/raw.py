@@ -21,7 +21,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from transforms.dicom.header_values import HEADER_KEYWORDS
+from transforms.dicom.header_values import HEADER_KEYWORDS, PRIVATE_KEYWORDS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,7 +41,7 @@ _U32 = struct.Struct("<I").unpack_from
 _FALLBACK_SYNTAXES = {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}  # big endian, deflated
 
 
-_WANTED = {tag: (keyword, vr) for keyword, (tag, vr) in HEADER_KEYWORDS.items()}
+_WANTED = {tag: (keyword, vr) for keyword, (tag, vr) in (HEADER_KEYWORDS | PRIVATE_KEYWORDS).items()}
 _WANTED[_CHARSET] = ("SpecificCharacterSet", "CS")
 _STOP = {tag for tag, (_, vr) in _WANTED.items() if vr == "SQ"} | _REFUSED
 
@@ -223,7 +223,7 @@ def _walk(buf: bytes, pos: int, implicit: bool, out: dict[int, tuple[bytes | Non
 
 def _meta(buf: bytes) -> tuple[dict[str, str], int]:
     if len(buf) < 144 or buf[128:132] != b"DICM":
-        if buf[:2] not in _HEADLESS_STARTS:
+        if buf[128:132] != b"DICM" and buf[:2] not in _HEADLESS_STARTS:
             raise NotDicom
         raise NotFast  # maybe an old file without preamble (or gzip): pydicom decides
     pos, meta = 132, {}

@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.errors import DicomReadError
 from transforms.dicom.fields import header_fields, header_fields_like
-from transforms.dicom.header_values import HEADER_KEYWORDS, PER_FILE_KEYWORDS
+from transforms.dicom.header_values import HEADER_KEYWORDS, PER_FILE_KEYWORDS, PRIVATE_KEYWORDS
 from transforms.dicom.raw import (
     NOT_DICOM,
     UNCOMPRESSED_LE,
@@ -26,7 +26,7 @@ from transforms.dicom.raw import (
 from transforms.dicom.slice_header import SliceHeader, header_from_fields
 
 _CANNOT_BUILD = (AttributeError, TypeError, KeyError, ValueError)
-_PER_FILE_TAGS = frozenset(HEADER_KEYWORDS[k][0] for k in PER_FILE_KEYWORDS)
+_PER_FILE_TAGS = frozenset((HEADER_KEYWORDS | PRIVATE_KEYWORDS)[k][0] for k in PER_FILE_KEYWORDS)
 _SHARED = "shared fields"  # memo keys of series templates start with this (decoded values' keys with a tag)
 
 
@@ -87,8 +87,8 @@ def read_fields_fast(path: str | Path, memo: dict[Any, Any] | None = None) -> di
     if length is not None and parsed.transfer_syntax in UNCOMPRESSED_LE:
         expected = (fields["rows"] * fields["cols"] * fields["number_of_frames"] * fields["samples_per_pixel"]
                     * max(fields["bits_allocated"], 1) + 7) // 8
-        if length < expected:
-            return read_header(path)
+        if not expected <= length <= expected + 1:
+            return read_header(path)  # which says what is wrong
     return fields
 
 

@@ -31,11 +31,15 @@ from transforms.dicom.geometry import (
     temporal_spacing,
     unit,
 )
+from transforms.dicom.content import pixel_digest
 from transforms.dicom.slice_header import SliceHeader
 
 __all__ = ["LPS_TO_RAS", "Plane", "SeriesInfo", "assemble_series", "orientation_label", "series_key", "sort_series"]
 
 ORIENTATION_TOLERANCE = 1e-3  # max abs difference of direction cosines within one volume
+# Splits that say the files were not written as one series (one SeriesInstanceUID reused): a warning.
+_MIXED = {"study": "studies", "series": "series numbers", "modality": "modalities", "vendor": "manufacturers",
+          "matrix": "matrix sizes", "orient": "orientations"}
 
 
 def _cluster_orientations(cosines: list[tuple[float, ...]]) -> list[int]:
@@ -75,7 +79,15 @@ def _kind(h: SliceHeader) -> str:
 def _split_keys(headers: list[SliceHeader]) -> tuple[list[tuple[str, ...]], list[str]]:
     """Per-header tuple of split tokens; a dimension adds a token only when it varies within the series."""
     orient_ids = _cluster_orientations([h.orientation or (0.0,) * 6 for h in headers])
+    vendors = {v: k for k, v in enumerate(dict.fromkeys(h.manufacturer.strip().upper() for h in headers))}
+    studies = {v: k for k, v in enumerate(dict.fromkeys(h.study_uid for h in headers))}
     dims = {
+        "study": [f"st{studies[h.study_uid] + 1}" for h in headers],
+        "series": [f"s{h.series_number}" if h.series_number is not None else "" for h in headers],
+        "modality": [h.modality.strip().lower() for h in headers],
+        "vendor": [f"v{vendors[h.manufacturer.strip().upper()] + 1}" for h in headers],
+        "derived": ["derived" if h.image_type[:1] == ("DERIVED",) else "" for h in headers],
+        "bits": [f"b{h.bits_allocated}" for h in headers],
         "loc": ["loc" if h.is_localizer else "" for h in headers],
         "kind": [_kind(h) for h in headers],
         "matrix": [f"{h.rows}x{h.cols}" for h in headers],
@@ -89,18 +101,44 @@ def _split_keys(headers: list[SliceHeader]) -> tuple[list[tuple[str, ...]], list
 
 
 def _dedupe(headers: list[SliceHeader], problems: Problems) -> list[SliceHeader]:
-    seen: dict[str, SliceHeader] = {}
-    out = []
+    """Drop copies: files that share a SOPInstanceUID *and* their pixel data (dcm2niix compares content too).
+
+    Files that share a SOPInstanceUID but not their pixels are different images and all stay, unless
+    some of them cannot be read back (damaged copies of an original): those are dropped.
+    """
+    by_uid: dict[str, list[SliceHeader]] = defaultdict(list)
     for h in headers:
-        key = h.sop_instance_uid or h.path
-        if key in seen:
+        by_uid[h.sop_instance_uid or h.path].append(h)
+    if all(len(same) == 1 for same in by_uid.values()):
+        return headers
+    drop: set[str] = set()
+    copies = damaged = different = 0
+    for same in by_uid.values():
+        if len(same) < 2:
             continue
-        seen[key] = h
-        out.append(h)
-    if len(out) < len(headers):
-        problems.add("warning", f"{len(headers) - len(out)} file(s) are copies of an instance already seen "
-                                "(same SOPInstanceUID); kept one of each")
-    return out
+        digests = {h.path: pixel_digest(h) for h in same}
+        readable = [h for h in same if digests[h.path] is not None]
+        unreadable = [h for h in same if digests[h.path] is None]
+        if readable:
+            drop.update(h.path for h in unreadable)
+            damaged += len(unreadable)
+        first_of: dict[str | None, str] = {}
+        for h in readable or same[:1]:
+            kept = first_of.setdefault(digests[h.path], h.path)
+            if kept != h.path:
+                drop.add(h.path)
+                copies += 1
+        different += len(first_of) - 1
+    if copies:
+        problems.add("info", f"{copies} file(s) are copies of an image already seen (same SOPInstanceUID and "
+                             "pixel data); kept one of each")
+    if damaged:
+        problems.add("warning", f"{damaged} file(s) share a SOPInstanceUID with a readable file but their pixel "
+                                "data cannot be read; kept the readable one")
+    if different:
+        problems.add("warning", f"{different} file(s) share a SOPInstanceUID with another but hold different "
+                                "pixel data; kept as different images")
+    return [h for h in headers if h.path not in drop]
 
 
 def assemble_series(headers: Iterable[SliceHeader]) -> list[SeriesInfo]:
@@ -122,20 +160,21 @@ def assemble_series(headers: Iterable[SliceHeader]) -> list[SeriesInfo]:
     for series_uid, group in by_series.items():
         group.sort(key=lambda h: (h.instance_number if h.instance_number is not None else 1 << 30, h.path))
         common = Problems()
-        group = _dedupe(group, common)
         keys, varying = _split_keys(group)
         parts: dict[tuple[str, ...], list[SliceHeader]] = defaultdict(list)
         for key, h in zip(keys, group):
             parts[key].append(h)
         if len(parts) > 1:
-            mixed = [{"matrix": "matrix sizes", "orient": "orientations"}[d] for d in varying
-                     if d in ("matrix", "orient")]
+            mixed = [_MIXED[d] for d in varying if d in _MIXED]
             common.add("warning" if mixed else "info",
                        f"series split into {len(parts)} volumes by {', '.join(varying)}"
                        + (f" (mixed {' and '.join(mixed)})" if mixed else "")
                        + f": {', '.join('_'.join(k) or '(rest)' for k in parts)}")
         for key, part in parts.items():
-            out.extend(_build_part(series_uid, key, part, common))
+            part_problems = Problems()
+            part_problems.extend(common)
+            part = _dedupe(part, part_problems)
+            out.extend(_build_part(series_uid, key, part, part_problems))
     return sort_series(out)
 
 

@@ -99,6 +99,7 @@ class SliceHeader:
     mosaic_normal: Vec3 | None = None
     frame_offsets: tuple[float, ...] | None = None
     frames: tuple[FrameInfo, ...] = ()
+    philips_scale_slope: float | None = None
 
     @property
     def is_multiframe(self) -> bool:

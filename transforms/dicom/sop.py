@@ -25,7 +25,8 @@ _STORAGE_ROOT = "1.2.840.10008.5.1.4.1.1."
 _IMAGE_FAMILIES = {"1", "2", "3", "4", "6", "7", "12", "13", "20", "77", "128", "130", "481"}
 
 
-# The names of the image storage classes an export mostly holds (a test checks them against pydicom's):
+# The names of the image storage classes and transfer syntaxes an export mostly holds (a test checks
+# them against pydicom's):
 # naming one in a message then needs no pydicom import, which costs a scan's reader 0.15 s.
 _COMMON_NAMES = {
     "1.2.840.10008.5.1.4.1.1.2": "CT Image Storage",
@@ -45,6 +46,19 @@ _COMMON_NAMES = {
     "1.2.840.10008.5.1.4.1.1.12.1": "X-Ray Angiographic Image Storage",
     "1.2.840.10008.5.1.4.1.1.481.1": "RT Image Storage",
     "1.2.840.10008.5.1.4.1.1.481.2": "RT Dose Storage",
+    "1.2.840.10008.1.2": "Implicit VR Little Endian",
+    "1.2.840.10008.1.2.1": "Explicit VR Little Endian",
+    "1.2.840.10008.1.2.2": "Explicit VR Big Endian",
+    "1.2.840.10008.1.2.1.99": "Deflated Explicit VR Little Endian",
+    "1.2.840.10008.1.2.4.50": "JPEG Baseline (Process 1)",
+    "1.2.840.10008.1.2.4.51": "JPEG Extended (Process 2 and 4)",
+    "1.2.840.10008.1.2.4.70":
+        "JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14 [Selection Value 1])",
+    "1.2.840.10008.1.2.4.80": "JPEG-LS Lossless Image Compression",
+    "1.2.840.10008.1.2.4.81": "JPEG-LS Lossy (Near-Lossless) Image Compression",
+    "1.2.840.10008.1.2.4.90": "JPEG 2000 Image Compression (Lossless Only)",
+    "1.2.840.10008.1.2.4.91": "JPEG 2000 Image Compression",
+    "1.2.840.10008.1.2.5": "RLE Lossless",
 }
 
 
@@ -62,7 +76,8 @@ def _matches(uid: str, root: str) -> bool:
     return uid == root or uid.startswith(root + ".")
 
 
-def _is_image_class(uid: str) -> bool:
+def is_image_class(uid: str) -> bool:
+    """True for the storage SOP classes whose objects are images."""
     if not uid.startswith(_STORAGE_ROOT):
         return False
     parts = uid[len(_STORAGE_ROOT):].split(".")
@@ -77,7 +92,7 @@ def _class_reason(sop_class: str) -> str | None:
     for root, what in NON_IMAGE_SOP_CLASSES.items():
         if _matches(sop_class, root):
             return f"{what} (SOP class {sop_class})"
-    if _matches(sop_class, _STORAGE_ROOT + "481") and not _is_image_class(sop_class):
+    if _matches(sop_class, _STORAGE_ROOT + "481") and not is_image_class(sop_class):
         return f"RT object {uid_name(sop_class)} (SOP class {sop_class})"
     return None
 
@@ -90,7 +105,21 @@ def non_image_reason(ds: Any, sop_class: str) -> str | None:
     if reason is not None:
         return reason
     if not ds.get("Rows") or not ds.get("Columns"):
-        if _is_image_class(sop_class):
-            return None  # an image class without a matrix: damaged, reported by the caller
-        return f"no image (no Rows/Columns; SOP class {sop_class or 'absent'})"
+        if is_image_class(sop_class) or not is_known_class(sop_class):
+            return None  # an image class without a matrix, or a class cut short: damaged, reported by the caller
+        return f"no image (no Rows/Columns; SOP class {sop_class})"
     return None
+
+
+def is_known_class(uid: str) -> bool:
+    """True for a SOP class the DICOM standard defines, or a vendor's private one (outside the standard's
+    root); False for one under the standard's root that it does not define (or absent): a damaged header."""
+    if not uid or "1.2.840.10008.".startswith(uid):  # absent, or the standard's root cut short
+        return False
+    if not uid.startswith("1.2.840.10008."):
+        return True
+    if uid in _COMMON_NAMES:
+        return True
+    from pydicom.uid import UID  # a rare path: the common classes are answered above
+
+    return UID(uid).is_valid and UID(uid).name != uid

@@ -84,7 +84,7 @@ def _pixels(ds: Dataset, path: str) -> np.ndarray:
     _check_pixel_length(ds, path)
     try:
         arr = ds.pixel_array
-    except Exception as e:  # noqa: BLE001 - pydicom raises many types on damaged pixel data
+    except Exception as e:
         text = " ".join(str(e).split())[:300]
         reason = "truncated pixel data" if "length" in text or "expected" in text else f"{type(e).__name__}: {text}"
         raise DicomReadError(f"{path}: cannot decode pixel data ({reason}); re-export the file") from e
@@ -129,6 +129,24 @@ def _plane_rescale(ds: Mapping[str, Any] | Dataset, header: SliceHeader | None,
     slope = float(ds.get("RescaleSlope", ds.get("DoseGridScaling", 1.0)) or 1.0)
     intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
     return slope, intercept
+
+
+def philips_floating_point(rescale: tuple[float, float], header: SliceHeader | None) -> tuple[float, float]:
+    """The (slope, intercept) giving Philips' floating-point value FP = (stored x RS + RI) / (RS x SS).
+
+    RS, RI: the DICOM rescale of ``rescale``; SS: the private scale slope (2005,100E). Unchanged for a
+    file that is not Philips' or holds no scale slope.
+    """
+    slope, intercept = rescale
+    scale = header.philips_scale_slope if header is not None else None
+    if not scale or "PHILIPS" not in header.manufacturer.upper() or not slope:
+        return rescale
+    return 1.0 / scale, intercept / (slope * scale)
+
+
+def uses_philips_scale(series: SeriesInfo) -> bool:
+    """True when the series' files are Philips' and hold the private scale slope (2005,100E)."""
+    return any(h.philips_scale_slope and "PHILIPS" in h.manufacturer.upper() for h in series.headers)
 
 
 def _mosaic_slices(arr: np.ndarray, series: SeriesInfo) -> np.ndarray:
@@ -224,7 +242,8 @@ def describe_several(found: Sequence[SeriesInfo], where: str) -> str:
 
 
 def load_series(series: SeriesInfo | Sequence[str | Path], *, part: str | None = None,
-                skip_non_dicom: bool = False) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+                skip_non_dicom: bool = False, philips_scaling: str = "display",
+                ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Read the pixels of one series into an array with its RAS affine and MONAI-style metadata.
 
     Every file is read once: given paths, the complete datasets read for assembly give the pixels too.
@@ -232,6 +251,10 @@ def load_series(series: SeriesInfo | Sequence[str | Path], *, part: str | None =
     Args:
         series: a :class:`SeriesInfo` from :func:`assemble_series`, or the files of exactly one series.
         part, skip_non_dicom: for paths, as in :func:`assemble_from_files`.
+        philips_scaling: ``"display"`` (the default): values as DICOM defines them, stored x
+            RescaleSlope + RescaleIntercept; ``"fp"``: Philips' floating-point values, those divided by
+            RescaleSlope x the private scale slope (2005,100E), as dcm2niix writes them by default (``-p y``).
+            Only files whose Manufacturer is Philips and that hold a scale slope change.
 
     Returns:
         ``(array, affine, meta)``: array in (x, y, z[, t]) order ((x, y) for a 2D projection image),
@@ -277,6 +300,9 @@ def load_series(series: SeriesInfo | Sequence[str | Path], *, part: str | None =
         if series.kind == "mosaic":
             stored[plane.t] = _mosaic_slices(arr, series)
             slopes[plane.t], intercepts[plane.t] = _plane_rescale(ds, headers.get(plane.path), None)
+            if philips_scaling == "fp":
+                slopes[plane.t], intercepts[plane.t] = philips_floating_point(
+                    (slopes[plane.t, 0], intercepts[plane.t, 0]), headers.get(plane.path))
             written[plane.t] = True
             continue
         index = plane.frame if plane.frame is not None else 0
@@ -284,6 +310,8 @@ def load_series(series: SeriesInfo | Sequence[str | Path], *, part: str | None =
             raise DicomReadError(f"{plane.path}: frame {index + 1} requested but the file holds {arr.shape[0]}")
         stored[plane.t, plane.z] = arr[index]
         rescale = _plane_rescale(ds, headers.get(plane.path), plane.frame)
+        if philips_scaling == "fp":
+            rescale = philips_floating_point(rescale, headers.get(plane.path))
         slopes[plane.t, plane.z], intercepts[plane.t, plane.z] = rescale
         written[plane.t, plane.z] = True
     volume = _rescale(stored, slopes, intercepts, written, datasets, series)
