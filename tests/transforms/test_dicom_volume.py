@@ -1,6 +1,7 @@
 """Tests of transforms.dicom.volume: voxels and world coordinates against dcm2niix and the synthetic truth."""
 from __future__ import annotations
 
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -256,3 +257,16 @@ def test_every_pydicom_and_nibabel_sample_reads_or_raises_a_named_error():
             failures.append(f"{path.name}: bad result {array.shape} {affine}")
     assert not failures, failures
     assert outcome["read"] >= 30 and outcome["named"] >= 30
+
+
+def test_a_mosaic_whose_tiles_hold_no_voxels_is_refused_with_a_reason(tmp_path):
+    """A fuzzed mosaic (Rows 1, pixel data to match) was written as a 64x0x35 NIfTI: refuse it instead."""
+    path, _ = _synthetic_mosaic(tmp_path)
+    ds = pydicom.dcmread(path)
+    ds.Rows = 1
+    ds.PixelData = ds.PixelData[: 2 * ds.Columns]
+    ds.save_as(path)
+    (series,) = assemble_series([read_header(path)])
+    assert series.status == "error" and re.search(r"degenerate volume \d+x0x\d+", series.problems[0])
+    with pytest.raises(DicomReadError, match="degenerate volume"):
+        load_series([path])

@@ -32,30 +32,14 @@ from transforms.dicom.geometry import (
     unit,
 )
 from transforms.dicom.content import pixel_digest
+from transforms.dicom.multiframe import cluster_orientations, multiframe_file, stack_multiframe_files
 from transforms.dicom.slice_header import SliceHeader
 
 __all__ = ["LPS_TO_RAS", "Plane", "SeriesInfo", "assemble_series", "orientation_label", "series_key", "sort_series"]
 
-ORIENTATION_TOLERANCE = 1e-3  # max abs difference of direction cosines within one volume
 # Splits that say the files were not written as one series (one SeriesInstanceUID reused): a warning.
 _MIXED = {"study": "studies", "series": "series numbers", "modality": "modalities", "vendor": "manufacturers",
           "matrix": "matrix sizes", "orient": "orientations"}
-
-
-def _cluster_orientations(cosines: list[tuple[float, ...]]) -> list[int]:
-    """Orientation cluster of each plane (cosines within :data:`ORIENTATION_TOLERANCE` of a cluster's first)."""
-    reps: list[np.ndarray] = []
-    of_value: dict[tuple[float, ...], int] = {}
-    for cos in dict.fromkeys(cosines):  # distinct values, in order of appearance: few per series
-        c = np.asarray(cos)
-        for k, rep in enumerate(reps):
-            if np.max(np.abs(rep - c)) <= ORIENTATION_TOLERANCE:
-                of_value[cos] = k
-                break
-        else:
-            reps.append(c)
-            of_value[cos] = len(reps) - 1
-    return [of_value[cos] for cos in cosines]
 
 
 def _complex_part(image_type: tuple[str, ...]) -> str:
@@ -78,7 +62,7 @@ def _kind(h: SliceHeader) -> str:
 
 def _split_keys(headers: list[SliceHeader]) -> tuple[list[tuple[str, ...]], list[str]]:
     """Per-header tuple of split tokens; a dimension adds a token only when it varies within the series."""
-    orient_ids = _cluster_orientations([h.orientation or (0.0,) * 6 for h in headers])
+    orient_ids = cluster_orientations([h.orientation or (0.0,) * 6 for h in headers])
     vendors = {v: k for k, v in enumerate(dict.fromkeys(h.manufacturer.strip().upper() for h in headers))}
     studies = {v: k for k, v in enumerate(dict.fromkeys(h.study_uid for h in headers))}
     dims = {
@@ -213,13 +197,17 @@ def _image_tokens(headers: list[SliceHeader]) -> list[tuple[str, ...]]:
 def _build_part(series_uid: str, tokens: tuple[str, ...], headers: list[SliceHeader],
                 common: Problems) -> list[SeriesInfo]:
     kind = _kind(headers[0])
+    if kind == "multiframe":
+        stacked = stack_multiframe_files(series_uid, tokens, headers, common)
+        if stacked is not None:
+            return stacked
     if kind in ("multiframe", "single2d"):
         out = []
         for h, extra in zip(headers, _image_tokens(headers)):
             if kind == "single2d":
                 out.append(_single2d(series_uid, tokens + extra, h, common))
             else:
-                out.extend(_multiframe(series_uid, tokens + extra, h, common))
+                out.extend(multiframe_file(series_uid, tokens + extra, h, common))
         return out
     if kind == "mosaic":
         return [_mosaic(series_uid, tokens, headers, common)]
@@ -227,45 +215,6 @@ def _build_part(series_uid: str, tokens: tuple[str, ...], headers: list[SliceHea
                    h.acquisition_number, dicom_seconds(h.acquisition_time), h.instance_number or 0) for h in headers]
     cos = np.mean([h.orientation for h in headers], axis=0)
     return stack_planes(series_uid, tokens, items, cos, "slices", common)
-
-
-def _multiframe(series_uid: str, tokens: tuple[str, ...], h: SliceHeader, common: Problems) -> list[SeriesInfo]:
-    problems = Problems()
-    if h.frames and all(f.position is not None and (f.orientation or h.orientation) for f in h.frames):
-        orients = [f.orientation or h.orientation for f in h.frames]
-        keys = [(f"o{o + 1}", f"te{f.echo_time:g}" if f.echo_time is not None else "")
-                for o, f in zip(_cluster_orientations(orients), h.frames)]
-        groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
-        for i, key in enumerate(keys):
-            groups[key].append(i)
-        varying = [d for d in range(2) if len({k[d] for k in groups}) > 1]
-        out = []
-        for key, frame_ids in groups.items():
-            items = [SliceItem(h, i, np.asarray(h.frames[i].position, dtype=float), h.frames[i].temporal_index, None,
-                           None, None, i) for i in frame_ids]
-            sub_tokens = tokens + tuple(key[d] for d in varying if key[d])
-            out.extend(stack_planes(series_uid, sub_tokens, items, np.asarray(orients[frame_ids[0]]), "multiframe",
-                              common))
-        return out
-    # legacy multi-frame: no per-frame positions, frames taken as evenly spaced slices
-    if h.orientation is None or h.position is None:
-        cos, position = np.array([1.0, 0, 0, 0, 1.0, 0]), np.zeros(3)
-        problems.add("warning", "multi-frame image without position/orientation; frames stacked as slices "
-                                "in an identity frame")
-    else:
-        cos, position = np.asarray(h.orientation, dtype=float), np.asarray(h.position, dtype=float)
-    normal = np.cross(unit(cos[:3]), unit(cos[3:]))
-    if h.frame_offsets is not None:  # RT Dose: GridFrameOffsetVector, offsets along the normal
-        offsets = np.asarray(h.frame_offsets, dtype=float)
-    else:
-        spacing = h.spacing_between_slices or h.slice_thickness or 1.0
-        offsets = np.arange(h.number_of_frames) * spacing
-        problems.add("warning", f"multi-frame image without per-frame positions; frames taken as slices "
-                                f"{spacing:g} mm apart (SpacingBetweenSlices/SliceThickness)")
-    items = [SliceItem(h, i, position + offsets[i] * normal, None, None, None, None, i)
-             for i in range(h.number_of_frames)]
-    problems.extend(common)
-    return stack_planes(series_uid, tokens, items, cos, "multiframe", problems)
 
 
 def _single2d(series_uid: str, tokens: tuple[str, ...], h: SliceHeader, common: Problems) -> SeriesInfo:
