@@ -222,6 +222,24 @@ def fields_from_values(v: Mapping[str, Any], path: str | Path, transfer_syntax: 
     )
 
 
+def _first_float(v: Mapping[str, Any], *keywords: str) -> float | None:
+    """The first of ``keywords`` that holds a finite number."""
+    for keyword in keywords:
+        number = as_float(v.get(keyword))
+        if number is not None and math.isfinite(number):
+            return number
+    return None
+
+
+def _gradient(v: Mapping[str, Any]) -> tuple[float, float, float] | None:
+    """The diffusion gradient direction: public (0018,9089), else Philips' (2005,10B0..B2)."""
+    public = as_floats(v.get("DiffusionGradientOrientation"), 3)
+    if public is not None:
+        return public  # type: ignore[return-value]
+    parts = [as_float(v.get(k)) for k in ("PhilipsGradientRL", "PhilipsGradientAP", "PhilipsGradientFH")]
+    return None if None in parts else (parts[0], parts[1], parts[2])  # type: ignore[return-value]
+
+
 def _scale_slope(v: Mapping[str, Any]) -> float | None:
     """The private scale slope (2005,100E) (Philips'; the loader uses it only for Philips files); None when
     absent, zero or not a finite number."""
@@ -245,4 +263,6 @@ def _per_file_fields(v: Mapping[str, Any], first: FrameInfo | None) -> dict[str,
         slope=as_float(v.get("RescaleSlope")) or (first.slope if first else 1.0),
         intercept=as_float(v.get("RescaleIntercept")) or (first.intercept if first else 0.0),
         philips_scale_slope=_scale_slope(v),
+        diffusion_b_value=_first_float(v, "DiffusionBValue", "PhilipsBValue"),
+        diffusion_gradient=_gradient(v),
     )

@@ -45,11 +45,16 @@ HEADER_KEYWORDS: dict[str, tuple[int, str]] = {
     "ConvolutionKernel": (0x00181210, "SH"), "KVP": (0x00180060, "DS"), "ViewPosition": (0x00185101, "CS"),
     "PatientPosition": (0x00185100, "CS"), "SharedFunctionalGroupsSequence": (0x52009229, "SQ"),
     "PerFrameFunctionalGroupsSequence": (0x52009230, "SQ"), "DirectoryRecordSequence": (0x00041220, "SQ"),
+    "DiffusionBValue": (0x00189087, "FD"), "DiffusionGradientOrientation": (0x00189089, "FD"),
 }
 
-# Private values read by their tag, named here (tag, VR): Philips' floating-point scale slope (in the
-# block of the "Philips MR Imaging DD 001" creator), used only for files whose Manufacturer is Philips.
-PRIVATE_KEYWORDS: dict[str, tuple[int, str]] = {"PhilipsScaleSlope": (0x2005100E, "FL")}
+# Private values read by their tag (block 10 of their group, as Philips writes them), named here: Philips'
+# floating-point scale slope, b-value and gradient direction, used only for files whose Manufacturer is Philips.
+PRIVATE_KEYWORDS: dict[str, tuple[int, str]] = {
+    "PhilipsScaleSlope": (0x2005100E, "FL"), "PhilipsBValue": (0x20011003, "FL"),
+    "PhilipsGradientRL": (0x200510B0, "FL"), "PhilipsGradientAP": (0x200510B1, "FL"),
+    "PhilipsGradientFH": (0x200510B2, "FL"),
+}
 # How the loader scales Philips values: DICOM's display values, or Philips' floating-point values.
 PHILIPS_SCALINGS = ("display", "fp")
 
@@ -62,7 +67,9 @@ PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 # every other value a series' files share. SliceLocation is read but used by no field.
 PER_FILE_KEYWORDS = ("SOPInstanceUID", "ImagePositionPatient", "SliceLocation", "InstanceNumber", "EchoNumbers",
                      "EchoTime", "AcquisitionNumber", "AcquisitionTime", "ContentTime", "TemporalPositionIdentifier",
-                     "TriggerTime", "RescaleSlope", "RescaleIntercept", "PhilipsScaleSlope")
+                     "TriggerTime", "RescaleSlope", "RescaleIntercept", "PhilipsScaleSlope",
+                     "DiffusionBValue", "DiffusionGradientOrientation", "PhilipsBValue", "PhilipsGradientRL",
+                     "PhilipsGradientAP", "PhilipsGradientFH")
 
 
 def as_text(ds: Dataset | dict[str, Any], keyword: str) -> str:

@@ -32,6 +32,7 @@ from transforms.dicom.geometry import (
     unit,
 )
 from transforms.dicom.content import pixel_digest
+from transforms.dicom.diffusion import drop_derived_volumes
 from transforms.dicom.multiframe import cluster_orientations, multiframe_file, stack_multiframe_files
 from transforms.dicom.slice_header import SliceHeader
 
@@ -214,7 +215,7 @@ def _build_part(series_uid: str, tokens: tuple[str, ...], headers: list[SliceHea
     items = [SliceItem(h, None, h.position, h.temporal_position, h.trigger_time,
                    h.acquisition_number, dicom_seconds(h.acquisition_time), h.instance_number or 0) for h in headers]
     cos = np.mean([h.orientation for h in headers], axis=0)
-    return stack_planes(series_uid, tokens, items, cos, "slices", common)
+    return [drop_derived_volumes(info) for info in stack_planes(series_uid, tokens, items, cos, "slices", common)]
 
 
 def _single2d(series_uid: str, tokens: tuple[str, ...], h: SliceHeader, common: Problems) -> SeriesInfo:

@@ -100,6 +100,8 @@ class SliceHeader:
     frame_offsets: tuple[float, ...] | None = None
     frames: tuple[FrameInfo, ...] = ()
     philips_scale_slope: float | None = None
+    diffusion_b_value: float | None = None
+    diffusion_gradient: Vec3 | None = None
 
     @property
     def is_multiframe(self) -> bool:
