@@ -49,6 +49,30 @@ def check_image(ds: Dataset | Mapping[str, Any], sop_class: str, path: str | Pat
         raise DicomReadError(f"{path}: {what} without Rows/Columns; the file is damaged or truncated: re-export it")
 
 
+def check_pixel_data(path: str | Path, *, offset: int, length: int, size: int, rows: int, cols: int, frames: int,
+                     samples: int, bits: int, native: bool) -> None:
+    """Refuse pixel data cut short by the file's end, or (``native``: uncompressed) shorter or longer than
+    Rows x Columns x frames x samples x BitsAllocated (one byte more pads to an even length).
+
+    Raises:
+        DicomReadError: naming the file, the sizes, and the fix.
+    """
+    if offset + length > size:
+        raise DicomReadError(f"{path}: truncated: the pixel data should end at byte {offset + length} but the file "
+                             f"has {size} bytes; re-export it")
+    expected = (rows * cols * frames * samples * max(bits, 1) + 7) // 8
+    if native and not expected <= length <= expected + 1:
+        raise DicomReadError(f"{path}: pixel data holds {length} bytes but {rows}x{cols}x{frames} frames x {samples} "
+                             f"samples of {bits} bits need {expected}; the header does not match the pixels "
+                             "(damaged file): re-export it")
+
+
+def missing_pixels_error(path: str | Path, sop_class: str, size: int) -> DicomReadError:
+    """The error for an image object whose file ends before its pixel data."""
+    return DicomReadError(f"{path}: {uid_name(sop_class)} object without pixel data: the file ends before its "
+                          f"image ({size} bytes; truncated): re-export it")
+
+
 def header_fields(values: Mapping[str, Any], path: str | Path, *, transfer_syntax: str,
                   media_sop_class: str = "") -> dict[str, Any]:
     """The fields of the :class:`SliceHeader` of plain header values (keyword -> value, as pydicom gives them).

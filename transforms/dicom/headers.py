@@ -20,7 +20,7 @@ from pydicom.tag import Tag
 from pydicom.uid import UID
 
 from pipeline.errors import DicomReadError, NotAnImageError
-from transforms.dicom.fields import check_image, fields_from_values
+from transforms.dicom.fields import check_image, check_pixel_data, fields_from_values, missing_pixels_error
 from transforms.dicom.header_values import (
     HEADER_TAGS,
     PIXEL_DATA_TAGS,
@@ -88,27 +88,17 @@ def _check_pixel_data(path: Path, ds: Dataset, header: SliceHeader) -> None:
     if raw is None:
         sop_class = _sop_class(ds)
         if is_image_class(sop_class):
-            raise DicomReadError(f"{path}: {UID(sop_class).name} object without pixel data: the file ends "
-                                 f"before its image ({os.path.getsize(path)} bytes; truncated): re-export it")
+            raise missing_pixels_error(path, sop_class, os.path.getsize(path))
         raise NotAnImageError(f"{path}: {UID(sop_class).name or 'object'} without pixel data; not an image, "
                               "skipped")
     length, offset = getattr(raw, "length", None), getattr(raw, "value_tell", None)
     if length is None or offset is None or length == 0xFFFFFFFF:
         return  # encapsulated (compressed) data: checked when decoded
-    size = os.path.getsize(path)
-    if offset + length > size:
-        raise DicomReadError(f"{path}: truncated: the pixel data should end at byte {offset + length} but the file "
-                             f"has {size} bytes; re-export it")
     syntax = UID(header.transfer_syntax) if header.transfer_syntax else None
-    if syntax is not None and (syntax.is_compressed or syntax.is_deflated):
-        return
-    expected = (header.rows * header.cols * header.number_of_frames * header.samples_per_pixel
-                * max(header.bits_allocated, 1) + 7) // 8
-    if raw.tag == PIXEL_DATA_TAGS[0] and not expected <= length <= expected + 1:  # + 1: padding to even
-        raise DicomReadError(f"{path}: pixel data holds {length} bytes but {header.rows}x{header.cols}x"
-                             f"{header.number_of_frames} frames x {header.samples_per_pixel} samples of "
-                             f"{header.bits_allocated} bits need {expected}; the header does not match the pixels "
-                             "(damaged file): re-export it")
+    native = raw.tag == PIXEL_DATA_TAGS[0] and not (syntax is not None and (syntax.is_compressed or syntax.is_deflated))
+    check_pixel_data(path, offset=offset, length=length, size=os.path.getsize(path), rows=header.rows,
+                     cols=header.cols, frames=header.number_of_frames, samples=header.samples_per_pixel,
+                     bits=header.bits_allocated, native=native)
 
 
 def read_header(path: str | Path) -> SliceHeader:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from transforms.dicom.header_values import HEADER_KEYWORDS, PRIVATE_KEYWORDS
+from transforms.dicom.sop import media_class_reason
 
 if TYPE_CHECKING:
     import numpy as np
@@ -57,6 +58,10 @@ class NotDicom(NotFast):
 NOT_DICOM = "not a DICOM file (no 'DICM' marker and no DICOM identifiers); leave it out of the export"
 # The first two bytes of a file written without preamble: group 0002 or 0008, either byte order; gzip.
 _HEADLESS_STARTS = {b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08", b"\x1f\x8b"}
+
+
+class NotAnImage(NotFast):
+    """The file meta's SOP class never holds an image (DICOMDIR, SR, RT plan, ...): ``args[0]`` says what it is."""
 
 
 class NeedMore(Exception):
@@ -260,6 +265,9 @@ def parse_bytes(buf: bytes, file_size: int, memo: dict[Any, Any] | None = None) 
         NotFast: the file needs pydicom (see the module docstring).
     """
     meta, pos = _meta(buf)
+    reason = media_class_reason(meta.get("MediaStorageSOPClassUID", ""))
+    if reason is not None:
+        raise NotAnImage(reason)
     syntax = meta.get("TransferSyntaxUID", "")
     if not syntax or syntax in _FALLBACK_SYNTAXES:
         raise NotFast

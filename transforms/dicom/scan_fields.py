@@ -12,18 +12,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import DicomReadError
-from transforms.dicom.fields import header_fields, header_fields_like
+from pipeline.errors import DicomReadError, NotAnImageError
+from transforms.dicom.fields import check_pixel_data, header_fields, header_fields_like, missing_pixels_error
 from transforms.dicom.header_values import HEADER_KEYWORDS, PER_FILE_KEYWORDS, PRIVATE_KEYWORDS
 from transforms.dicom.raw import (
     NOT_DICOM,
     UNCOMPRESSED_LE,
+    NotAnImage,
     NotDicom,
     NotFast,
     ParsedFile,
     parse_file,
 )
 from transforms.dicom.slice_header import SliceHeader, header_from_fields
+from transforms.dicom.sop import is_image_class
 
 _CANNOT_BUILD = (AttributeError, TypeError, KeyError, ValueError)
 _PER_FILE_TAGS = frozenset((HEADER_KEYWORDS | PRIVATE_KEYWORDS)[k][0] for k in PER_FILE_KEYWORDS)
@@ -65,6 +67,8 @@ def read_fields_fast(path: str | Path, memo: dict[Any, Any] | None = None) -> di
         parsed, _, file_size = parse_file(str(path), memo=memo)
     except NotDicom:
         raise DicomReadError(f"{path}: {NOT_DICOM}") from None
+    except NotAnImage as e:
+        raise NotAnImageError(f"{path}: {e.args[0]}; not an image, skipped") from None
     except (NotFast, OSError):
         return read_header(path)
     key = like = None
@@ -82,13 +86,14 @@ def read_fields_fast(path: str | Path, memo: dict[Any, Any] | None = None) -> di
         if memo is not None:
             memo[key] = dict(fields)  # a copy: callers may change theirs (pseudonymisation)
     offset, length = parsed.pixel_offset, parsed.pixel_length
-    if offset is None or (length is not None and offset + length > file_size):
-        return read_header(path)  # no pixel data, or cut inside it: the loader says what it is
-    if length is not None and parsed.transfer_syntax in UNCOMPRESSED_LE:
-        expected = (fields["rows"] * fields["cols"] * fields["number_of_frames"] * fields["samples_per_pixel"]
-                    * max(fields["bits_allocated"], 1) + 7) // 8
-        if not expected <= length <= expected + 1:
-            return read_header(path)  # which says what is wrong
+    if offset is None:
+        if is_image_class(fields["sop_class_uid"] or parsed.media_sop_class):
+            raise missing_pixels_error(path, fields["sop_class_uid"] or parsed.media_sop_class, file_size)
+        return read_header(path)  # the loader says what it is
+    if length is not None:
+        check_pixel_data(path, offset=offset, length=length, size=file_size, rows=fields["rows"], cols=fields["cols"],
+                         frames=fields["number_of_frames"], samples=fields["samples_per_pixel"],
+                         bits=fields["bits_allocated"], native=parsed.transfer_syntax in UNCOMPRESSED_LE)
     return fields
 
 

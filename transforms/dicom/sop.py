@@ -87,7 +87,7 @@ def is_image_class(uid: str) -> bool:
 
 
 @functools.lru_cache(maxsize=256)
-def _class_reason(sop_class: str) -> str | None:
+def class_reason(sop_class: str) -> str | None:
     """Why objects of ``sop_class`` hold no image, whatever their header says; None when they may."""
     for root, what in NON_IMAGE_SOP_CLASSES.items():
         if _matches(sop_class, root):
@@ -97,11 +97,18 @@ def _class_reason(sop_class: str) -> str | None:
     return None
 
 
+def media_class_reason(media_sop_class: str) -> str | None:
+    """:func:`non_image_reason` from the file meta's MediaStorageSOPClassUID alone (before the dataset is read)."""
+    if media_sop_class == MEDIA_STORAGE_DIRECTORY:
+        return NON_IMAGE_SOP_CLASSES[MEDIA_STORAGE_DIRECTORY]
+    return class_reason(media_sop_class)
+
+
 def non_image_reason(ds: Any, sop_class: str) -> str | None:
     """Why a header (a pydicom ``Dataset`` or a keyword -> value mapping) holds no image; None when it may."""
     if "DirectoryRecordSequence" in ds:
         return NON_IMAGE_SOP_CLASSES[MEDIA_STORAGE_DIRECTORY]
-    reason = _class_reason(sop_class)
+    reason = class_reason(sop_class)
     if reason is not None:
         return reason
     if not ds.get("Rows") or not ds.get("Columns"):
