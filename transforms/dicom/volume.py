@@ -158,6 +158,17 @@ def _mosaic_slices(arr: np.ndarray, series: SeriesInfo) -> np.ndarray:
     return blocks.reshape(tiles * tiles, tile_rows, tile_cols)[:n]
 
 
+def _values_and_pixels(path: str, memo: dict[Any, Any]) -> tuple[Mapping[str, Any] | Dataset, np.ndarray | None]:
+    """:func:`read_slice_file` without building the header (the series' assembly has it)."""
+    try:
+        parsed, buf, _ = parse_file(path, whole=True, memo=memo)
+        values = parsed.values
+        frames = int(values.get("NumberOfFrames") or 1)
+        return values, native_pixels(parsed, buf, int(values["Rows"]), int(values["Columns"]), frames)
+    except (NotFast, OSError, TypeError, KeyError, ValueError):
+        return read_dataset(Path(path), header_only=False), None
+
+
 def read_slice_file(path: str | Path) -> tuple[SliceHeader, Mapping[str, Any] | Dataset, np.ndarray | None]:
     """Read one file completely, once: its header, its header values and its stored pixels.
 
@@ -275,9 +286,10 @@ def load_series(series: SeriesInfo | Sequence[str | Path], *, part: str | None =
         raise DicomReadError(f"series {series.uid} ('{series.description}') cannot be assembled: "
                              + "; ".join(series.problems))
     check_series_size(series)
+    memo: dict[Any, Any] = {}  # the files of a series repeat most of their header: decode each value once
     for path in series.files:
         if path not in files:
-            files[path] = read_slice_file(path)[1:]
+            files[path] = _values_and_pixels(path, memo)
     datasets = {path: files[path][0] for path in series.files}
     pixels = {path: _pixels(values, path) if stored is None else stored
               for path, (values, stored) in ((p, files[p]) for p in series.files)}
