@@ -38,6 +38,7 @@ _ENCODINGS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1", "IS
 _BINARY = {"US": ("H", 2), "SS": ("h", 2), "UL": ("I", 4), "SL": ("i", 4), "FL": ("f", 4), "FD": ("d", 8)}
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _HEAD = struct.Struct("<HH2sH").unpack_from
+_HEAD_IMPLICIT = struct.Struct("<HHI").unpack_from
 _U32 = struct.Struct("<I").unpack_from
 _FALLBACK_SYNTAXES = {"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}  # big endian, deflated
 
@@ -185,34 +186,34 @@ def _walk(buf: bytes, pos: int, implicit: bool, out: dict[int, tuple[bytes | Non
         when absent or encapsulated).
     """
     size = len(buf)
-    wanted = _WANTED
-    while True:
+    wanted, stop, long_vrs, head, head_implicit, u32 = _WANTED, _STOP, _LONG_VRS, _HEAD, _HEAD_IMPLICIT, _U32
+    while True:  # the hottest loop of a scan: names bound locally, one unpack per element
         if pos + 8 > size:
             if pos == size and not item:
                 return pos, False, None
             raise NeedMore
-        group, elem, vr, short = _HEAD(buf, pos)
+        if implicit:
+            group, elem, length = head_implicit(buf, pos)
+            vr = None
+            start = pos + 8
+        else:
+            group, elem, vr, length = head(buf, pos)
+            start = pos + 8
+            if vr in long_vrs:
+                if pos + 12 > size:
+                    raise NeedMore
+                length = u32(buf, start)[0]
+                start = pos + 12
         if group == 0xFFFE:
             if item and elem == 0xE00D:
                 return pos + 8, False, None
             raise NotFast
         tag = group << 16 | elem
-        if implicit:
-            length = short << 16 | vr[0] | vr[1] << 8
-            start = pos + 8
-            vr = None
-        elif vr in _LONG_VRS:
-            if pos + 12 > size:
-                raise NeedMore
-            length = _U32(buf, pos + 8)[0]
-            start = pos + 12
-        else:
-            length = short
-            start = pos + 8
-        if tag == _PIXEL_DATA and not item:
-            return start, True, (None if length == 0xFFFFFFFF else length)
-        if tag in _STOP and not item:
-            raise NotFast  # functional groups, directory records, LUTs: let pydicom read them
+        if not item:
+            if tag == _PIXEL_DATA:
+                return start, True, (None if length == 0xFFFFFFFF else length)
+            if tag in stop:
+                raise NotFast  # functional groups, directory records, LUTs: let pydicom read them
         if length == 0xFFFFFFFF:
             if vr not in (None, b"SQ", b"UN"):
                 raise NotFast
@@ -221,7 +222,7 @@ def _walk(buf: bytes, pos: int, implicit: bool, out: dict[int, tuple[bytes | Non
         end = start + length
         if end > size:
             raise NeedMore
-        if tag in wanted and not item:
+        if not item and tag in wanted:
             out[tag] = (vr, buf[start:end])
         pos = end
 
