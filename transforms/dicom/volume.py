@@ -12,21 +12,22 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydicom.dataset import Dataset
-from pydicom.uid import UID
 
 from pipeline.errors import DicomReadError, NotAnImageError
 from transforms.dicom.fields import header_from_values
-from transforms.dicom.headers import header_from_dataset, read_dataset
 from transforms.dicom.raw import NotFast, native_pixels, parse_file
 from transforms.dicom.series import SeriesInfo, assemble_series
 from transforms.dicom.slice_header import SliceHeader
 from transforms.limits import check_claimed_size, max_voxels
 
-FileData = tuple[Mapping[str, Any] | Dataset, np.ndarray | None]  # header values, stored pixels (None: decode later)
+if TYPE_CHECKING:  # pydicom is imported only for the files the byte reader cannot read: 0.15 s per process
+    from pydicom.dataset import Dataset
+    from pydicom.uid import UID
+
+FileData = tuple["Mapping[str, Any] | Dataset", np.ndarray | None]  # header values, stored pixels (None: decode later)
 
 _DECODER_HINTS = {
     "1.2.840.10008.1.2.4.5": "pylibjpeg-libjpeg",  # JPEG baseline / extended / lossless
@@ -44,6 +45,8 @@ def _decoder_hint(uid: UID) -> str:
 
 
 def _check_decodable(ds: Dataset, path: str) -> None:
+    from pydicom.uid import UID
+
     uid = UID(str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or ""))
     if not uid or not uid.is_compressed:
         return
@@ -61,6 +64,8 @@ def _check_decodable(ds: Dataset, path: str) -> None:
 
 def _check_pixel_length(ds: Dataset, path: str) -> None:
     """Refuse uncompressed pixel data shorter than Rows x Columns x frames x samples x BitsAllocated say."""
+    from pydicom.uid import UID
+
     uid = UID(str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or ""))
     if (uid and uid.is_compressed) or "PixelData" not in ds:
         return
@@ -166,6 +171,8 @@ def _values_and_pixels(path: str, memo: dict[Any, Any]) -> tuple[Mapping[str, An
         frames = int(values.get("NumberOfFrames") or 1)
         return values, native_pixels(parsed, buf, int(values["Rows"]), int(values["Columns"]), frames)
     except (NotFast, OSError, TypeError, KeyError, ValueError):
+        from transforms.dicom.headers import read_dataset
+
         return read_dataset(Path(path), header_only=False), None
 
 
@@ -191,6 +198,8 @@ def read_slice_file(path: str | Path) -> tuple[SliceHeader, Mapping[str, Any] | 
         pixels = native_pixels(parsed, buf, header.rows, header.cols, header.number_of_frames)
         return header, parsed.values, pixels
     except (NotFast, OSError, AttributeError, TypeError, KeyError, ValueError):
+        from transforms.dicom.headers import header_from_dataset, read_dataset
+
         ds = read_dataset(Path(path), header_only=False)
         return header_from_dataset(ds, path), ds, None
 
