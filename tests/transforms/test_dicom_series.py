@@ -216,3 +216,17 @@ def test_damaged_copy_sharing_an_instance_uid_never_replaces_the_original(tmp_pa
 def test_degenerate_geometry_is_an_error_that_names_it(tmp_path):
     s = _one(write_series(tmp_path / "z", SeriesSpec(rows=4, cols=4, n_slices=2, extra={"PixelSpacing": [0.0, 0.7]})))
     assert s.status == "error" and any("PixelSpacing (rows) is 0" in p for p in s.problems)
+
+
+def test_a_multiframe_radiograph_or_cine_is_refused_with_a_reason(tmp_path):
+    """Frames of a DX/XA/US file without patient geometry are views or a cine, never slices of a volume."""
+    import pydicom
+
+    path = write_single_image(tmp_path / "dx.dcm", rows=6, cols=5)
+    ds = pydicom.dcmread(path)
+    ds.PixelData = ds.PixelData * 3
+    ds.NumberOfFrames = 3
+    ds.save_as(path)
+    s = _one([path])
+    assert s.status == "error"
+    assert "multi-frame DX image (3 frames" in s.problems[0] and "export the frame you need" in s.problems[0]

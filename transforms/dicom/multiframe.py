@@ -23,6 +23,8 @@ from transforms.dicom.geometry import (
 from transforms.dicom.slice_header import SliceHeader
 
 ORIENTATION_TOLERANCE = 1e-3  # max abs difference of direction cosines within one volume
+# Modalities whose images are projections or photographs: their frames are never slices of a volume.
+PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "XA", "RF", "US", "IO", "PX", "ES", "XC", "OP", "SM"})
 
 
 def cluster_orientations(cosines: list[tuple[float, ...]]) -> list[int]:
@@ -54,8 +56,13 @@ def _frame_geometry(h: SliceHeader, problems: Problems) -> tuple[np.ndarray, np.
         return np.array([f.position for f in h.frames], dtype=float), np.asarray(orients[0], dtype=float)
     if h.orientation is None or h.position is None:
         cos, position = np.array([1.0, 0, 0, 0, 1.0, 0]), np.zeros(3)
-        problems.add("warning", "multi-frame image without position/orientation; frames stacked as slices "
-                                "in an identity frame")
+        if h.modality.strip().upper() in PROJECTION_MODALITIES:
+            problems.add("error", f"multi-frame {h.modality.strip().upper()} image ({h.number_of_frames} frames, no "
+                                  "ImagePositionPatient/ImageOrientationPatient): its frames are views or a cine, not "
+                                  "slices of a volume; export the frame you need as a single-frame image")
+        else:
+            problems.add("warning", "multi-frame image without position/orientation; frames stacked as slices "
+                                    "in an identity frame")
     else:
         cos, position = np.asarray(h.orientation, dtype=float), np.asarray(h.position, dtype=float)
     normal = np.cross(unit(cos[:3]), unit(cos[3:]))
