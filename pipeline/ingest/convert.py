@@ -118,7 +118,8 @@ def write_nifti(volume: np.ndarray, affine: np.ndarray, path: Path, temporal_spa
 def _convert_one(info: SeriesInfo, row: dict[str, Any], out_dir: str, problems: list[str],
                  philips_scaling: str = "display") -> dict[str, Any]:
     """Load one series, write its NIfTI and sidecar (worker process); failures fill ``error``."""
-    from transforms.dicom.volume import load_series, uses_philips_scale
+    from transforms.dicom.rescale import uses_philips_scale
+    from transforms.dicom.volume import load_series
 
     stem = f"{row['patient_key']}_{row['series_key']}"
     nifti, side = Path(out_dir) / f"{stem}.nii.gz", Path(out_dir) / f"{stem}.json"

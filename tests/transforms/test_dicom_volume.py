@@ -270,3 +270,25 @@ def test_a_mosaic_whose_tiles_hold_no_voxels_is_refused_with_a_reason(tmp_path):
     assert series.status == "error" and re.search(r"degenerate volume \d+x0x\d+", series.problems[0])
     with pytest.raises(DicomReadError, match="degenerate volume"):
         load_series([path])
+
+
+@pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
+@pytest.mark.parametrize("photometric", ["MONOCHROME1", "MONOCHROME2"])
+def test_display_window_of_a_radiograph_matches_pydicoms_voi(tmp_path, function, photometric):
+    """With display_window, a CR/DX image is shown through its WindowCenter/Width as a viewer does (pydicom's
+    apply_voi_lut is the reference), on [0, 1]; MONOCHROME1 inverted afterwards so that bright means dense."""
+    from pydicom.pixels import apply_voi_lut
+
+    path = write_single_image(tmp_path / "dx.dcm", rows=12, cols=10, photometric=photometric)
+    ds = pydicom.dcmread(path)
+    ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = 1800, 1200, function
+    ds.save_as(path)
+    image, _, meta = load_series([path], display_window=True)
+    reference = apply_voi_lut(ds.pixel_array.astype(float), ds) / (2 ** ds.BitsStored - 1)
+    if photometric == "MONOCHROME1":
+        reference = 1.0 - reference
+    np.testing.assert_allclose(image, reference.T, atol=2e-3)
+    assert image.dtype == np.float32 and 0.0 <= image.min() and image.max() <= 1.0
+    assert meta["display_window"] == f"window 1800/1200 {function}"
+    plain, _, plain_meta = load_series([path])
+    assert plain.dtype != np.float32 and "display_window" not in plain_meta

@@ -46,6 +46,7 @@ HEADER_KEYWORDS: dict[str, tuple[int, str]] = {
     "PatientPosition": (0x00185100, "CS"), "SharedFunctionalGroupsSequence": (0x52009229, "SQ"),
     "PerFrameFunctionalGroupsSequence": (0x52009230, "SQ"), "DirectoryRecordSequence": (0x00041220, "SQ"),
     "DiffusionBValue": (0x00189087, "FD"), "DiffusionGradientOrientation": (0x00189089, "FD"),
+    "WindowCenter": (0x00281050, "DS"), "WindowWidth": (0x00281051, "DS"), "VOILUTFunction": (0x00281056, "CS"),
 }
 
 # Private values read by their tag (block 10 of their group, as Philips writes them), named here: Philips'

@@ -33,7 +33,7 @@ _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UR", b"UT
 _PIXEL_DATA = 0x7FE00010
 _CHARSET = 0x00080005
 # present: the values this module gives are not the whole story (pixel value mapping pydicom applies)
-_REFUSED = {0x00283000, 0x3004000E}  # ModalityLUTSequence, DoseGridScaling
+_REFUSED = {0x00283000, 0x3004000E, 0x00283010}  # ModalityLUTSequence, DoseGridScaling, VOILUTSequence
 _ENCODINGS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
 _BINARY = {"US": ("H", 2), "SS": ("h", 2), "UL": ("I", 4), "SL": ("i", 4), "FL": ("f", 4), "FD": ("d", 8)}
 _IMPLICIT_LE = "1.2.840.10008.1.2"

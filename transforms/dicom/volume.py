@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.errors import DicomReadError, NotAnImageError
+from transforms.dicom.display import apply_display_window
+from transforms.dicom.rescale import philips_floating_point, plane_rescale, rescale_planes
 from transforms.dicom.fields import header_from_values
 from transforms.dicom.raw import NotFast, native_pixels, parse_file
 from transforms.dicom.series import SeriesInfo, assemble_series
@@ -110,48 +112,6 @@ def _invert_monochrome1(stored: np.ndarray, ds: Mapping[str, Any] | Dataset) -> 
     signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
     lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
     return (lo + hi - stored.astype(np.int64)).astype(stored.dtype)
-
-
-def _result_dtype(stored: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray) -> np.dtype:
-    """Integer output when the rescale is integral and the result fits; float32 otherwise."""
-    integral = np.all(slopes == np.round(slopes)) and np.all(intercepts == np.round(intercepts))
-    if not integral or stored.dtype.kind == "f":
-        return np.dtype(np.float32)
-    lo, hi = (float(stored.min()), float(stored.max())) if stored.size else (0.0, 0.0)
-    ends = np.concatenate([lo * slopes + intercepts, hi * slopes + intercepts])
-    for dtype in (stored.dtype, np.dtype(np.int16), np.dtype(np.int32)):
-        info = np.iinfo(dtype)
-        if info.min <= ends.min() and ends.max() <= info.max:
-            return dtype
-    return np.dtype(np.float64)
-
-
-def _plane_rescale(ds: Mapping[str, Any] | Dataset, header: SliceHeader | None,
-                   frame: int | None) -> tuple[float, float]:
-    if frame is not None and header is not None and header.frames and frame < len(header.frames):
-        if "RescaleSlope" not in ds:  # enhanced objects keep it in PixelValueTransformationSequence
-            return header.frames[frame].slope, header.frames[frame].intercept
-    slope = float(ds.get("RescaleSlope", ds.get("DoseGridScaling", 1.0)) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    return slope, intercept
-
-
-def philips_floating_point(rescale: tuple[float, float], header: SliceHeader | None) -> tuple[float, float]:
-    """The (slope, intercept) giving Philips' floating-point value FP = (stored x RS + RI) / (RS x SS).
-
-    RS, RI: the DICOM rescale of ``rescale``; SS: the private scale slope (2005,100E). Unchanged for a
-    file that is not Philips' or holds no scale slope.
-    """
-    slope, intercept = rescale
-    scale = header.philips_scale_slope if header is not None else None
-    if not scale or "PHILIPS" not in header.manufacturer.upper() or not slope:
-        return rescale
-    return 1.0 / scale, intercept / (slope * scale)
-
-
-def uses_philips_scale(series: SeriesInfo) -> bool:
-    """True when the series' files are Philips' and hold the private scale slope (2005,100E)."""
-    return any(h.philips_scale_slope and "PHILIPS" in h.manufacturer.upper() for h in series.headers)
 
 
 def _mosaic_slices(arr: np.ndarray, series: SeriesInfo) -> np.ndarray:
@@ -262,7 +222,7 @@ def describe_several(found: Sequence[SeriesInfo], where: str) -> str:
 
 
 def load_series(series: SeriesInfo | Sequence[str | Path], *, part: str | None = None,
-                skip_non_dicom: bool = False, philips_scaling: str = "display",
+                skip_non_dicom: bool = False, philips_scaling: str = "display", display_window: bool = False,
                 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Read the pixels of one series into an array with its RAS affine and MONAI-style metadata.
 
@@ -275,6 +235,9 @@ def load_series(series: SeriesInfo | Sequence[str | Path], *, part: str | None =
             RescaleSlope + RescaleIntercept; ``"fp"``: Philips' floating-point values, those divided by
             RescaleSlope x the private scale slope (2005,100E), as dcm2niix writes them by default (``-p y``).
             Only files whose Manufacturer is Philips and that hold a scale slope change.
+        display_window: map the values through the header's VOI LUT or WindowCenter/Width onto [0, 1]
+            (:func:`transforms.dicom.display.apply_display_window`: radiographs as a viewer shows them);
+            ``meta["display_window"]`` says what was applied.
 
     Returns:
         ``(array, affine, meta)``: array in (x, y, z[, t]) order ((x, y) for a 2D projection image),
@@ -292,7 +255,9 @@ def load_series(series: SeriesInfo | Sequence[str | Path], *, part: str | None =
     if not isinstance(series, SeriesInfo):
         series, files = assemble_from_files(list(series), part=part, skip_non_dicom=skip_non_dicom)
     if series.status == "error":
-        raise DicomReadError(f"series {series.uid} ('{series.description}') cannot be assembled: "
+        paths = series.files
+        where = paths[0] if len(paths) == 1 else os.path.commonpath(paths)
+        raise DicomReadError(f"{where}: series {series.uid} ('{series.description}') cannot be assembled: "
                              + "; ".join(series.problems))
     check_series_size(series)
     memo: dict[Any, Any] = {}  # the files of a series repeat most of their header: decode each value once
@@ -320,7 +285,7 @@ def load_series(series: SeriesInfo | Sequence[str | Path], *, part: str | None =
             arr = _invert_monochrome1(arr, ds)
         if series.kind == "mosaic":
             stored[plane.t] = _mosaic_slices(arr, series)
-            slopes[plane.t], intercepts[plane.t] = _plane_rescale(ds, headers.get(plane.path), None)
+            slopes[plane.t], intercepts[plane.t] = plane_rescale(ds, headers.get(plane.path), None)
             if philips_scaling == "fp":
                 slopes[plane.t], intercepts[plane.t] = philips_floating_point(
                     (slopes[plane.t, 0], intercepts[plane.t, 0]), headers.get(plane.path))
@@ -330,19 +295,25 @@ def load_series(series: SeriesInfo | Sequence[str | Path], *, part: str | None =
         if index >= arr.shape[0]:
             raise DicomReadError(f"{plane.path}: frame {index + 1} requested but the file holds {arr.shape[0]}")
         stored[plane.t, plane.z] = arr[index]
-        rescale = _plane_rescale(ds, headers.get(plane.path), plane.frame)
+        rescale = plane_rescale(ds, headers.get(plane.path), plane.frame)
         if philips_scaling == "fp":
             rescale = philips_floating_point(rescale, headers.get(plane.path))
         slopes[plane.t, plane.z], intercepts[plane.t, plane.z] = rescale
         written[plane.t, plane.z] = True
-    volume = _rescale(stored, slopes, intercepts, written, datasets, series)
+    volume = rescale_planes(stored, slopes, intercepts, written, datasets, series)
+    shown = ""
+    if display_window:
+        volume, shown = apply_display_window(volume, datasets[series.planes[0].path])
     order = (3, 2, 1, 0) + tuple(range(4, volume.ndim))
     volume = volume.transpose(order)  # (t, z, y, x[, c]) -> (x, y, z, t[, c])
     if n_t == 1:
         volume = volume[:, :, :, 0]
     if series.kind == "single2d":
         volume = volume[:, :, 0]
-    return volume, series.affine, _meta(series, volume)
+    meta = _meta(series, volume)
+    if display_window:
+        meta["display_window"] = shown
+    return volume, series.affine, meta
 
 
 def check_series_size(series: SeriesInfo) -> int:
@@ -376,29 +347,6 @@ def check_series_size(series: SeriesInfo) -> int:
     files = series.files
     where = files[0] if len(files) == 1 else os.path.commonpath(files)
     return check_claimed_size(where, shape, itemsize, f"{'' if signed else 'u'}int{max(bits, 8)}", axes=axes)
-
-
-def _rescale(stored: np.ndarray, slopes: np.ndarray, intercepts: np.ndarray, written: np.ndarray,
-             datasets: dict[str, Mapping[str, Any] | Dataset], series: SeriesInfo) -> np.ndarray:
-    lut_ds = next((ds for ds in datasets.values() if "ModalityLUTSequence" in ds), None)
-    if lut_ds is not None:
-        from pydicom.pixels import apply_modality_lut
-
-        volume = apply_modality_lut(stored, lut_ds).astype(np.float32)
-    else:
-        dtype = _result_dtype(stored[written], slopes[written], intercepts[written])
-        expand = (slice(None), slice(None)) + (None,) * (stored.ndim - 2)
-        if np.all(slopes == 1.0) and np.all(intercepts == 0.0):
-            volume = stored.astype(dtype, copy=False)
-        elif np.all(slopes == slopes.flat[0]) and np.all(intercepts == intercepts.flat[0]):
-            volume = stored.astype(dtype) * dtype.type(slopes.flat[0]) + dtype.type(intercepts.flat[0])
-        else:
-            volume = (stored.astype(dtype) * slopes[expand].astype(dtype) + intercepts[expand].astype(dtype))
-        volume = volume.astype(dtype, copy=False)
-    if series.filled_slices:
-        fill = volume[:, [z for z in range(volume.shape[1]) if z not in set(series.filled_slices)]].min()
-        volume[:, list(series.filled_slices)] = fill
-    return volume
 
 
 def _meta(series: SeriesInfo, volume: np.ndarray) -> dict[str, Any]:
