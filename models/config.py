@@ -34,6 +34,8 @@ class ModelConfig:
         channel_adapt: how an RGB stem becomes the task's channels: ``sum`` or ``mean``.
         inflate: 2D->3D kernel inflation: ``mean`` (spread over depth) or ``centre``.
         strict: a backbone key missing or shape-mismatched in the weights is an error.
+        cam_layer: layer Grad-CAM hooks (a name of ``model.named_modules()``, e.g. ``net.layer2``); empty
+            chooses the deepest layer whose feature map keeps about 8 voxels along each axis.
     """
 
     name: str = "resnet18"
@@ -43,6 +45,7 @@ class ModelConfig:
     channel_adapt: str = field(default="sum", metadata={"choices": CHANNEL_MODES})
     inflate: str = field(default="mean", metadata={"choices": INFLATE_MODES})
     strict: bool = True
+    cam_layer: str = ""
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ function adding its arguments, and its handler as ``"module:function"``. The
 handler module is imported only when the command runs, so ``radpipe --help``
 never imports torch. A handler takes the parsed arguments and returns the exit
 status. A :class:`~pipeline.errors.PipelineError` prints one line to stderr and
-exits with status 2; any other exception keeps its traceback.
+exits with status 2, also when MONAI wrapped it in a ``RuntimeError`` (raised inside a transform
+of ``train``, ``evaluate``, ``preview`` or ``predict``); any other exception keeps its traceback.
 """
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pipeline import __version__
-from pipeline.errors import PipelineError
+from pipeline.errors import pipeline_error_in
+from pipeline.progress import BarSafeStream
+from transforms.dicom.header_values import PHILIPS_SCALINGS
 
 log = logging.getLogger("radpipe")
 
@@ -40,11 +43,22 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1 (e.g. 0.05 for 5%), found {text}")
+    return value
+
+
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="radpipe-demo", help="folder of everything the demo writes (default: %(default)s)")
     p.add_argument("--patients", type=_positive_int, default=60, help="patients in the synthetic export")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic export and of training")
-    p.add_argument("--export-only", action="store_true", help="only write the synthetic hospital export and labels")
+    p.add_argument("--export-only", action="store_true",
+                   help="only write the export, labels, new scans and truth; print the next command")
 
 
 def _fraction(text: str) -> float:
@@ -63,6 +77,20 @@ def _import_medmnist_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=_positive_int, default=1, help="threads writing files (default: %(default)s)")
 
 
+def _import_images_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", metavar="SRC", help="ImageFolder tree ([split/]CLASS/*.png|jpg|tif|bmp) or folder + --labels")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for manifest.csv, labels.json, config.yaml")
+    p.add_argument("--labels", metavar="SHEET.csv", help="label sheet, one row per picture")
+    p.add_argument("--key", metavar="COLUMN", help="sheet column naming the picture (relative path, name or stem)")
+    p.add_argument("--label-column", default="label", metavar="COL[,COL]", help="label column(s) of the sheet")
+    p.add_argument("--patient-column", metavar="COL", help="sheet column holding the patient (pseudonymised)")
+    p.add_argument("--patient-pattern", metavar="REGEX", help="patient = first group (or match) of REGEX in the name")
+    p.add_argument("--preset", metavar="CFG.yaml", help="config the written config.yaml starts from")
+    p.add_argument("--val", type=_fraction, default=0.1, help="val fraction of patients when there is no val/")
+    p.add_argument("--test", type=_fraction, default=0.2, help="test fraction of patients when there are no splits")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split assignment (default: %(default)s)")
+
+
 def _manifest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("index", metavar="INDEX.csv", help="series index written by 'radpipe scan'")
     p.add_argument("--labels", required=True, metavar="LABELS.csv", help="label sheet, one row per study or patient")
@@ -70,6 +98,9 @@ def _manifest_args(p: argparse.ArgumentParser) -> None:
                    "study_instance_uid (hashed like 'radpipe scan' does), or an index key column like accession_key")
     p.add_argument("--out", required=True, metavar="MANIFEST.csv", help="manifest to write")
     p.add_argument("--where", metavar="EXPR", help="filter of the index series, e.g. \"modality == 'CT'\"")
+    p.add_argument("--max-unmatched", type=_share, default=0.05, metavar="F",
+                   help="exit 2 when more than this fraction of the sheet rows or of the index keys match nothing "
+                   "(default: %(default)s)")
     p.add_argument("--select", default="largest-series", metavar="RULE",
                    help="one series per study: largest-series, first or description:REGEX (default: %(default)s)")
     p.add_argument("--label-column", default="label", metavar="COL[,COL]",
@@ -122,7 +153,8 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="REPORT_DIR",
                    help="folder for report.html, report.json, metrics.csv")
     p.add_argument("--threshold-from", metavar="VAL_PREDICTIONS.csv",
-                   help="validation predictions fixing the operating point (without it: 0.5, flagged)")
+                   help="validation predictions fixing the operating point (without it: 0.5, flagged); with --run "
+                   "a binary operating point is recorded in RUN_DIR/operating_point.json")
     p.add_argument("--run", metavar="RUN_DIR", help="run directory: labels, eval settings, config and weights summary")
     p.add_argument("--bootstrap", type=int, metavar="N", help="bootstrap resamples (default: eval.bootstrap, 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: %(default)s)")
@@ -166,6 +198,11 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=_positive_int, metavar="B", help="cases per batch (default: train.batch_size)")
     p.add_argument("--workers", type=_workers_count, metavar="W", help="loader processes (default: CPUs - 1, at most 4)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the model runs (default: train.device)")
+    p.add_argument("--threshold", metavar="X|argmax", help=_THRESHOLD_HELP)
+
+
+_THRESHOLD_HELP = ("binary: pred = positive when its probability >= X, or argmax (default: the run's "
+                   "operating_point.json, fixed by 'evaluate --split val'; argmax without one)")
 
 
 def _predict_args(p: argparse.ArgumentParser) -> None:
@@ -184,6 +221,14 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
                    "(default: the run's selection.json, else the modality its intensity preset implies)")
     p.add_argument("--series", metavar="RULE", help="DICOM input: all, largest-series, first or description:REGEX "
                    "(one series per study; default: the run's selection.json, else all)")
+    p.add_argument("--threshold", metavar="X|argmax", help=_THRESHOLD_HELP)
+    p.add_argument("--dicom-out", metavar="DIR", help="DICOM input: one DICOM SR (TID 1500) per predicted series there, "
+                   "referencing the source study, series and instances")
+    p.add_argument("--push", metavar="SOURCE", help="send the SRs of --dicom-out to a PACS (DICOMweb STOW-RS URL or "
+                   "dimse://AET@host:port C-STORE); what was sent is recorded in DIR/pushed.csv")
+    p.add_argument("--credentials", metavar="FILE", help="--push: JSON or INI file with user + password or token "
+                   "(default: $RADPIPE_PACS_USER / $RADPIPE_PACS_PASSWORD / $RADPIPE_PACS_TOKEN)")
+    p.add_argument("--aet", default="RADPIPE", help="--push over DIMSE: our AE title (default: %(default)s)")
 
 
 def _scan_args(p: argparse.ArgumentParser) -> None:
@@ -207,6 +252,29 @@ def _convert_args(p: argparse.ArgumentParser) -> None:
                    "pseudonymised keys")
     p.add_argument("--follow-links", action="store_true", help="read files and walk folders that symbolic links in "
                    "the export point to outside it")
+    p.add_argument("--philips-scaling", choices=PHILIPS_SCALINGS, default="display",
+                   help="Philips values: 'display' (default: DICOM's, stored x RescaleSlope + RescaleIntercept) or "
+                   "'fp' (Philips' floating-point values, divided by RescaleSlope x the private scale slope "
+                   "(2005,100E), as dcm2niix writes by default); recorded in each sidecar")
+
+
+def _pull_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", metavar="SOURCE", help="DICOMweb base URL (http(s)://host:8042/dicom-web) or DIMSE node "
+                   "(dimse://AET@host:port)")
+    p.add_argument("--out", required=True, metavar="EXPORT_DIR", help="local export: <study_key>/<series_key>/"
+                   "<instance_key>.dcm (a re-run fetches only what is missing)")
+    p.add_argument("--accessions", metavar="SHEET.csv", help="label sheet, one study per row (failures are listed by "
+                   "row number in <EXPORT_DIR>.pull-failures.csv)")
+    p.add_argument("--key", default="accession_number", metavar="COLUMN",
+                   help="sheet column holding the accession numbers (default: %(default)s)")
+    p.add_argument("--study", nargs="+", metavar="UID", help="Study Instance UIDs to pull (instead of --accessions)")
+    p.add_argument("--modality", metavar="MOD[,MOD]", help="pull only series of these modalities, e.g. CT")
+    p.add_argument("--workers", type=_positive_int, default=4, help="studies pulled at once (default: %(default)s)")
+    p.add_argument("--aet", default="RADPIPE", help="our AE title for DIMSE (default: %(default)s)")
+    p.add_argument("--credentials", metavar="FILE", help="JSON or INI file with user + password or token (default: "
+                   "$RADPIPE_PACS_USER / $RADPIPE_PACS_PASSWORD / $RADPIPE_PACS_TOKEN); never on the command line")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds to wait for the PACS "
+                   "(default: %(default)s)")
 
 
 def _predict_merge_args(p: argparse.ArgumentParser) -> None:
@@ -235,10 +303,22 @@ COMMANDS: list[Command] = [
         "pipeline.ingest.command:convert_command",
     ),
     Command(
+        "pull",
+        "pull studies by accession number or study UID from a PACS (DICOMweb or DIMSE) into a pseudonymised export",
+        _pull_args,
+        "pipeline.ingest.command:pull_command",
+    ),
+    Command(
         "import-medmnist",
         "turn a MedMNIST .npz into NIfTI images plus manifest.csv (official splits kept)",
         _import_medmnist_args,
         "pipeline.manifest.command:import_medmnist_command",
+    ),
+    Command(
+        "import-images",
+        "turn a folder of PNG/JPEG/TIFF/BMP pictures (ImageFolder tree or + label sheet) into a manifest and config",
+        _import_images_args,
+        "pipeline.manifest.command:import_images_command",
     ),
     Command(
         "manifest",
@@ -339,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
-        stream=sys.stderr,
+        stream=BarSafeStream(sys.stderr),  # a log line goes above a progress bar, not onto its line
     )
     _quiet_third_party()
     if not getattr(args, "_handler", None):
@@ -347,8 +427,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(_resolve(args._handler)(args) or 0)
-    except PipelineError as e:
-        message = " ".join(str(e).split())
+    except Exception as e:  # a PipelineError, bare or wrapped by MONAI, is one line; the rest re-raised
+        cause = pipeline_error_in(e)
+        if cause is None:
+            raise
+        message = " ".join(str(cause).split())
         print(f"radpipe {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

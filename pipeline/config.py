@@ -92,7 +92,7 @@ class TrainConfig:
         step_epochs: epochs at which ``step`` multiplies the LR by ``gamma``.
         gamma: factor of the step schedule.
         val_every: validate every N epochs.
-        key_metric: validation metric that selects ``best.pt`` (a tie goes to the later epoch).
+        key_metric: validation metric that selects ``best.pt`` (ties: lower validation loss, then the earlier epoch).
         patience: early stop after this many validations without improvement (0: off).
         regression_loss: loss of ``regression`` tasks: ``mse`` or ``l1``.
         amp: mixed precision on CUDA (bf16 where supported, else fp16 with a scaler).

@@ -7,9 +7,12 @@ one line and exits with status 2.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 MAX_SHOWN_PROBLEMS = 20
+#: The last line of a radpipe error in a formatted traceback (what a loader worker sends back as text).
+_TRACEBACK_LINE = re.compile(r"^(?:pipeline|transforms|models)(?:\.\w+)*\.(\w+Error): (.+)$", re.MULTILINE)
 
 
 class PipelineError(Exception):
@@ -66,3 +69,32 @@ def format_problems(problems: Sequence[str], limit: int = MAX_SHOWN_PROBLEMS) ->
     if rest > 0:
         shown += f"; ... and {rest} more"
     return f"{len(problems)} problem(s): {shown}"
+
+
+def pipeline_error_in(exc: BaseException) -> PipelineError | None:
+    """The :class:`PipelineError` behind ``exc`` (``exc`` itself, or one in its ``raise ... from`` chain), or None.
+
+    MONAI wraps an exception raised inside a transform in ``RuntimeError("applying transform ...")`` (once
+    per nesting level); the CLI unwraps it to print the real cause on one line. A loader's worker process
+    sends the error back as the text of its traceback: the last radpipe error named in that text is
+    returned, rebuilt as a :class:`PipelineError` with its message.
+
+    Example:
+        >>> try:
+        ...     try:
+        ...         raise ConfigError("bad value")
+        ...     except ConfigError as inner:
+        ...         raise RuntimeError("applying transform") from inner
+        ... except RuntimeError as outer:
+        ...     print(pipeline_error_in(outer))
+        bad value
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, PipelineError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__  # not __context__: a bug raised while handling a PipelineError keeps its traceback
+    found = _TRACEBACK_LINE.findall(str(exc))
+    return PipelineError(found[-1][1]) if found else None

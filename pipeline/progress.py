@@ -1,12 +1,17 @@
-"""Progress for long work: a tqdm bar on a terminal, plain log lines otherwise."""
+"""Progress for long work: a tqdm bar on a terminal, plain log lines otherwise.
+
+Log lines go through :class:`BarSafeStream` (``radpipe``'s log stream): while a bar is on the screen a line is
+written above it (``tqdm.write``), never onto the bar's line.
+"""
 from __future__ import annotations
 
+import io
 import logging
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import TextIO, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger("radpipe")
@@ -62,3 +67,41 @@ def progress_of(total: int, desc: str = "", every_s: float = 10.0) -> Iterator[C
 
     yield advance
     log.debug("%s: %d done in %.1f s", desc, count, time.monotonic() - start)
+
+
+class BarSafeStream(io.TextIOBase):
+    """A text stream (for a logging handler) that writes above the tqdm bars shown on it, not onto their line.
+
+    Args:
+        stream: the stream written to (``sys.stderr``).
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        bars = _bars_on(self.stream)
+        if bars is None:
+            self.stream.write(text)
+        else:
+            bars.write(text.removesuffix("\n"), file=self.stream)  # clears the bars, writes, redraws them
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return bool(getattr(self.stream, "isatty", lambda: False)())
+
+
+def _bars_on(stream: TextIO) -> type | None:
+    """The tqdm class when a bar is shown on ``stream`` (tqdm is not imported just to ask)."""
+    module = sys.modules.get("tqdm.std")
+    if module is None:
+        return None
+    bar_class = module.tqdm
+    shown = [bar for bar in list(getattr(bar_class, "_instances", ())) if getattr(bar, "fp", None) is not None]
+    terminal = (sys.stderr, sys.stdout)  # tqdm moves the bars of either when writing to one
+    same = [bar for bar in shown if bar.fp == stream or (stream in terminal and bar.fp in terminal)]
+    return bar_class if same else None

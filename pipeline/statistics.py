@@ -207,7 +207,7 @@ def bootstrap_auc_ci(
 
 
 def youden_threshold(y: np.ndarray, score: np.ndarray) -> float:
-    """Threshold maximising sensitivity + specificity - 1 (the highest such score value; ties: first)."""
+    """Threshold maximising sensitivity + specificity - 1 (ties: the highest; placed as :func:`_roc_threshold` says)."""
     return _roc_threshold(y, score, lambda tpr, fpr: int(np.argmax(tpr - fpr)))
 
 
@@ -224,7 +224,11 @@ def _roc_threshold(y: np.ndarray, score: np.ndarray, pick: Callable[[np.ndarray,
     values = np.unique(score)[::-1]  # candidate thresholds, high to low
     tpr = _counts_at(score[y], values) / y.sum()
     fpr = _counts_at(score[~y], values) / (~y).sum()
-    return float(values[pick(tpr, fpr)])
+    k = pick(tpr, fpr)
+    # The middle of the gap below the chosen score, not the score itself: the validation counts are the
+    # same, and a new case scored a little below the lowest validation positive is not called negative
+    # (with a perfectly separated validation set the score itself sits at the edge of the positives).
+    return float((values[k] + values[k + 1]) / 2.0) if k + 1 < len(values) else float(values[k])
 
 
 def _counts_at(scores: np.ndarray, thresholds_desc: np.ndarray) -> np.ndarray:
@@ -260,6 +264,22 @@ def confusion_rates(tn: int, fp: int, fn: int, tp: int) -> dict[str, float]:
         "f1": _ratio(2 * tp, 2 * tp + fp + fn),
         "balanced_accuracy": (sens + spec) / 2.0,
     }
+
+
+def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``successes / n`` (``nan`` bounds when ``n`` is 0).
+
+    Unlike the Wald interval it stays inside [0, 1] and keeps its coverage at 0 or ``n`` successes, e.g.
+    ``wilson_ci(10, 10)`` is about (0.722, 1.0).
+    """
+    if n <= 0:
+        return float("nan"), float("nan")
+    z = float(stats.norm.ppf(0.5 + level / 2.0))
+    p, z2 = successes / n, z * z / n
+    centre = (p + z2 / 2.0) / (1.0 + z2)
+    half = z * np.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n)) / (1.0 + z2)
+    low, high = (0.0 if successes <= 0 else centre - half), (1.0 if successes >= n else centre + half)
+    return float(max(0.0, low)), float(min(1.0, high))
 
 
 def calibration_bins(y: np.ndarray, prob: np.ndarray, n_bins: int = N_BINS) -> dict[str, list[float]]:

@@ -67,3 +67,33 @@ def test_other_errors_keep_traceback(monkeypatch):
     monkeypatch.setattr(cli, "_resolve", lambda name: handler)
     with pytest.raises(RuntimeError, match="bug"):
         main(["demo"])
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "preview", "predict"])
+def test_error_wrapped_by_monai_is_one_line_exit_2(capsys, monkeypatch, command):
+    from pipeline import cli
+    from pipeline.errors import ImageReadError
+
+    def in_process(args):
+        try:
+            raise ImageReadError("/data/x.tif: holds 2 frames (pages); save each frame as its own file")
+        except ImageReadError as e:
+            raise RuntimeError("applying transform <LoadImaged>") from e
+
+    def from_worker(args):  # a DataLoader worker sends the traceback back as text
+        raise RuntimeError("Caught RuntimeError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
+                           "last):\n  File \"x.py\", line 1\ntransforms.limits.ImageTooLargeError: /data/y.png: header "
+                           "claims 9x9x3 RGB values, over the limit\n\nThe above exception was the direct cause\n"
+                           "RuntimeError: applying transform")
+
+    for handler, expected in ((in_process, "/data/x.tif: holds 2 frames"), (from_worker, "/data/y.png: header claims")):
+        monkeypatch.setattr(cli, "_resolve", lambda name, h=handler: h)
+        assert main(_minimal_args(command)) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"radpipe {command}: error: {expected}")
+
+
+def _minimal_args(command):
+    return {"train": ["train"], "evaluate": ["evaluate", "--run", "r", "--manifest", "m.csv", "--out", "p.csv"],
+            "preview": ["preview", "--config", "c.yaml", "--out", "p.png"],
+            "predict": ["predict", "--run", "r", "in", "--out", "p.csv"]}[command]

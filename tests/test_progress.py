@@ -20,3 +20,37 @@ def test_progress_yields_every_item_and_logs_the_total(caplog):
     with caplog.at_level(logging.DEBUG, logger="radpipe"):
         assert list(progress(iter("abc"), total=3, desc="x", every_s=0.0)) == ["a", "b", "c"]
     assert [r.getMessage() for r in caplog.records][:3] == ["x: 1/3 (0 s)", "x: 2/3 (0 s)", "x: 3/3 (0 s)"]
+
+
+def test_a_log_line_goes_above_a_live_bar_not_onto_its_line():
+    import io
+
+    from tqdm import tqdm
+
+    from pipeline.progress import BarSafeStream
+
+    screen = io.StringIO()
+    stream = BarSafeStream(screen)
+    with tqdm(total=3, file=screen, leave=False, desc="epoch") as bar:
+        bar.update(1)
+        stream.write("epoch 1/3  train_loss 0.5\n")
+        bar.update(2)
+    text = screen.getvalue()
+    before = text[: text.index("epoch 1/3")]
+    assert before.endswith("\r") and before.rstrip("\r").endswith(" ")  # the bar's line was cleared first
+    assert "epoch 1/3  train_loss 0.5\n\repoch: " in text  # then the bar is drawn again below the line
+    plain = io.StringIO()
+    BarSafeStream(plain).write("no bar\n")
+    assert plain.getvalue() == "no bar\n"
+
+
+def test_radpipe_logs_through_the_bar_safe_stream(monkeypatch):
+    import sys
+
+    from pipeline import cli
+    from pipeline.progress import BarSafeStream
+
+    seen = {}
+    monkeypatch.setattr(logging, "basicConfig", lambda **kw: seen.update(kw))
+    cli.main(["models", "--json"])
+    assert isinstance(seen["stream"], BarSafeStream) and seen["stream"].stream is sys.stderr

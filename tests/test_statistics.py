@@ -207,15 +207,17 @@ def test_youden_threshold_maximises_j() -> None:
     best = np.max(tpr - fpr)
     call = score >= t
     assert (call[y == 1].mean() - call[y == 0].mean()) == pytest.approx(best)
-    assert t in set(score)
+    below, above = np.max(score[score < t]), np.min(score[score >= t])
+    assert t == pytest.approx((below + above) / 2)  # the middle of the gap, not on a validation score
 
 
 def test_sensitivity_threshold_reaches_target_with_best_specificity() -> None:
     y, score = _binary_data(300, seed=13, ties=False)
     t = M.sensitivity_threshold(y, score, 0.9)
     assert (score[y == 1] >= t).mean() >= 0.9
-    higher = np.min(score[score > t])
-    assert (score[y == 1] >= higher).mean() < 0.9
+    higher = np.min(score[score > t])  # the lowest validation score called positive
+    assert (score[y == 1] >= higher).mean() >= 0.9  # the threshold sits below it, in the gap
+    assert (score[y == 1] > higher).mean() < 0.9  # and no higher score reaches the target
     assert M.choose_threshold(y, score, "sensitivity", 0.9) == t
     with pytest.raises(ValueError):
         M.youden_threshold(np.ones(4), np.arange(4.0))
@@ -224,3 +226,18 @@ def test_sensitivity_threshold_reaches_target_with_best_specificity() -> None:
 def test_undefined_ratios_are_nan() -> None:
     m = M.binary_metrics(np.array([0, 0, 1]), np.array([0.1, 0.2, 0.3]), threshold=0.9)
     assert np.isnan(m["ppv"]) and m["sensitivity"] == 0.0 and m["specificity"] == 1.0
+
+
+def test_wilson_interval_matches_published_values_and_covers() -> None:
+    # Wilson (1927) / Newcombe (1998): 81 of 263 -> 0.2553-0.3662; 0 of 10 -> 0-0.2775
+    assert M.wilson_ci(81, 263) == pytest.approx((0.25529, 0.36621), abs=1e-4)
+    assert M.wilson_ci(0, 10) == pytest.approx((0.0, 0.27753), abs=1e-4)
+    assert M.wilson_ci(10, 10) == (pytest.approx(0.72247, abs=1e-4), 1.0)
+    assert all(np.isnan(M.wilson_ci(0, 0)))
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(2000):
+        k = int(rng.binomial(40, 0.8))
+        low, high = M.wilson_ci(k, 40)
+        hits += low <= 0.8 <= high
+    assert 0.90 <= hits / 2000 <= 0.985  # Wilson coverage oscillates around 95% with n

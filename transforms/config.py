@@ -4,7 +4,7 @@ This module imports neither MONAI nor torch, so a config loads fast; the chains
 (:mod:`transforms.chains`) are built from a :class:`TransformsConfig` and the image keys alone, without a
 run config. The allowed values of each setting are owned here and used by the modules implementing them
 (:data:`AUGMENT_SETS` by :mod:`transforms.augment`, :data:`SLICE_MODES` and :data:`RESIZE_MODES` by
-:mod:`transforms.spatial`).
+:mod:`transforms.spatial`, :data:`CHANNEL_RULES` by :mod:`transforms.channels`).
 
 Example:
     >>> TransformsConfig(spatial_dims=2, size=(224, 224)).size
@@ -25,6 +25,12 @@ RESIZE_MODES = ("resize", "crop-pad")
 SLICE_MODES = ("middle", "slab", "all")
 #: Where random augmentation runs.
 AUGMENT_DEVICES = ("auto", "cpu", "cuda")
+#: How the colour channels of each image become the model's: name -> what it does.
+CHANNEL_RULES: dict[str, str] = {
+    "auto": "resolved by radpipe train from the training images: rgb when any is colour, else grey",
+    "grey": "one channel: colour images become their luminance (0.299 R + 0.587 G + 0.114 B)",
+    "rgb": "three channels: a grey image is repeated in R, G and B; alpha is dropped",
+}
 #: Augmentation sets: name -> what it does.
 AUGMENT_SETS: dict[str, str] = {
     "none": "no augmentation",
@@ -45,6 +51,8 @@ class TransformsConfig:
         spatial_dims: 2 or 3: what the model sees.
         orientation: axis codes to reorient to (e.g. ``RAS``); empty keeps the file's.
         spacing: target voxel spacing in mm; empty keeps the file's.
+        channels: ``auto``, ``grey`` or ``rgb`` (:data:`CHANNEL_RULES`): every image of a run is brought
+            to one channel count, so grey and colour files can share a manifest.
         intensity: preset name (see ``transforms.intensity.PRESETS``), e.g. ``ct-abdomen``, ``mr-zscore``.
         window: custom CT window ``(level, width)`` in HU, used with ``intensity: ct-custom``.
         windows: several CT window presets stacked as channels (multi-window input).
@@ -64,6 +72,7 @@ class TransformsConfig:
     spatial_dims: int = field(default=3, metadata={"choices": SPATIAL_DIMS})
     orientation: str = "RAS"
     spacing: tuple[float, ...] = ()
+    channels: str = field(default="auto", metadata={"choices": tuple(CHANNEL_RULES)})
     intensity: str = "none"
     window: tuple[float, ...] = ()
     windows: tuple[str, ...] = ()

@@ -29,6 +29,13 @@ the 0.5th..99.5th percentiles onto [0, 1] and clips. X-ray: ``xray-percentile`` 
 1st..99th percentiles onto [0, 1] and clips (collimator edges and burned-in text sit in
 the tails); MONOCHROME1 inversion is done by the loader, not here. ``minmax`` maps the
 image's minimum..maximum onto [0, 1]; ``none`` leaves values as read.
+
+Pictures: ``imagenet`` is the normalisation of torchvision's ImageNet models (``ToTensor`` then
+``Normalize(mean, std)``): values divided by 255 (by 65535 for a 16-bit picture or an image holding values
+above 255), then per channel ``(x - mean) / std`` with :data:`IMAGENET_MEAN` / :data:`IMAGENET_STD` for RGB
+and their averages (0.449 / 0.226) for a grey channel. Its background is negative, not 0: padding with 0
+after it adds mid-grey (use ``resize: resize``, the default, which never pads). It maps each value on its
+own, linearly (:data:`PIXELWISE_LINEAR`), so the chain runs it after the resize, on 5x fewer pixels.
 """
 from __future__ import annotations
 
@@ -42,6 +49,7 @@ from monai.config import KeysCollection
 from monai.transforms import (
     MapTransform,
     NormalizeIntensityd,
+    ScaleIntensity,
     ScaleIntensityd,
     ScaleIntensityRanged,
     ScaleIntensityRangePercentilesd,
@@ -63,6 +71,13 @@ CT_WINDOWS: dict[str, tuple[float, float]] = {
 
 #: Voxels above this HU value count as body when cropping CT to the foreground (air is about -1000).
 CT_BODY_HU = -500.0
+
+#: Presets that map each value on its own, linearly: the chain runs them after resizing (same result, fewer pixels).
+PIXELWISE_LINEAR = ("imagenet",)
+#: torchvision's ImageNet normalisation (RGB), and the grey value used for one channel.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_GREY = (0.449, 0.226)
 
 MR_PERCENTILES = (0.5, 99.5)
 XRAY_PERCENTILES = (1.0, 99.0)
@@ -141,6 +156,53 @@ def _none(keys: KeysCollection, cfg: TransformsConfig) -> list[MapTransform]:
     return []
 
 
+class ImageNetNormalised(MapTransform):
+    """torchvision's ``ToTensor`` + ``Normalize`` for ImageNet weights (see the module docstring).
+
+    The divisor is 65535 for a 16-bit picture (the reader's ``photometric_original`` mode ``I;16``) or any image
+    holding values above 255, else 255.
+    """
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            x = d[key].float() if isinstance(d[key], torch.Tensor) else torch.as_tensor(d[key]).float()
+            mode = str((getattr(d[key], "meta", None) or {}).get("photometric_original", ""))
+            scale = 65535.0 if mode.startswith("I;16") or float(x.max()) > 255.0 else 255.0
+            shape = (-1, *([1] * (x.ndim - 1)))
+            if x.shape[0] == 3:
+                mean, std = torch.tensor(IMAGENET_MEAN).reshape(shape), torch.tensor(IMAGENET_STD).reshape(shape)
+            else:
+                mean, std = torch.tensor(IMAGENET_GREY[0]), torch.tensor(IMAGENET_GREY[1])
+            # (x / scale - mean) / std in two passes over the image; x itself is never modified
+            d[key] = x.mul((1.0 / (scale * std)).to(x.device)).sub_((mean / std).to(x.device))
+        return d
+
+
+def _imagenet(keys: KeysCollection, cfg: TransformsConfig) -> list[MapTransform]:
+    return [ImageNetNormalised(keys)]
+
+
+class UnwindowedMinMaxd(MapTransform):
+    """Min-max onto [0, 1] for the images the reader did not show through a DICOM display window."""
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if "display_window" not in (getattr(d[key], "meta", None) or {}):
+                d[key] = ScaleIntensity(minv=0.0, maxv=1.0)(d[key])
+        return d
+
+
+def _dicom_window(keys: KeysCollection, cfg: TransformsConfig) -> list[MapTransform]:
+    return [UnwindowedMinMaxd(keys)]  # the window itself is applied by the reader (uses_display_window)
+
+
+def uses_display_window(cfg: TransformsConfig) -> bool:
+    """True when the reader must show DICOM images through their own VOI LUT or window (``dicom-window``)."""
+    return cfg.intensity == "dicom-window"
+
+
 PRESETS: dict[str, Preset] = {
     **{
         name: Preset(name, "ct", f"CT window L{level:g}/W{width:g} HU -> [0, 1], clipped", _ct_window(level, width))
@@ -155,6 +217,10 @@ PRESETS: dict[str, Preset] = {
         "xray-percentile", "xray", "percentiles 1..99 -> [0, 1], clipped", _percentile(*XRAY_PERCENTILES)
     ),
     "minmax": Preset("minmax", "any", "image minimum..maximum -> [0, 1]", _minmax),
+    "dicom-window": Preset("dicom-window", "xray", "the DICOM file's own VOI LUT or WindowCenter/Width -> [0, 1] "
+                           "(radiographs as a viewer shows them; MONOCHROME1 inverted); other files min..max",
+                           _dicom_window),
+    "imagenet": Preset("imagenet", "any", "/255 (16-bit: /65535), then ImageNet mean/std per channel", _imagenet),
     "none": Preset("none", "any", "values as read (HU for CT)", _none),
 }
 

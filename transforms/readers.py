@@ -1,4 +1,4 @@
-"""One MONAI ``ImageReader`` for everything radpipe reads: DICOM, series references, NIfTI, NRRD, MHA.
+"""One MONAI ``ImageReader`` for everything radpipe reads: DICOM, series references, NIfTI, NRRD, MHA, pictures.
 
 ``LoadImage(reader=RadpipeReader())`` / ``LoadImaged(keys, reader=RadpipeReader())`` accept:
 
@@ -6,7 +6,8 @@
 * a folder holding one DICOM series (any file names, nested folders, non-DICOM files ignored);
   a folder with several series is refused with the list of series and how to pick one;
 * a series reference ``*.series.json`` written by ``radpipe scan`` (:mod:`transforms.dicom.reference`);
-* NIfTI (``.nii``, ``.nii.gz``) through nibabel, NRRD/MHA/MHD through SimpleITK.
+* NIfTI (``.nii``, ``.nii.gz``) through nibabel, NRRD/MHA/MHD through SimpleITK;
+* PNG, JPEG, TIFF and BMP pictures through Pillow (:mod:`transforms.image_files`: grey (x, y), colour (x, y, 3)).
 
 Headers are checked before any voxel is decoded (:mod:`transforms.limits`): a claimed size over
 ``RADPIPE_MAX_VOXELS``, or an uncompressed file shorter than its header says, is refused naming the
@@ -34,6 +35,7 @@ from pipeline.errors import DicomReadError, ImageReadError
 from transforms.dicom.reference import SERIES_REF_SUFFIX, read_series_ref, ref_part
 from transforms.dicom.series import LPS_TO_RAS
 from transforms.dicom.volume import load_series
+from transforms.image_files import PICTURE_SUFFIXES, is_picture, load_picture
 from transforms.limits import ImageRefusedError, itk_header, nifti_header
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -54,9 +56,9 @@ class LoadedImage:
 
 @dataclass
 class _Refused:
-    """What :meth:`RadpipeReader.read` returns for an input refused before decoding."""
+    """What :meth:`RadpipeReader.read` returns for an input refused before decoding (or a picture it refused)."""
 
-    error: ImageRefusedError
+    error: ImageReadError
 
 
 def _suffix(path: Path) -> str:
@@ -148,17 +150,20 @@ def _dicom_files_under(folder: Path) -> list[Path]:
 
 
 def _load_dicom(files: Sequence[Path], *, part: str | None = None, skip_non_dicom: bool = False,
-                where: str) -> LoadedImage:
-    array, affine, meta = load_series(list(files), part=part, skip_non_dicom=skip_non_dicom)
+                where: str, display_window: bool = False) -> LoadedImage:
+    array, affine, meta = load_series(list(files), part=part, skip_non_dicom=skip_non_dicom,
+                                      display_window=display_window)
     meta["filename_or_obj"] = where
     return LoadedImage(array, affine, meta)
 
 
-def load_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def load_volume(path: str | Path, display_window: bool = False) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Read any input :class:`RadpipeReader` accepts.
 
     Args:
-        path: DICOM file or series folder, ``*.series.json``, NIfTI, NRRD, MHA or MHD.
+        path: DICOM file or series folder, ``*.series.json``, NIfTI, NRRD, MHA, MHD, PNG, JPEG, TIFF or BMP.
+        display_window: DICOM through its own VOI LUT or window onto [0, 1] (see
+            :func:`transforms.dicom.volume.load_series`); other formats unchanged.
 
     Returns:
         ``(array, affine, meta)``: array (x, y, z[, t]) or (x, y), 4x4 RAS affine, metadata (module docstring).
@@ -169,36 +174,48 @@ def load_volume(path: str | Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any
         ImageRefusedError: a header claims more voxels than the limit (``ImageTooLargeError``) or sizes its
             file does not hold; refused before decoding (:mod:`transforms.limits`).
     """
-    image = _read_one(Path(path))
+    image = _read_one(Path(path), display_window)
     return image.array, image.affine, image.meta
 
 
-def _read_one(path: Path) -> LoadedImage:
+def _read_one(path: Path, display_window: bool = False) -> LoadedImage:
     if path.is_dir():
-        return _load_dicom(_dicom_files_under(path), skip_non_dicom=True, where=str(path))
+        return _load_dicom(_dicom_files_under(path), skip_non_dicom=True, where=str(path),
+                           display_window=display_window)
     if not path.exists():
         raise ImageReadError(f"{path}: no such file or folder; check the path (relative paths are resolved "
                              f"from {Path.cwd()})")
     suffix = _suffix(path)
     if suffix == SERIES_REF_SUFFIX:
-        return _load_dicom(read_series_ref(path), part=ref_part(path) or None, where=str(path))
+        return _load_dicom(read_series_ref(path), part=ref_part(path) or None, where=str(path),
+                           display_window=display_window)
     if suffix in NIFTI_SUFFIXES:
         return _load_nifti(path)
     if suffix in ITK_SUFFIXES:
         return _load_itk(path)
-    return _load_dicom([path], where=str(path))
+    if is_picture(path):
+        return LoadedImage(*load_picture(path))
+    return _load_dicom([path], where=str(path), display_window=display_window)
 
 
 class RadpipeReader(ImageReader):
-    """MONAI reader for DICOM (file, series folder, ``*.series.json``), NIfTI, NRRD, MHA and MHD.
+    """MONAI reader for DICOM (file, series folder, ``*.series.json``), NIfTI, NRRD, MHA, MHD and pictures.
 
     A list of DICOM files is read as the slices of one series; any other list (e.g. two NIfTI
     modalities) is read image by image and stacked as channels, as MONAI's readers do.
+
+    Args:
+        display_window: show DICOM images through their own VOI LUT or WindowCenter/Width on [0, 1]
+            (the ``dicom-window`` intensity preset); other formats are read unchanged.
     """
+
+    def __init__(self, display_window: bool = False) -> None:
+        super().__init__()
+        self.display_window = display_window
 
     def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
         """True when every name is a folder or has a suffix this reader handles (DICOM may have none)."""
-        known = (SERIES_REF_SUFFIX, *NIFTI_SUFFIXES, *ITK_SUFFIXES, *DICOM_SUFFIXES)
+        known = (SERIES_REF_SUFFIX, *NIFTI_SUFFIXES, *ITK_SUFFIXES, *PICTURE_SUFFIXES, *DICOM_SUFFIXES)
         return all(Path(f).is_dir() or _suffix(Path(f)) in known for f in ensure_tuple(filename))
 
     def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> Any:
@@ -207,15 +224,21 @@ class RadpipeReader(ImageReader):
         An input refused before decoding (:class:`~transforms.limits.ImageRefusedError`: over the
         voxel limit, or a header lying about sizes) is returned as a refusal that :meth:`get_data`
         raises: MONAI's ``LoadImage`` tries its other readers (nibabel, ITK, ...) after any exception
-        from ``read``, and they would decode the bomb.
+        from ``read``, and they would decode the bomb. A picture refused for any reason (several frames, damaged)
+        is kept the same way: MONAI's PIL and ITK readers would read the first page of a multi-page TIFF.
         """
         paths = [Path(p) for p in ensure_tuple(data)]
         try:
             if len(paths) > 1 and all(p.is_file() and _suffix(p) in DICOM_SUFFIXES for p in paths):
-                return _load_dicom(paths, where=os.path.commonpath([str(p) for p in paths]))
-            images = [_read_one(p) for p in paths]
+                return _load_dicom(paths, where=os.path.commonpath([str(p) for p in paths]),
+                                   display_window=self.display_window)
+            images = [_read_one(p, self.display_window) for p in paths]
         except ImageRefusedError as e:
             return _Refused(e)
+        except ImageReadError as e:  # a picture: MONAI's PIL / ITK readers would read a multi-page file's first page
+            if any(is_picture(p) for p in paths):
+                return _Refused(e)
+            raise
         return images[0] if len(images) == 1 else images
 
     def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
@@ -223,6 +246,7 @@ class RadpipeReader(ImageReader):
 
         Raises:
             ImageRefusedError: :meth:`read` refused the input (over the voxel limit, lying header).
+            ImageReadError: :meth:`read` refused a picture (several frames, damaged).
             ImageReadError: listed images differ in spatial shape or affine.
         """
         if isinstance(img, _Refused):

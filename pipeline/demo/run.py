@@ -2,18 +2,24 @@
 
 Stages, each run through the same command a researcher would type (and printed as such):
 
-1. a synthetic hospital export (DICOM, three sites, PHI, localizers, stray files) and its label sheet;
+1. a synthetic hospital export (DICOM, three sites, PHI, localizers, stray files), its label sheet, a folder
+   of new scans and the true lesion centres (``truth/lesions.csv``, for the pointing game);
 2. ``radpipe scan`` -> series index; ``radpipe manifest`` -> manifest; ``radpipe validate-manifest``;
    ``radpipe split`` (patient-grouped, stratified);
 3. pretraining on a "public" source task (NIfTI volumes with hypodense cysts), then
    ``radpipe train`` on the hospital task (hyperdense lesions) starting from that backbone;
 4. ``radpipe evaluate`` on the validation and test splits; ``radpipe report`` by site and sex with the
    operating point fixed on validation;
-5. ``radpipe predict`` over a folder of new scans (including a corrupt file, an incomplete series and
+5. ``radpipe predict --cam`` over the test split, and the pointing game: the share of correctly predicted
+   lesion cases whose Grad-CAM maximum falls within the lesion (radius + one voxel);
+6. ``radpipe predict --cam`` over a folder of new scans (including a corrupt file, an incomplete series and
    a non-image object).
+
+Every command is printed as it can be pasted into a shell (:func:`shlex.join`).
 """
 from __future__ import annotations
 
+import csv
 import json
 import shlex
 import time
@@ -25,8 +31,15 @@ import yaml
 
 from pipeline.cli import main
 from pipeline.demo.source import write_source_dataset
-from pipeline.demo.synthetic_export import ExportSummary, write_export, write_new_scans
+from pipeline.demo.synthetic_export import (
+    ExportSummary,
+    NewScansSummary,
+    write_export,
+    write_new_scans,
+)
+from pipeline.demo.truth import write_lesions
 from pipeline.errors import PipelineError
+from pipeline.infer.pointing import PointingResult, pointing_game, read_lesions
 
 # One preprocessing for both tasks: crop to the body, resample to 6 mm (about the scanners' own
 # in-plane spacing, so nothing is upsampled for nothing), soft-tissue window, 32x32x24 voxels.
@@ -78,7 +91,7 @@ class Demo:
 
     def run(self, argv: Sequence[str]) -> None:
         """Run one ``radpipe`` command in-process; a failure stops the demo with its message."""
-        self.say("    $ radpipe " + " ".join(shlex.quote(str(a)) for a in argv))
+        self.say("    $ " + command_line(argv))
         status = main([str(a) for a in argv])
         if status != 0:
             raise DemoStageError(f"demo stage '{argv[0]}' failed with status {status}; its message is above")
@@ -98,6 +111,11 @@ class DemoStageError(PipelineError, RuntimeError):
     """A stage of the demo failed."""
 
 
+def command_line(argv: Sequence[Any]) -> str:
+    """``radpipe ARGS`` quoted for a POSIX shell, so it can be pasted as printed."""
+    return shlex.join(["radpipe", *(str(a) for a in argv)])
+
+
 def run_demo(out_dir: str | Path, n_patients: int = 60, seed: int = 0, export_only: bool = False,
              quick: bool = False) -> dict[str, Any]:
     """Run the demo into ``out_dir`` and return a summary (paths and headline figures).
@@ -110,8 +128,9 @@ def run_demo(out_dir: str | Path, n_patients: int = 60, seed: int = 0, export_on
         quick: fewer epochs and cases (for tests); the figures are then not meaningful.
 
     Returns:
-        The export and label sheet paths; unless ``export_only``, also the run, report and predictions paths,
-        the test AUC with its confidence interval and number of cases, and the seconds taken.
+        The export, label sheet, new scans and truth paths; unless ``export_only``, also the run, report and
+        predictions paths, the test AUC with its confidence interval and number of cases, the pointing-game hit
+        rate of the test split's Grad-CAMs, and the seconds taken.
 
     Raises:
         DemoStageError: a stage's command failed (its message is printed above).
@@ -119,28 +138,39 @@ def run_demo(out_dir: str | Path, n_patients: int = 60, seed: int = 0, export_on
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     demo = Demo(out, seed, quick)
-    export = _write_export(demo, n_patients)
-    summary: dict[str, Any] = {"export": str(export.export_dir), "labels": str(export.labels_csv)}
+    export, new, truth = _write_export(demo, n_patients)
+    summary: dict[str, Any] = {"export": str(export.export_dir), "labels": str(export.labels_csv),
+                               "new_scans": str(new.scan_dir), "truth": str(truth)}
     if export_only:
+        demo.say(f"\nNext: index the export (then follow README 'Demo' or run 'radpipe demo --out {out}'):\n"
+                 f"    $ {command_line(['scan', export.export_dir, '--out', out / 'index.csv'])}")
         return summary
     manifest = _index_and_split(demo, export)
     run_dir = _train(demo, manifest)
     report_dir = _evaluate_and_report(demo, run_dir, manifest)
-    predictions = _predict_new_scans(demo, run_dir)
+    pointing = _test_split_cams(demo, run_dir, manifest, truth)
+    predictions, new_pointing = _predict_new_scans(demo, run_dir, new, truth)
     summary.update(_headline(demo, run_dir, report_dir, predictions))
+    summary.update({"cam_hit_rate": pointing.rate, "cam_hits": pointing.n_hits, "cam_cases": pointing.n_cases,
+                    "new_scans_cam_hits": new_pointing.n_hits, "new_scans_cam_cases": new_pointing.n_cases})
+    summary["seconds"] = round(time.monotonic() - demo.start, 1)
     _write_summary(demo, summary)
     return summary
 
 
-def _write_export(demo: Demo, n_patients: int) -> ExportSummary:
-    """Stage 1: the synthetic hospital export and its label sheet."""
+def _write_export(demo: Demo, n_patients: int) -> tuple[ExportSummary, NewScansSummary, Path]:
+    """Stage 1: the synthetic hospital export, its label sheet, the new scans and the true lesion centres."""
     demo.step(f"writing a synthetic hospital export of {n_patients} patients")
     export = write_export(demo.out, n_patients=n_patients, seed=demo.seed)
     demo.say(
         f"    {export.n_files} files: {export.n_image_series} image series, {export.n_sr} dose reports, a truncated "
         f"file, a README.txt and a DICOMDIR; label sheet {export.labels_csv.name} ({export.n_lesion} lesions)"
     )
-    return export
+    new = write_new_scans(demo.out / "new_scans", seed=demo.seed + 2)
+    truth = write_lesions(demo.out, [*export.cases, *new.good_series])
+    demo.say(f"    new scans for 'radpipe predict': {new.scan_dir} ({new.n_files} files); true lesion centres "
+             f"(RAS mm, by series key): {truth}")
+    return export, new, truth
 
 
 def _index_and_split(demo: Demo, export: ExportSummary) -> Path:
@@ -151,7 +181,7 @@ def _index_and_split(demo: Demo, export: ExportSummary) -> Path:
     demo.step("joining the index to the label sheet by accession number (hashed) into a manifest")
     demo.run([
         "manifest", out / "index.csv", "--labels", export.labels_csv, "--key", "accession_number",
-        "--where", "modality == 'CT'", "--select", "largest-series", "--out", out / "manifest.csv",
+        "--where", 'modality == "CT"', "--select", "largest-series", "--out", out / "manifest.csv",
     ])
     demo.step("validating the manifest")
     demo.run(["validate-manifest", out / "manifest.csv"])
@@ -199,13 +229,44 @@ def _evaluate_and_report(demo: Demo, run_dir: Path, manifest: Path) -> Path:
     return report_dir
 
 
-def _predict_new_scans(demo: Demo, run_dir: Path) -> Path:
-    """Batch inference over a folder of new scans; return the predictions CSV."""
-    demo.step("batch inference over a folder of new scans")
-    new = write_new_scans(demo.out / "new_scans", seed=demo.seed + 2)
+def _test_split_cams(demo: Demo, run_dir: Path, manifest: Path, truth: Path) -> PointingResult:
+    """Grad-CAMs of the test split and the pointing game against the true lesion centres."""
+    demo.step("Grad-CAM over the test split; pointing game against the true lesion centres")
+    test_manifest = demo.out / "manifest_test.csv"
+    with manifest.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        rows = [row for row in reader if row.get("split") == "test"]
+        columns = list(reader.fieldnames or [])
+    with test_manifest.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    demo.say(f"    {test_manifest.name}: the {len(rows)} test rows of {manifest.name}")
+    predictions, cam_dir = demo.out / "predictions_test_cam.csv", demo.out / "cam_test"
+    demo.run(["predict", "--run", run_dir, test_manifest, "--out", predictions, "--cam", cam_dir])
+    return _say_pointing(demo, pointing_game(predictions, cam_dir, read_lesions(truth), _positive(run_dir)), "test")
+
+
+def _positive(run_dir: Path) -> str:
+    labels = json.loads((run_dir / "labels.json").read_text(encoding="utf-8"))
+    return str(labels["classes"][-1])
+
+
+def _say_pointing(demo: Demo, result: PointingResult, what: str) -> PointingResult:
+    rate = "n/a" if not result.n_cases else f"{result.rate:.2f}"
+    demo.say(f"    pointing game ({what}): Grad-CAM maximum inside the lesion (radius + one voxel) in "
+             f"{result.n_hits} of {result.n_cases} correctly predicted lesion case(s): hit rate {rate}")
+    return result
+
+
+def _predict_new_scans(demo: Demo, run_dir: Path, new: NewScansSummary, truth: Path) -> tuple[Path, PointingResult]:
+    """Batch inference (with Grad-CAMs) over the folder of new scans; return the predictions CSV and pointing."""
+    demo.step("batch inference over a folder of new scans, with Grad-CAMs")
     predictions = demo.out / "new_scans_predictions.csv"
-    demo.run(["predict", "--run", run_dir, new.scan_dir, "--out", predictions])
-    return predictions
+    cam_dir = demo.out / "cam_new_scans"
+    demo.run(["predict", "--run", run_dir, new.scan_dir, "--out", predictions, "--cam", cam_dir])
+    result = pointing_game(predictions, cam_dir, read_lesions(truth), _positive(run_dir), label_column="")
+    return predictions, _say_pointing(demo, result, "new scans")
 
 
 def _headline(demo: Demo, run_dir: Path, report_dir: Path, predictions: Path) -> dict[str, Any]:
@@ -229,7 +290,10 @@ def _write_summary(demo: Demo, summary: dict[str, Any]) -> None:
     auc = summary["test_auc"]
     ci = summary["test_auc_ci"]
     auc_text = "n/a" if auc is None else f"{auc:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}, n = {summary['test_n']})"
+    rate = summary["cam_hit_rate"]
+    cam_text = (f"{rate:.2f} ({summary['cam_hits']} of {summary['cam_cases']} correctly predicted lesion cases)"
+                if summary["cam_cases"] else "n/a (no correctly predicted lesion case)")
     demo.say(
-        f"\nDone in {summary['seconds']:.0f} s.\n  test AUC: {auc_text}\n  report: {summary['report']}\n"
-        f"  new-scan predictions: {summary['predictions']}"
+        f"\nDone in {summary['seconds']:.0f} s.\n  test AUC: {auc_text}\n  Grad-CAM pointing game (test): {cam_text}\n"
+        f"  report: {summary['report']}\n  new-scan predictions: {summary['predictions']}"
     )

@@ -59,7 +59,8 @@ class ExportSummary:
         non_dicom_files: files that are not DICOM (``README.txt``).
         dicomdir_file: the stray DICOMDIR.
         phi: per patient, the identifying values written in clear (for leak tests).
-        cases: per patient: accession number, label, site, series UID of its axial CT, lesion centre and radius.
+        cases: per patient: accession number, label, site, series UID of its axial CT, lesion centre and radius
+            (phantom frame, see :func:`pipeline.demo.truth.lesion_ras`), its first slice's z and slice spacing.
     """
 
     export_dir: Path
@@ -93,7 +94,8 @@ class NewScansSummary:
     Attributes:
         scan_dir: the folder of new scans.
         n_files: every file under ``scan_dir``.
-        good_series: series UIDs of the complete series, with ``lesion`` truth (not written to disk).
+        good_series: series UIDs of the complete series, with ``lesion`` truth (not written to disk), the
+            lesion's centre and radius (``lesion_mm``, phantom frame), first slice z and slice spacing.
         gap_series_uid: the series with missing slices.
         corrupt_file: the truncated DICOM file.
         sr_file: the non-image object.
@@ -251,7 +253,8 @@ class _ExportWriter:
                                 "label": label, "site": study.site.name, "sex": patient["PatientSex"],
                                 "age_band": age_band(int(patient["PatientAge"][:3]))})
         self.cases.append({"accession_number": patient["AccessionNumber"], "label": label, "site": study.site.name,
-                           "series_uid": series_uid, "n_slices": study.n_slices, "lesion": study.lesion})
+                           "series_uid": series_uid, "n_slices": study.n_slices, "lesion": study.lesion,
+                           "origin_z": study.table_z, "slice_thickness": study.site.slice_thickness})
 
     def move_into_place(self) -> None:
         """Move the staged files to their planned names in shuffled order, then remove the staging folder."""
@@ -373,7 +376,8 @@ def write_new_scans(out_dir: str | Path, n_series: int = 4, seed: int = 1, *, n_
                           series_uid=_uid(seed, "new-sr", i), series_number=990, series_description="Dose Report",
                           seed=seed)
         else:
-            good.append({"series_uid": series_uid, "lesion": bool(lesion), "site": site.name})
+            good.append({"series_uid": series_uid, "lesion": bool(lesion), "site": site.name, "lesion_mm": lesion,
+                         "origin_z": -350.0, "slice_thickness": site.slice_thickness})
     first = min(p for p in out_dir.rglob("*") if p.is_file() and p.name != "SR000001")
     data = first.read_bytes()
     corrupt = out_dir / "corrupt" / "IM_000001"

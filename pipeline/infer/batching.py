@@ -9,8 +9,10 @@ under ``torch.inference_mode`` (AMP and channels-last on CUDA), optionally avera
 
 Output conventions (the columns of every predictions CSV):
     * ``binary`` / ``multiclass``: ``prob_<class>`` per class, summing to 1 (softmax; a single-logit binary
-      model gives ``sigmoid`` and its complement); ``pred`` is the most probable class (binary: ``classes[1]``
-      when its probability is >= 0.5).
+      model gives ``sigmoid`` and its complement); ``pred`` is the most probable class. Binary: ``pred`` is
+      ``classes[1]`` when its probability (as written, 6 decimals) is >= the operating point (see
+      :mod:`pipeline.operating_point`), else ``classes[0]``; the ``threshold`` column says which threshold was
+      applied (``argmax``: none, ``classes[1]`` when its probability is >= 0.5).
     * ``multilabel``: ``prob_<class>`` = sigmoid of each output; ``pred`` joins the classes with
       probability >= 0.5 with ``;``.
     * ``regression``: ``pred`` is the model output.
@@ -319,19 +321,32 @@ def iterate_predictions(loader: torch.utils.data.DataLoader, predictor: Predicto
 
 
 def prediction_columns(task: str, classes: Sequence[str]) -> list[str]:
-    """The prediction columns of a task: ``pred`` then ``prob_<class>`` per class."""
-    return ["pred"] + ([] if task == "regression" else [f"prob_{c}" for c in classes])
+    """The prediction columns of a task: ``pred`` (binary: then ``threshold``), then ``prob_<class>`` per class."""
+    if task == "regression":
+        return ["pred"]
+    binary = ["threshold"] if task == "binary" and len(classes) == 2 else []
+    return ["pred", *binary, *[f"prob_{c}" for c in classes]]
 
 
-def prediction_fields(task: str, classes: Sequence[str], probs: np.ndarray) -> dict[str, str]:
-    """The ``pred`` and ``prob_<class>`` cells of one case."""
+def prediction_fields(task: str, classes: Sequence[str], probs: np.ndarray,
+                      threshold: float | None = None) -> dict[str, str]:
+    """The ``pred``, ``threshold`` (binary) and ``prob_<class>`` cells of one case.
+
+    Args:
+        task: the run's task.
+        classes: its classes.
+        probs: the case's probabilities (regression: its output).
+        threshold: binary: ``classes[1]`` is called when its written probability is >= this; None: the argmax.
+    """
     if task == "regression":
         return {"pred": f"{float(probs[0]):.6g}"}
     fields = {f"prob_{c}": f"{float(p):.{PROB_DECIMALS}f}" for c, p in zip(classes, probs)}
     if task == "multilabel":
         fields["pred"] = ";".join(c for c, p in zip(classes, probs) if p >= 0.5)
     elif task == "binary" and len(classes) == 2:
-        fields["pred"] = classes[1] if probs[1] >= 0.5 else classes[0]
+        cut = 0.5 if threshold is None else threshold
+        fields["pred"] = classes[1] if round(float(probs[1]), PROB_DECIMALS) >= cut else classes[0]
+        fields["threshold"] = "argmax" if threshold is None else f"{threshold:.10g}"
     else:
         fields["pred"] = classes[int(np.argmax(probs))]
     return fields

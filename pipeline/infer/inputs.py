@@ -1,4 +1,4 @@
-"""What ``radpipe predict`` reads: a DICOM export, a folder of NIfTI files or a manifest CSV.
+"""What ``radpipe predict`` reads: a DICOM export, a folder of NIfTI files or pictures, or a manifest CSV.
 
 :func:`discover` turns the input into :class:`~pipeline.infer.batching.Case` objects (one per
 series / file / manifest row, each with a stable id), the key columns written beside each
@@ -10,9 +10,10 @@ prediction, and the list of input files or series that are not predicted, with t
   with the run's selection rule (:mod:`pipeline.infer.dicom_inputs`). Ids are the pseudonymised
   ``series_key``; keys ``patient_key``, ``study_key``, ``series_key``, ``accession_key``,
   ``modality``. Series with scan status ``error`` or missing slices are cases with an error.
-* **NIfTI folder** (a folder holding ``*.nii`` / ``*.nii.gz``): one case per file, id = its
-  path relative to the folder; other files are listed as skipped. A 2D image under a 3D model is
-  a case with an error (checked on the header).
+* **NIfTI or picture folder** (a folder holding ``*.nii`` / ``*.nii.gz`` or PNG / JPEG / TIFF / BMP
+  pictures, e.g. an ImageFolder tree): one case per file, id = its path relative to the folder; other
+  files are listed as skipped. A 2D image under a 3D model is a case with an error (checked on the
+  header; a picture is always 2D).
 * **Manifest CSV**: one case per row, id = ``case_id`` (the first image cell as written, or the
   manifest's own ``case_id`` column); every manifest column is carried.
 """
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.errors import ConfigError, ManifestError
 from pipeline.infer.batching import Case
+from transforms.image_files import PICTURE_SUFFIXES, is_picture, picture_header
 from transforms.limits import nifti_header
 from pipeline.manifest.reading import load_manifest, read_manifest_csv
 
@@ -45,7 +47,7 @@ class PredictInput:
     """The cases of one input and what is not predicted.
 
     Attributes:
-        kind: ``dicom``, ``nifti`` or ``manifest``.
+        kind: ``dicom``, ``nifti``, ``images`` (a folder holding pictures) or ``manifest``.
         root: the input folder (or the manifest's folder).
         cases: cases in a stable order.
         key_columns: columns written between ``series_id`` and ``pred``.
@@ -64,7 +66,8 @@ class PredictInput:
 
 
 def input_kind(path: str | Path) -> str:
-    """``manifest`` for a CSV file, ``nifti`` for a folder holding NIfTI files, ``dicom`` for another folder.
+    """``manifest`` for a CSV file, ``nifti`` for a folder holding NIfTI files or pictures (PNG, JPEG, TIFF, BMP;
+    read by :func:`discover_nifti`), ``dicom`` for another folder.
 
     Raises:
         ManifestError: the path does not exist or is a file other than a CSV.
@@ -80,7 +83,7 @@ def input_kind(path: str | Path) -> str:
     if not p.is_dir():
         raise ManifestError(f"input {p} not found; give a DICOM export folder, a NIfTI folder or a manifest .csv")
     for _, _, files in os.walk(p):
-        if any(f.lower().endswith(NIFTI_SUFFIXES) for f in files):
+        if any(f.lower().endswith(NIFTI_SUFFIXES) or is_picture(f) for f in files):
             return "nifti"
     return "dicom"
 
@@ -127,20 +130,26 @@ def _nifti_shape(path: Path) -> tuple[int, ...]:
 
 
 def discover_nifti(folder: str | Path, cfg: Config) -> PredictInput:
-    """Cases of a folder of NIfTI files (recursive, sorted by relative path)."""
+    """Cases of a folder of NIfTI files and pictures (recursive, sorted by relative path; kind ``images`` when
+    it holds pictures)."""
     root = Path(folder).absolute()
     column = single_image_column(cfg, "NIfTI folder")
     scrub = _relative_to(root)
     result = PredictInput("nifti", root, key_columns=[], scrub=scrub)
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")):
         rel = path.relative_to(root).as_posix()
-        if not path.name.lower().endswith(NIFTI_SUFFIXES):
-            result.skipped.append({"file": rel, "series_key": "", "reason": "not a NIfTI image (.nii / .nii.gz)"})
+        picture = is_picture(path.name)
+        if not (picture or path.name.lower().endswith(NIFTI_SUFFIXES)):
+            reason = f"not a NIfTI image (.nii / .nii.gz) or picture ({', '.join(PICTURE_SUFFIXES)})"
+            result.skipped.append({"file": rel, "series_key": "", "reason": reason})
             continue
+        result.kind = "images" if picture else result.kind
         try:
-            error = dimensionality_error(spatial_rank_of_shape(_nifti_shape(path)), cfg, rel)
+            shape = picture_header(path)[0] if picture else _nifti_shape(path)
+            error = dimensionality_error(spatial_rank_of_shape(shape), cfg, rel)
         except Exception as e:  # noqa: BLE001 - an unreadable header is that case's error
-            error = scrub(f"cannot read the NIfTI header: {type(e).__name__}: {' '.join(str(e).split())}")
+            what = "picture" if picture else "NIfTI"
+            error = scrub(f"cannot read the {what} header: {type(e).__name__}: {' '.join(str(e).split())}")
         result.cases.append(Case(rel, {column: str(path)}, error))
         result.keys[rel] = {}
     return result

@@ -1,11 +1,12 @@
 """``radpipe predict``: batch inference over new scans, one row per series, resumable.
 
 Output ``PREDICTIONS.csv``: ``series_id`` (the stable id of a series; see
-:mod:`pipeline.infer.inputs`), the input's key columns, ``pred``, ``prob_<class>``, ``status``
-(``ok`` / ``error``) and ``error`` (why). A series that cannot be read, fails a check or fails
-in the transform chain gets a row with status ``error`` and never stops the batch. Input files
-and series that are not predicted at all (non-image objects, unreadable or non-DICOM files,
-series the run's selection rule leaves out) are listed with the reason in
+:mod:`pipeline.infer.inputs`), the input's key columns, ``pred``, ``threshold`` (binary: the run's
+operating point, see :mod:`pipeline.operating_point`, or ``--threshold``), ``prob_<class>``, ``status``
+(``ok`` / ``error``) and ``error`` (why). An input holding no image at all stops the command (exit 2). A
+series that cannot be read, fails a check or fails in the transform chain gets a row with status ``error`` and
+never stops the batch. Input files and series that are not predicted at all (non-image objects, unreadable or
+non-DICOM files, series the run's selection rule leaves out) are listed with the reason in
 ``<out stem>.skipped.csv``, so every input file is accounted for.
 
 Rows are appended and fsync'ed batch by batch; a re-run after a kill repairs a half-written last
@@ -28,6 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.config import Config
+from pipeline.errors import ImageReadError
+from pipeline.files import remove_stale_temporaries
 from pipeline.infer.batching import (
     CaseDataset,
     Predictor,
@@ -41,6 +45,15 @@ from pipeline.infer.batching import (
     prediction_columns,
     prediction_fields,
 )
+from pipeline.infer.cam import CamMaker, cam_class_index, save_cam
+from pipeline.infer.dicom_inputs import discover_dicom
+from pipeline.infer.inputs import (
+    SKIPPED_COLUMNS,
+    PredictInput,
+    discover_manifest,
+    discover_nifti,
+    input_kind,
+)
 from pipeline.infer.prediction_file import (
     ResumableCsvWriter,
     finalize,
@@ -51,16 +64,12 @@ from pipeline.infer.prediction_file import (
     sibling,
     write_skipped,
 )
-from pipeline.config import Config
-from pipeline.files import remove_stale_temporaries
 from pipeline.locks import output_lock
-from transforms.limits import max_voxels
-from pipeline.infer.cam import CamMaker, cam_class_index, save_cam
-from pipeline.infer.dicom_inputs import discover_dicom
-from pipeline.infer.inputs import SKIPPED_COLUMNS, PredictInput, discover_manifest, discover_nifti, input_kind
 from pipeline.manifest.labels import LabelMap
-from pipeline.progress import progress
+from pipeline.operating_point import resolve_threshold
+from pipeline.progress import progress_of
 from pipeline.train.run_dir import load_run
+from transforms.limits import max_voxels
 
 log = logging.getLogger("radpipe")
 
@@ -118,7 +127,8 @@ def discover(input_path: str | Path, cfg: Config, work_dir: str | Path, workers:
 
 def predict(run_dir: str | Path, input_path: str | Path, out: str | Path, *, batch_size: int | None = None,
             workers: int | None = None, shard: tuple[int, int] | None = None, cam_dir: str | Path | None = None,
-            device: str | None = None, modality: str | None = None, rule: str | None = None) -> PredictSummary:
+            device: str | None = None, modality: str | None = None, rule: str | None = None,
+            threshold: float | str | None = None) -> PredictSummary:
     """Predict every series of an input with a trained run (see the module docstring).
 
     Args:
@@ -133,35 +143,47 @@ def predict(run_dir: str | Path, input_path: str | Path, out: str | Path, *, bat
         modality: DICOM input: modalities to predict, comma-separated or ``any`` (overrides the run's selection).
         rule: DICOM input: ``all``, ``largest-series``, ``first`` or ``description:REGEX`` (overrides the run's
             selection).
+        threshold: binary: a probability applied for ``pred``, or ``argmax``; None: the run's operating point.
 
     Raises:
         RunError: the run's files are missing or inconsistent.
         PredictionFileError: ``out`` exists with other columns or holds rows of another run, checkpoint or input.
         OutputLockedError: another predict is writing ``out``.
+        ImageReadError: the input holds no image.
     """
     max_voxels()  # a bad RADPIPE_MAX_VOXELS stops the command here, not as an error on every case
     run = load_run(run_dir, device=device_for_run(run_dir, device))
+    cut, why = resolve_threshold(run_dir, run.label_map.task, run.label_map.classes, threshold)
+    log.info("predict: %s", why)
     shard = shard or shard_from_env()
     target = part_path(out, *shard) if shard else Path(out)
     n_workers = default_workers() if workers is None else workers
     with output_lock(target, "predict"):
-        return _predict_into(target, run, run_dir, input_path, shard, n_workers, batch_size, cam_dir, modality, rule)
+        return _predict_into(target, run, run_dir, input_path, shard, n_workers, batch_size, cam_dir, modality, rule,
+                             cut)
 
 
 def _predict_into(target: Path, run: Any, run_dir: str | Path, input_path: str | Path, shard: tuple[int, int] | None,
                   n_workers: int, batch_size: int | None, cam_dir: str | Path | None, modality: str | None,
-                  rule: str | None) -> PredictSummary:
+                  rule: str | None, threshold: float | None) -> PredictSummary:
     """The body of :func:`predict`, run while it holds the lock of ``target``."""
     cfg, labels = run.cfg, run.label_map
     start = time.perf_counter()
     source = discover(input_path, cfg, work_dir=target.with_name(f"{target.stem}.scan"), workers=max(1, n_workers),
                       modality=modality, rule=rule, run_dir=run_dir)
     seconds_inputs = time.perf_counter() - start
+    if not source.cases:
+        skipped = ""
+        if source.skipped:
+            write_skipped(sibling(target, "skipped"), SKIPPED_COLUMNS, source.skipped)
+            skipped = f" ({len(source.skipped)} file(s) not predicted, why: {sibling(target, 'skipped')})"
+        raise ImageReadError(f"no images found in {input_path}{skipped}; give a folder of scans or images, or a "
+                             "manifest .csv")
     cases = [c for c in source.cases if not shard or in_shard(c.id, *shard)]
     columns = ["series_id", *source.key_columns, *prediction_columns(labels.task, labels.classes), "status", "error"]
     job = {"run": str(Path(run_dir).resolve()), "input": str(Path(input_path).resolve()),
            "checkpoint_sha1": file_sha1(run.run_dir / "checkpoints" / "best.pt"),
-           "shard": list(shard) if shard else None}
+           "shard": list(shard) if shard else None, "threshold": "argmax" if threshold is None else threshold}
     remove_stale_temporaries(target.parent)  # of a predict killed while writing its files
     writer = ResumableCsvWriter(target, columns, job=job)
     resumed = len(writer.done)
@@ -172,7 +194,7 @@ def _predict_into(target: Path, run: Any, run_dir: str | Path, input_path: str |
                           channels_last=cfg.train.channels_last)
     cams = None
     if cam_dir is not None:
-        cams = CamMaker(run.model, run.device)
+        cams = CamMaker(run.model, run.device, layer=cfg.model.cam_layer)
     size = batch_size or cfg.train.batch_size
     dataset = CaseDataset(todo, run.infer_transform, expected_input_shape(run.model, cfg.transforms.size),
                           scrub=source.scrub)
@@ -181,7 +203,7 @@ def _predict_into(target: Path, run: Any, run_dir: str | Path, input_path: str |
     with inference_threads(run.device, n_workers):
         try:
             _run_batches(loader, predictor, writer, source, labels, cams, cam_dir, cfg.transforms.orientation,
-                         total=-(-len(todo) // size))
+                         total=len(todo), threshold=threshold)
         finally:
             writer.close()
     seconds = time.perf_counter() - started
@@ -206,20 +228,25 @@ def file_sha1(path: str | Path) -> str:
 
 def _run_batches(loader: torch.utils.data.DataLoader, predictor: Predictor, writer: ResumableCsvWriter,
                  source: PredictInput, labels: LabelMap, cams: CamMaker | None, cam_dir: str | Path | None,
-                 orientation: str, total: int) -> None:
-    """Predict every batch of ``loader`` and append its rows (good cases and errors) to ``writer``."""
-    for batch, probs in progress(iterate_predictions(loader, predictor), total=total, desc="predict"):
-        rows = []
-        for i, case_id in enumerate(batch.ids):
-            fields = prediction_fields(labels.task, labels.classes, probs[i])
-            note = ""
-            if cams is not None:
-                note = _write_cam(cams, cam_dir, case_id, batch.images[i], batch.affines[i], probs[i],
-                                  labels.task, fields, orientation, source.scrub)
-            rows.append({"series_id": case_id, **source.keys[case_id], **fields, "status": "ok", "error": note})
-        for case_id, error in batch.errors:
-            rows.append({"series_id": case_id, **source.keys[case_id], "status": "error", "error": error})
-        writer.write_rows(rows)
+                 orientation: str, total: int, threshold: float | None = None) -> None:
+    """Predict every batch of ``loader`` and append its rows (good cases and errors) to ``writer``.
+
+    ``total`` is the number of series; the progress counts series, not batches.
+    """
+    with progress_of(total, desc="predict") as advance:
+        for batch, probs in iterate_predictions(loader, predictor):
+            rows = []
+            for i, case_id in enumerate(batch.ids):
+                fields = prediction_fields(labels.task, labels.classes, probs[i], threshold)
+                note = ""
+                if cams is not None:
+                    note = _write_cam(cams, cam_dir, case_id, batch.images[i], batch.affines[i], probs[i],
+                                      labels.task, fields, orientation, source.scrub)
+                rows.append({"series_id": case_id, **source.keys[case_id], **fields, "status": "ok", "error": note})
+            for case_id, error in batch.errors:
+                rows.append({"series_id": case_id, **source.keys[case_id], "status": "error", "error": error})
+            writer.write_rows(rows)
+            advance(len(batch.ids) + len(batch.errors))
 
 
 def _write_cam(cams: CamMaker, cam_dir: str | Path | None, case_id: str, image: torch.Tensor,
@@ -231,7 +258,7 @@ def _write_cam(cams: CamMaker, cam_dir: str | Path | None, case_id: str, image: 
         cam = cams(image, index)
         prob = fields.get(f"prob_{fields['pred']}", "")
         save_cam(cam_dir, case_id, image, cam, affine, title=f"{case_id}: {fields['pred']} {prob}".strip(),
-                 orientation=orientation)
+                 orientation=orientation, layer=cams.layer)
     except Exception as e:  # noqa: BLE001 - a heat map never costs the prediction
         return f"Grad-CAM failed: {describe_error(e, scrub)}"
     return ""

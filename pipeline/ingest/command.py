@@ -1,4 +1,4 @@
-"""The ingest stage's commands: ``scan`` and ``convert``."""
+"""The ingest stage's commands: ``scan``, ``convert`` and ``pull``."""
 from __future__ import annotations
 
 import argparse
@@ -20,7 +20,29 @@ def convert_command(args: argparse.Namespace) -> int:
     from pipeline.ingest.convert import convert_export
 
     summary = convert_export(args.export_dir, args.out_dir, workers=args.workers,
-                             keep_identifiers=args.keep_identifiers, follow_links=args.follow_links)
+                             keep_identifiers=args.keep_identifiers, follow_links=args.follow_links,
+                             philips_scaling=args.philips_scaling)
     for line in summary.lines():
         print(line)
     return 1 if summary.n_failed and not summary.n_written else 0
+
+
+def pull_command(args: argparse.Namespace) -> int:
+    """Handler of ``radpipe pull``: 0 when every target came through, 1 when some failed (listed), 2 on bad input."""
+    from pipeline.errors import ConfigError
+    from pipeline.ingest.pacs_connect import open_client
+    from pipeline.ingest.pacs_source import load_credentials, parse_source
+    from pipeline.ingest.pull import pull, read_targets, study_targets
+    from pipeline.pseudonym import Pseudonymiser
+
+    if bool(args.accessions) == bool(args.study):
+        raise ConfigError("give the studies to pull with --accessions SHEET.csv or with --study UID (one of the two)")
+    source = parse_source(args.source)
+    client = open_client(source, load_credentials(args.credentials), aet=args.aet, timeout_s=args.timeout)
+    pseudonymiser = Pseudonymiser()
+    targets = read_targets(args.accessions, args.key) if args.accessions else study_targets(args.study, pseudonymiser)
+    modalities = tuple(m.strip().upper() for m in (args.modality or "").split(",") if m.strip())
+    summary = pull(client, targets, args.out, modalities=modalities, workers=args.workers, pseudonymiser=pseudonymiser)
+    for line in summary.lines():
+        print(line)
+    return 1 if summary.failures else 0

@@ -1,4 +1,5 @@
-"""The manifest stage's commands: ``manifest``, ``validate-manifest``, ``split`` and ``import-medmnist``."""
+"""The manifest stage's commands: ``manifest``, ``validate-manifest``, ``split``, ``import-medmnist`` and
+``import-images``."""
 from __future__ import annotations
 
 import argparse
@@ -9,11 +10,19 @@ from typing import TYPE_CHECKING
 from pipeline.config import Config, load_config
 from pipeline.errors import ManifestError
 from pipeline.files import atomic_open
-from pipeline.manifest.join import join_manifest
+from pipeline.locks import output_lock
+from pipeline.manifest.import_images import import_images
+from pipeline.manifest.join import UnmatchedError, join_manifest
 from pipeline.manifest.medmnist import import_medmnist
 from pipeline.manifest.reading import image_columns, load_manifest, patient_column, read_manifest_csv
 from pipeline.manifest.split import assign_folds, assign_splits, rebase_image_paths, split_table
-from pipeline.manifest.validation import label_map_for, manifest_summary, print_problems, validate_manifest
+from pipeline.manifest.validation import (
+    class_order_line,
+    label_map_for,
+    manifest_summary,
+    print_problems,
+    validate_manifest,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -22,17 +31,18 @@ if TYPE_CHECKING:
 def manifest_command(args: argparse.Namespace) -> int:
     """``radpipe manifest``: join a scan index and a label sheet; print what did not match."""
     label_columns = tuple(c.strip() for c in args.label_column.split(",") if c.strip())
-    manifest, report = join_manifest(
-        args.index, args.labels, args.key, args.out, where=args.where, select=args.select, label_columns=label_columns
-    )
+    try:
+        manifest, report = join_manifest(
+            args.index, args.labels, args.key, args.out, where=args.where, select=args.select,
+            label_columns=label_columns, max_unmatched=args.max_unmatched,
+        )
+    except UnmatchedError as e:
+        for line in e.report.lines():
+            print(line)
+        raise
     for line in report.lines():
         print(line)
     print(f"wrote {args.out} ({len(manifest)} case(s)); next: radpipe validate-manifest {args.out}")
-    if manifest.empty:
-        raise ManifestError(
-            f"no series of {args.index} matched a row of {args.labels} on '{args.key}'; check --key, --where "
-            "and that radpipe scan used the same pseudonymisation secret ($RADPIPE_SECRET_FILE)"
-        )
     return 0
 
 
@@ -45,8 +55,7 @@ def validate_manifest_command(args: argparse.Namespace) -> int:
     warnings = len(problems) - errors
     label_map = label_map_for(df, cfg)
     if label_map is not None:
-        how = "from --config" if cfg is not None else "inferred; pass --config to check against your config"
-        print(f"task {label_map.task} ({how}); classes {list(label_map.classes)}")
+        print(class_order_line(label_map, from_config=cfg is not None))
     print(manifest_summary(df, label_map))
     if problems:
         print(f"{errors} error(s), {warnings} warning(s) in {args.manifest}:")
@@ -104,4 +113,20 @@ def import_medmnist_command(args: argparse.Namespace) -> int:
     print("cases per split: " + ", ".join(f"{k} {v}" for k, v in result.counts.items()))
     print(f"wrote {result.manifest} and {total} image(s) in {time.monotonic() - start:.1f} s")
     print(f"next: radpipe train --config {Path(args.out) / 'config.yaml'} --manifest {result.manifest}")
+    return 0
+
+
+def import_images_command(args: argparse.Namespace) -> int:
+    """``radpipe import-images``: a folder of pictures (ImageFolder tree, or folder + label sheet) -> manifest."""
+    with output_lock(args.out, "import-images"):
+        result = import_images(
+            args.src, args.out, labels=args.labels, key=args.key, label_column=args.label_column,
+            patient_column=args.patient_column, patient_pattern=args.patient_pattern, preset=args.preset,
+            val=args.val, test=args.test, seed=args.seed,
+        )
+    for line in result.lines():
+        print(line)
+    config = Path(args.out) / "config.yaml"
+    print(f"wrote {result.manifest}, labels.json, config.yaml and unmatched.csv in {args.out}")
+    print(f"next: radpipe validate-manifest {result.manifest} --config {config}; radpipe train --config {config}")
     return 0

@@ -7,6 +7,8 @@ or a first element of group 0000 / 0002 / 0008 (an old file without preamble, th
 reference by its JSON. Anything else (``/etc/passwd``, a PDF named ``.dcm``) is "not an image file" and
 is never handed to a reader.
 
+A picture (PNG, JPEG, TIFF, BMP) is recognised by its signature and decoded whole after its header's size check.
+
 Then, by default, each image is opened as far as its header and first slice: the voxel limit and size
 claims of :func:`transforms.limits.check_image_header`, the data the header claims present in the file
 (the gzip trailer's length, or the stream itself when the trailer disagrees), one slice decoded; for DICOM
@@ -27,8 +29,11 @@ from typing import Any
 
 from pipeline.errors import DicomReadError, NotAnImageError
 from transforms.dicom.reference import SERIES_REF_FORMAT, SERIES_REF_SUFFIX, read_series_ref, ref_part
+from transforms.image_files import is_picture
 
-READABLE = "DICOM, NIfTI (.nii, .nii.gz), NRRD, MHA/MHD or a radpipe series reference (.series.json)"
+READABLE = ("DICOM, NIfTI (.nii, .nii.gz), NRRD, MHA/MHD, PNG, JPEG, TIFF, BMP or a radpipe series reference "
+            "(.series.json)")
+_PICTURE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM")
 MAX_CHECKED_SLICE_BYTES = 1 << 30  # the default check never allocates more to decode one slice
 _NOT_DICOM_SUFFIXES = (SERIES_REF_SUFFIX, ".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".json", ".txt",
                        ".csv")  # what the series-folder reader leaves out (transforms.readers)
@@ -41,10 +46,13 @@ MAX_FOLDER_FILES = 100_000  # a series folder holding more is the wrong folder (
 
 
 def image_kind(path: Path) -> str:
-    """The format a path names: ``dicom-folder``, ``series-ref``, ``nifti-gz``, ``nifti``, ``itk`` or ``dicom``."""
+    """The format a path names: ``dicom-folder``, ``series-ref``, ``nifti-gz``, ``nifti``, ``itk``, ``picture``
+    or ``dicom``."""
     if path.is_dir():
         return "dicom-folder"
     name = path.name.lower()
+    if is_picture(name):
+        return "picture"
     for suffix, kind in ((SERIES_REF_SUFFIX, "series-ref"), (".nii.gz", "nifti-gz"), (".nii", "nifti"),
                          (".nrrd", "itk"), (".nhdr", "itk"), (".mha", "itk"), (".mhd", "itk")):
         if name.endswith(suffix):
@@ -123,6 +131,8 @@ def content_problem(path: Path, kind: str) -> str | None:
         if re.search(rb"(?m)^\s*NDims\s*=", head) and re.search(rb"(?m)^\s*ElementDataFile\s*=", head):
             return None
         return _not_an_image(path, head, "NRRD" if path.name.lower().endswith((".nrrd", ".nhdr")) else "MHA/MHD")
+    if kind == "picture":
+        return None if head.startswith(_PICTURE_MAGIC) else _not_an_image(path, head, "a PNG, JPEG, TIFF or BMP picture")
     if kind == "series-ref":
         if path.stat().st_size > MAX_SERIES_REF_BYTES:
             return f"not an image file: {path} is {path.stat().st_size:,} bytes, too large for a series reference"
@@ -162,7 +172,7 @@ def image_file_problem(path: str, deep: bool = False) -> str | None:
     if kind != "dicom-folder" and p.stat().st_size == 0:
         return f"file is empty: {path}"
     what = {"dicom-folder": "DICOM series folder", "series-ref": "series reference", "itk": "image",
-            "dicom": "DICOM file"}.get(kind, "NIfTI file")
+            "dicom": "DICOM file", "picture": "picture"}.get(kind, "NIfTI file")
     try:
         problem = content_problem(p, kind)
         if problem is None:
@@ -184,6 +194,11 @@ def _decode_first_slice(p: Path, kind: str) -> str | None:
         return _nifti_first_slice(p, kind == "nifti-gz")
     if kind == "itk":
         return _itk_whole(p)
+    if kind == "picture":  # header and voxel limit checked first; pictures are decoded whole (no slice to stop at)
+        from transforms.image_files import load_picture
+
+        load_picture(p)
+        return None
     if kind == "dicom":
         from transforms.dicom.scan_fields import read_header_fast
         from transforms.dicom.volume import load_series

@@ -12,7 +12,7 @@
   the case id (e.g. ``train_00012``), so grouping by patient is a no-op here.
 * ``DIR/labels.json``: task, classes in the official label order, label columns.
 * ``DIR/config.yaml``: a starting config (task, classes, spatial dims, size, ``minmax`` intensity,
-  small-input stem up to 64 px).
+  ``channels: rgb`` for RGB files (else ``grey``), small-input stem up to 64 px).
 """
 from __future__ import annotations
 
@@ -204,7 +204,8 @@ def import_medmnist(
         {
             "data": {"manifest": str(manifest.absolute()), "task": task, "classes": list(classes),
                      "label_columns": list(label_columns)},
-            "transforms": {"spatial_dims": spatial_dims, "size": list(size), "orientation": "", "intensity": "minmax"},
+            "transforms": {"spatial_dims": spatial_dims, "size": list(size), "orientation": "", "intensity": "minmax",
+                           "channels": "rgb" if channels == 3 else "grey"},
             "model": {"small_input": max(size) <= 64},
         }
     )

@@ -117,6 +117,29 @@ def label_map_for(df: pd.DataFrame, cfg: Config | None) -> LabelMap | None:
         return None
 
 
+def class_order_line(label_map: LabelMap, from_config: bool) -> str:
+    """The task and classes of a manifest, and (without a config) where their order, so the positive class, comes from.
+
+    >>> class_order_line(LabelMap("binary", ("lesion", "normal"), ("label",)), from_config=False).split(". ")[0]
+    "task binary (inferred); classes ['lesion', 'normal'] in sorted order, so the positive class would be 'normal'"
+    """
+    classes = list(label_map.classes)
+    binary = label_map.task == "binary" and len(classes) == 2
+    if from_config:
+        positive = f", positive class '{classes[1]}'" if binary else ""
+        return f"task {label_map.task} (from --config); classes {classes}{positive}"
+    line = f"task {label_map.task} (inferred); classes {classes}"
+    if not classes:
+        return f"{line}; pass --config to check against your config"
+    line += " in sorted order" + (f", so the positive class would be '{classes[1]}'" if binary else "")
+    if binary:
+        how = f"e.g. data.classes: [{classes[1]}, {classes[0]}] makes '{classes[0]}' the positive class"
+    else:
+        how = f"e.g. data.classes: [{', '.join(classes)}]"
+    return (f"{line}. The class order (binary: negative first, positive second) comes from the config: set it "
+            f"with data.classes in your config ({how}) and pass it with --config")
+
+
 def manifest_summary(df: pd.DataFrame, label_map: LabelMap | None) -> str:
     """A table of cases per split (or fold) and class, with patient counts."""
     import pandas as pd

@@ -22,12 +22,23 @@ from pipeline import statistics as M
 from pipeline.config import EvalConfig
 from pipeline.errors import ManifestError
 from pipeline.files import atomic_open, write_atomic
+from pipeline.report.cases import misclassified
 from pipeline.report.compare import compare_predictions
-from pipeline.report.inputs import Predictions, RunInfo, check_columns, parse_predictions
-from pipeline.report.page import run_summary, write_html
+from pipeline.report.curves import operating_point_xy, pr_points, roc_band
+from pipeline.report.inputs import (
+    Predictions,
+    RunInfo,
+    check_columns,
+    parse_predictions,
+)
+from pipeline.report.page import write_html
+from pipeline.report.rates import CI_KEYS, one_vs_rest, rate_cis
+from pipeline.report.summary import run_summary
 
-BINARY_KEYS = ("n", "n_pos", "prevalence", "auc", "auc_ci_low", "auc_ci_high", "accuracy", "sensitivity",
-               "specificity", "ppv", "npv", "f1", "balanced_accuracy", "brier", "ece", "flags")
+#: The metrics at the threshold and the probability scores, as :func:`pipeline.statistics.binary_metrics` names them.
+RATE_KEYS = ("accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "balanced_accuracy", "brier", "ece")
+BINARY_KEYS = ("n", "n_pos", "prevalence", "auc", "auc_ci_low", "auc_ci_high", *RATE_KEYS, "threshold", *CI_KEYS,
+               "flags")
 REGRESSION_KEYS = ("n", "mae", "mae_ci_low", "mae_ci_high", "rmse", "pearson_r", "flags")
 MISSING_VALUE = "(missing)"
 PATIENT_COLUMNS = ("patient_id", "patient_key")
@@ -71,11 +82,15 @@ def build_report(
     pred = parse_predictions(predictions, source, task, classes, positive, label_columns)
     check_columns(pred.frame, cohorts, source, "cohort")
     clusters = _clusters(pred.frame, _patient_column(pred, patient_column, run))
-    threshold, rule, from_validation = _threshold(pred, validation, validation_source, id_column, cfg, label_columns)
+    threshold, rule, from_validation = _threshold(pred, validation, validation_source, id_column, cfg, label_columns,
+                                                  run)
     n_boot = cfg.bootstrap if n_bootstrap is None else n_bootstrap
     ctx = _Context(pred, threshold, from_validation, clusters, n_boot, seed, cfg.min_cases)
     overall, cohort_json, plots = _measure_groups(ctx, cohorts)
     report: dict[str, Any] = {**_settings(ctx, rule), "overall": overall, "cohorts": cohort_json}
+    if pred.task == "binary":
+        report["misclassified"] = misclassified(pred, threshold, id_column)
+        _add_binary_curves(ctx, plots["overall"])
     if compare is not None:
         other = parse_predictions(compare, compare_source, pred.task, pred.classes, report["positive_class"],
                                   label_columns, classes_from=source)
@@ -138,8 +153,10 @@ def _measure_groups(
 def _settings(ctx: _Context, rule: str) -> dict[str, Any]:
     """The report's header: what was evaluated and how (task, classes, operating point, bootstrap)."""
     pred = ctx.pred
+    splits = sorted(set(pred.frame["split"].str.strip()) - {""}) if "split" in pred.frame.columns else []
     return {
         "source": pred.source,
+        "split": ", ".join(splits) or None,
         "task": pred.task,
         "classes": list(pred.classes),
         "positive_class": pred.classes[pred.positive] if pred.positive is not None else None,
@@ -167,14 +184,18 @@ def _run_task(run: RunInfo | None) -> tuple[str | None, list[str] | None, tuple[
 
 def _threshold(
     pred: Predictions, validation: pd.DataFrame | None, source: str, id_column: str, cfg: EvalConfig,
-    label_columns: Sequence[str],
+    label_columns: Sequence[str], run: RunInfo | None = None,
 ) -> tuple[Any, str, bool]:
-    """Operating point(s) from validation predictions, or 0.5 (flagged) without them."""
+    """Operating point(s) from validation predictions, else the run's ``operating_point.json``, else 0.5 (flagged)."""
     if pred.task == "multiclass":
         unused = "; validation predictions not needed" if validation is not None else ""
         return None, f"argmax (the class of highest probability){unused}", True
     if pred.task == "regression":
         return None, "none (regression)", True
+    point = run.operating_point if run is not None else None
+    if (validation is None and point is not None and pred.task == "binary" and pred.positive is not None
+            and point.positive_class == pred.classes[pred.positive]):
+        return point.threshold, f"the run's operating point: {point.describe()}, applied unchanged", True
     if validation is None:
         fixed: Any = 0.5 if pred.task == "binary" else {c: 0.5 for c in pred.classes}
         rule = "fixed 0.5: no validation predictions given (--threshold-from), not a validated operating point"
@@ -251,7 +272,9 @@ class _Context:
             m, ci, counts, plot = self._multi(mask)
         obj = {"n": m["n"], "n_pos": m.get("n_pos"), "prevalence": m.get("prevalence"), "auc": m["auc"],
                "auc_ci_low": ci.low if ci else None, "auc_ci_high": ci.high if ci else None}
-        obj.update({k: m[k] for k in BINARY_KEYS[6:-1]})
+        obj.update({k: m[k] for k in RATE_KEYS})
+        obj["threshold"] = self.threshold if p.task == "binary" else None
+        obj.update(rate_cis(*np.ravel(plot["confusion"])) if p.task == "binary" else dict.fromkeys(CI_KEYS))
         obj["flags"] = self._flags(counts, obj, overall)
         if "per_class" in m:
             obj["per_class"] = m["per_class"]
@@ -289,7 +312,7 @@ class _Context:
             per_label = [M.binary_metrics(onehot[:, j], probs[:, j], self.threshold[c])
                          for j, c in enumerate(p.classes)]
             m = {"n": int(mask.sum()), "per_class": per_label}
-            for key in ("auc", *BINARY_KEYS[6:-1]):
+            for key in ("auc", *RATE_KEYS):
                 values = [r[key] for r in per_label if np.isfinite(r[key])]
                 m[key] = float(np.mean(values)) if values else float("nan")
             # macro over the labels defined in this group; a resample losing one of them is dropped (n_valid)
@@ -306,7 +329,9 @@ class _Context:
             per_class[c] = {"n_pos": r["n_pos"], "prevalence": r["prevalence"], "auc": r["auc"],
                             "auc_ci_low": class_ci.low if class_ci else None,
                             "auc_ci_high": class_ci.high if class_ci else None,
-                            **{key: r[key] for key in ("sensitivity", "specificity", "ppv", "npv", "f1")}}
+                            **{key: r[key] for key in ("sensitivity", "specificity", "ppv", "npv", "f1")},
+                            "threshold": self.threshold[c] if p.task == "multilabel" else None,
+                            **rate_cis(*one_vs_rest(confusion, j, c))}
             counts.append((r["n_pos"], m["n"] - r["n_pos"]))
         m["per_class"] = per_class
         plot = {"roc": {c: _roc(onehot[:, j], probs[:, j]) for j, c in enumerate(p.classes)},
@@ -325,6 +350,14 @@ class _Context:
         obj = {"n": m["n"], "mae": m["mae"], "mae_ci_low": ci.low, "mae_ci_high": ci.high, "rmse": m["rmse"],
                "pearson_r": m["pearson_r"], "flags": flags}
         return obj, {"scatter": (y.tolist(), pred.tolist())}
+
+
+def _add_binary_curves(ctx: _Context, plot: dict[str, Any]) -> None:
+    """Add the ROC band, the precision-recall curve and the operating point to the plot data of all cases."""
+    p = ctx.pred
+    plot["roc_band"] = roc_band(p.truth, p.positive_score, ctx.clusters, ctx.n_boot, ctx.seed)
+    plot["pr"] = pr_points(p.truth, p.positive_score)
+    plot["operating_point"] = operating_point_xy(p.truth, p.positive_score, ctx.threshold)
 
 
 def _binary_labels(p: Predictions) -> list[str]:

@@ -5,11 +5,18 @@ import argparse
 import dataclasses
 import logging
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import EvalConfig
 from pipeline.errors import ConfigError
+from pipeline.operating_point import fix_operating_point, write_operating_point
 from pipeline.report.build import build_report
-from pipeline.report.inputs import read_predictions_csv, read_run
+from pipeline.report.inputs import (
+    RunInfo,
+    parse_predictions,
+    read_predictions_csv,
+    read_run,
+)
 
 log = logging.getLogger("radpipe")
 
@@ -48,6 +55,8 @@ def report_command(args: argparse.Namespace) -> int:
         patient_column=args.patient_column,
         run=run,
     )
+    if validation is not None and run is not None and report["task"] == "binary":
+        _record_operating_point(run, validation, report, cfg)
     overall = report["overall"]
     if report["task"] == "regression":
         log.info("overall: n=%d MAE %.3f", overall["n"], overall["mae"])
@@ -60,6 +69,31 @@ def report_command(args: argparse.Namespace) -> int:
         log.warning("%d cohort group(s) flagged; see report.html", flagged)
     print(f"report written to {out / 'report.html'} (also report.json, metrics.csv)")
     return 0
+
+
+def _record_operating_point(run: RunInfo, validation: Path, report: dict[str, Any], cfg: EvalConfig) -> None:
+    """Record the operating point fixed on ``validation`` in the run's ``operating_point.json``.
+
+    Only for the run's own positive class (the second class), the one ``predict`` and ``evaluate`` threshold.
+    """
+    if list(report["classes"])[1:] != [report["positive_class"]]:
+        log.warning("operating point not recorded in %s: --positive %s is not the run's positive class %s",
+                    run.path, report["positive_class"], list(report["classes"])[1:])
+        return
+    labels = run.labels or {}
+    columns = labels.get("label_columns") if isinstance(labels.get("label_columns"), list) else None
+    if not columns and run.config is not None:
+        columns = list(run.config.data.label_columns)
+    val = parse_predictions(read_predictions_csv(validation), validation.name, "binary", report["classes"],
+                            report["positive_class"], tuple(columns or ("label",)), classes_from=str(report["source"]))
+    point = fix_operating_point(val.truth, val.positive_score, cfg.threshold, cfg.target_sensitivity,
+                                positive_class=str(report["positive_class"]), source=validation.name)
+    try:
+        path = write_operating_point(run.path, point)
+    except OSError as e:  # a run folder shared read-only: the report still stands
+        log.warning("cannot record the operating point in %s (%s)", run.path, e.strerror or e)
+        return
+    print(f"operating point {point.describe()} -> {path}")
 
 
 def _short(value: float | None) -> str:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from pipeline.config import load_config
 from pipeline.errors import ManifestError, RunError, format_problems
+from pipeline.operating_point import OperatingPoint, read_operating_point
 
 PROB_PREFIX = "prob_"
 _TRUE = {"1", "1.0", "true", "yes", "y", "t"}
@@ -59,12 +60,21 @@ class Predictions:
 
 @dataclass(frozen=True)
 class RunInfo:
-    """What a run directory says about the model that made the predictions."""
+    """What a run directory says about the model that made the predictions.
+
+    Attributes:
+        path: the run directory.
+        config: its resolved config (``config.yaml``), or None.
+        labels: ``labels.json``, or None.
+        weights_report: ``weights_report.json``, or None.
+        operating_point: ``operating_point.json`` (an :class:`~pipeline.operating_point.OperatingPoint`), or None.
+    """
 
     path: Path
     config: Any = None
     labels: dict[str, Any] | None = None
     weights_report: dict[str, Any] | None = None
+    operating_point: OperatingPoint | None = None
 
 
 def read_predictions_csv(path: str | Path) -> pd.DataFrame:
@@ -81,7 +91,7 @@ def read_predictions_csv(path: str | Path) -> pd.DataFrame:
 
 
 def read_run(run_dir: str | Path) -> RunInfo:
-    """Read ``config.yaml``, ``labels.json`` and ``weights_report.json`` of a run (each optional but one)."""
+    """Read ``config.yaml``, ``labels.json``, ``weights_report.json`` (one at least) and ``operating_point.json``."""
     path = Path(run_dir)
     if not path.is_dir():
         raise RunError(f"run directory {path} not found; give the folder written by 'radpipe train'")
@@ -92,7 +102,7 @@ def read_run(run_dir: str | Path) -> RunInfo:
                        "give the folder written by 'radpipe train'")
     if labels is not None and not isinstance(labels.get("classes", []), list):
         raise RunError(f"{path / 'labels.json'}: key 'classes' must be a list of class names")
-    return RunInfo(path, config, labels, weights)
+    return RunInfo(path, config, labels, weights, read_operating_point(path))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -1,9 +1,15 @@
 """Checkpoints of a training run: atomic writes, RNG state, and loading back.
 
-A checkpoint is a ``torch.save`` of a dict::
+``last.pt`` (what ``--resume`` continues from) is a ``torch.save`` of a dict::
 
     {"model", "optimizer", "scheduler", "scaler", "epoch", "iteration", "best_metric", "best_epoch",
-     "early_stop_state", "rng": {"torch", "numpy", "python", "cuda"}, "config", "model_info", "finished"}
+     "best_loss", "early_stop_state", "rng": {"torch", "numpy", "python", "cuda"}, "config", "model_info",
+     "finished"}
+
+``best.pt`` holds only what inference needs (:func:`inference_checkpoint`): ``model``, ``model_info``,
+``labels`` (the label map), ``config_sha256`` (digest of the resolved config, :func:`config_digest`),
+``epoch``, ``iteration``, ``best_metric``, ``best_epoch``, ``best_loss``, ``key_metric`` and ``finished``;
+no optimiser, scheduler, scaler or RNG state, so it is about the size of the weights.
 
 ``model_info`` (name, spatial_dims, in_channels, num_outputs, options) rebuilds the architecture
 without any pretrained source; ``finished`` marks a run that reached its last epoch or stopped early.
@@ -17,6 +23,8 @@ previous or the new checkpoint, never a truncated one.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -26,6 +34,32 @@ import torch
 
 from pipeline.errors import RunError
 from pipeline.files import atomic_open
+
+#: the entries of ``last.pt`` that ``best.pt`` keeps (besides ``labels`` and ``config_sha256``)
+INFERENCE_KEYS = ("model", "model_info", "epoch", "iteration", "best_metric", "best_epoch", "best_loss", "finished")
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    """SHA-256 of a resolved config (as :func:`pipeline.config.config_to_dict` gives it), key order ignored."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def inference_checkpoint(state: dict[str, Any], labels: dict[str, Any] | None = None,
+                         key_metric: str = "") -> dict[str, Any]:
+    """The ``best.pt`` content of a full checkpoint ``state``: weights and what names them, no resume state.
+
+    Args:
+        state: the full checkpoint (as written to ``last.pt``).
+        labels: the run's label map (``task``, ``classes``, ``label_columns``).
+        key_metric: the metric that chose the epoch.
+    """
+    out = {k: state[k] for k in INFERENCE_KEYS if k in state}
+    out["labels"] = dict(labels or {})
+    out["config_sha256"] = config_digest(state["config"]) if state.get("config") is not None else ""
+    out["key_metric"] = key_metric
+    return out
+
 
 def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save(obj, path)`` that never leaves a partial file at ``path`` (see :mod:`pipeline.files`)."""
@@ -103,6 +137,9 @@ def restore_training(
     if ckpt.get("best_epoch", -1) >= 0:
         evaluator.state.best_metric = float(ckpt["best_metric"])
         evaluator.state.best_metric_epoch = int(ckpt["best_epoch"])
+        best_loss = ckpt.get("best_loss")
+        if hasattr(evaluator.metric_cmp_fn, "best_loss") and best_loss is not None:
+            evaluator.metric_cmp_fn.best_loss = float(best_loss)
     if early_stop is not None and ckpt.get("early_stop_state"):
         early_stop._handler.load_state_dict(ckpt["early_stop_state"])
     metrics_log.load(int(ckpt["epoch"]))

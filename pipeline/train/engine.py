@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.config import Config
 from pipeline.train.handlers import seed_everything
-from pipeline.train.objectives import better
+from pipeline.train.objectives import BestEpoch
 from pipeline.train.precision import amp_settings
 
 
@@ -160,6 +160,7 @@ def build_engines(
         optim_set_to_none=True,
         accumulation_steps=cfg.train.grad_accum,
     )
+    best_epoch = BestEpoch()
     evaluator = SupervisedEvaluator(
         device=device,
         val_data_loader=val_loader,
@@ -167,11 +168,12 @@ def build_engines(
         prepare_batch=prepare,
         non_blocking=non_blocking,
         key_val_metric={cfg.train.key_metric: metric},
-        metric_cmp_fn=better,
+        metric_cmp_fn=best_epoch,
         amp=amp,
         amp_kwargs=amp_kwargs,
         decollate=False,
     )
+    best_epoch.attach(evaluator)
     if amp and amp_kwargs.get("dtype") == torch.bfloat16:
         @trainer.on(Events.STARTED)
         def _no_loss_scaling(engine: Any) -> None:  # bf16 has fp32's range: a scaler only costs time

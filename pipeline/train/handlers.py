@@ -22,7 +22,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.utils import CommonKeys as Keys
 
-from pipeline.train.checkpoint import atomic_save, rng_state, unwrap_model
+from pipeline.train.checkpoint import atomic_save, inference_checkpoint, rng_state, unwrap_model
 from pipeline.config import Config, config_to_dict
 from pipeline.errors import RunError
 from pipeline.files import remove_stale_temporaries
@@ -132,8 +132,10 @@ def broadcast_buffers(model: torch.nn.Module, dist_info: DistInfo) -> None:
 class RunRecorder:
     """EPOCH_COMPLETED (after validation): the ``metrics.csv`` row, ``best.pt`` and ``last.pt``.
 
-    Only rank 0 writes. ``last.pt`` is written every epoch, ``best.pt`` when the validation key
-    metric improved; both atomically. Holds what a resumed run needs to continue identically.
+    Only rank 0 writes. ``last.pt`` is written every epoch and holds what a resumed run needs to continue
+    identically; ``best.pt`` is written when the validation key metric improved (ties: the lower validation
+    loss, then the earlier epoch; see :func:`pipeline.train.objectives.better`) and holds only what inference
+    needs (:func:`pipeline.train.checkpoint.inference_checkpoint`). Both atomically.
     """
 
     def __init__(
@@ -151,6 +153,7 @@ class RunRecorder:
         early_stop: Any,
         model_info: dict[str, Any],
         dist_info: DistInfo,
+        labels: dict[str, Any] | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.cfg = cfg
@@ -164,6 +167,7 @@ class RunRecorder:
         self.early_stop = early_stop
         self.model_info = model_info
         self.dist_info = dist_info
+        self.labels = labels
         self.validated_epoch = -1
         self.trainer: Engine | None = None
 
@@ -196,6 +200,7 @@ class RunRecorder:
             "iteration": engine.state.iteration,
             "best_metric": None if self.evaluator.state.best_metric_epoch < 0 else float(best),
             "best_epoch": int(self.evaluator.state.best_metric_epoch),
+            "best_loss": getattr(getattr(self.evaluator, "metric_cmp_fn", None), "best_loss", None),
             "early_stop_state": self.early_stop_state(),
             "rng": rng_state(),
             "config": config_to_dict(self.cfg),
@@ -215,7 +220,8 @@ class RunRecorder:
         if self.dist_info.is_main:
             state = self.checkpoint(engine)
             if improved:
-                atomic_save(state, self.run_dir / "checkpoints" / "best.pt")
+                atomic_save(inference_checkpoint(state, self.labels, self.cfg.train.key_metric),
+                            self.run_dir / "checkpoints" / "best.pt")
             atomic_save(state, self.run_dir / "checkpoints" / "last.pt")
             shown = " ".join(
                 f"{k} {v:.4g}" for k, v in row.items() if k.startswith("val_") and isinstance(v, float)

@@ -26,7 +26,7 @@ import torch
 
 from models.registry import get_entry
 from pipeline.config import Config, config_to_dict, load_config, with_changes
-from pipeline.errors import ConfigError, ManifestError, RunError, format_problems
+from pipeline.errors import ConfigError, ManifestError, PipelineError, RunError, format_problems
 from pipeline.files import TEMP_PREFIX
 from pipeline.locks import output_lock
 from pipeline.manifest.image_files import image_file_problem
@@ -39,6 +39,7 @@ from pipeline.train.run_dir import (CHECKPOINT_DIR, CONFIG_FILE, ENV_FILE, LABEL
                                     WEIGHTS_REPORT_FILE, default_run_dir)
 from pipeline.train.session import TrainResult, run_training
 from transforms.chains import check_config
+from transforms.channels import resolve_channels
 from transforms.limits import max_voxels
 
 log = logging.getLogger("radpipe")
@@ -68,6 +69,29 @@ def resolve_config(cfg: Config, manifest: str | os.PathLike | None) -> Config:
     if not path:
         raise ConfigError("no manifest: give --manifest M.csv or set data.manifest in the config")
     return with_changes(cfg, data={"manifest": str(Path(path).expanduser().absolute())})
+
+
+def resolve_channel_rule(cfg: Config) -> Config:
+    """``cfg`` with ``transforms.channels: auto`` resolved from its train and val images.
+
+    ``rgb`` when any of them is a colour picture (or MedMNIST-style RGB NIfTI), else ``grey``
+    (:func:`transforms.channels.resolve_channels`, headers only); the run saves the resolved value, so
+    ``evaluate`` and ``predict`` convert as training did. A manifest that cannot be read leaves ``auto``:
+    :func:`validate_inputs` reports why.
+    """
+    t = cfg.transforms
+    if t.channels != "auto":
+        return cfg
+    try:
+        df = load_manifest(cfg.data.manifest, cfg.data)
+    except (PipelineError, OSError):
+        return cfg
+    if "split" in df.columns:
+        df = df[[normalised_split(str(v or "")) in ("train", "val") for v in df["split"]]]
+    paths = [v for c in image_columns(df, cfg.data) if c in df.columns for v in df[c] if v]
+    rule = resolve_channels(t.channels, paths, t.spatial_dims)
+    log.info("transforms.channels: auto -> %s (from %d train/val images)", rule, len(paths))
+    return with_changes(cfg, transforms={"channels": rule})
 
 
 def unstarted_run(run_dir: Path) -> bool:
@@ -244,6 +268,9 @@ def train(
     if resume and out_dir is None:
         raise RunError("--resume needs --out RUN_DIR: the run directory to continue")
     run_dir = Path(out_dir) if out_dir is not None else default_run_dir()
+    saved = run_dir / CONFIG_FILE
+    if not (resume and saved.is_file() and load_config(saved).transforms.channels == "auto"):  # runs before the rule
+        cfg = resolve_channel_rule(cfg)
     main_rank = int(os.environ.get("RANK", "0")) == 0
     with output_lock(run_dir, "train") if main_rank else contextlib.nullcontext():  # one train per folder
         checkpoint = check_run_dir(run_dir, cfg, resume)

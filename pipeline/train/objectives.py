@@ -104,15 +104,56 @@ def key_value(metrics: dict[str, float], key_metric: str) -> float:
     return metrics[key_metric]
 
 
-def better(current: float, best: float) -> bool:
-    """Higher is better and a tie goes to the later epoch; NaN is never better, anything beats a NaN best.
+def better(current: float, best: float, current_loss: float = math.nan, best_loss: float = math.nan) -> bool:
+    """Whether an epoch's validation beats the best so far (the rule that picks ``best.pt``).
 
-    Ties are common on small validation sets (an AUC of 1.0 reached early and kept): the later
-    checkpoint has trained longer with the same validation score, so it replaces the earlier one.
+    The higher key metric wins. On a tie (common on small validation sets: an AUC of 1.0 reached early
+    and kept) the lower validation loss wins, and on a tie of both the earlier epoch stays best. NaN is
+    never better; anything beats a NaN best; a finite loss beats a NaN one.
+
+    >>> better(0.9, 0.8), better(1.0, 1.0, current_loss=0.2, best_loss=0.3), better(1.0, 1.0, 0.3, 0.2)
+    (True, True, False)
+    >>> better(1.0, 1.0, 0.3, 0.3)  # same metric, same loss: the earlier epoch stays best
+    False
     """
     if math.isnan(current):
         return False
-    return math.isnan(best) or current >= best
+    if math.isnan(best) or current != best:
+        return math.isnan(best) or current > best
+    if math.isnan(current_loss):
+        return False
+    return math.isnan(best_loss) or current_loss < best_loss
+
+
+class BestEpoch:
+    """The evaluator's ``metric_cmp_fn``: :func:`better` with the validation loss as the tie-break.
+
+    MONAI passes only the key metric; the loss of the epoch being judged is read from the evaluator's
+    metrics (``loss``, stored by :class:`ValidationMetrics`), and the loss of the best epoch is kept
+    here (saved in checkpoints as ``best_loss`` so a resumed run judges alike).
+    """
+
+    def __init__(self) -> None:
+        self.best_loss = math.nan
+        self.evaluator: Any = None
+
+    def attach(self, evaluator: Any) -> None:
+        """Read the evaluator's losses; record the loss of every epoch MONAI marks best."""
+        from ignite.engine import Events
+
+        self.evaluator = evaluator
+        evaluator.add_event_handler(Events.EPOCH_COMPLETED, self._record)  # after MONAI's comparison
+
+    def _loss(self) -> float:
+        metrics = getattr(getattr(self.evaluator, "state", None), "metrics", None) or {}
+        return float(metrics.get("loss", math.nan))
+
+    def _record(self, evaluator: Any) -> None:
+        if evaluator.state.best_metric_epoch == evaluator.state.epoch:
+            self.best_loss = self._loss()
+
+    def __call__(self, current: float, best: float) -> bool:
+        return better(float(current), float(best), self._loss(), self.best_loss)
 
 
 class ValidationMetrics(Metric):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import platform
 import socket
@@ -31,11 +32,11 @@ from typing import Any
 import torch
 
 from models.factory import create_model
-from pipeline.config import Config, load_config, save_config
+from pipeline.config import Config, config_to_dict, load_config, save_config
 from pipeline.errors import ConfigError, ManifestError, PipelineError, RunError
 from pipeline.files import write_atomic
 from pipeline.manifest.labels import LabelMap
-from pipeline.train.checkpoint import load_checkpoint
+from pipeline.train.checkpoint import config_digest, load_checkpoint
 from pipeline.train.outputs import probabilities
 from transforms.chains import eval_chain, infer_chain
 
@@ -266,6 +267,11 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str | tor
         )
     ckpt_path = run / CHECKPOINT_DIR / f"{checkpoint}.pt"
     ckpt = load_checkpoint(ckpt_path)
+    digest = ckpt.get("config_sha256")
+    if isinstance(digest, str) and digest and digest != config_digest(config_to_dict(cfg)):
+        logging.getLogger("radpipe").warning(
+            "%s differs from the config %s was trained with (config_sha256); the preprocessing applied now may "
+            "not be the trained one", run / CONFIG_FILE, ckpt_path)
     info = ckpt.get("model_info") or {}
     head = ckpt["model"].get("classifier.fc.weight")
     outputs = int(head.shape[0]) if head is not None else info.get("num_outputs")

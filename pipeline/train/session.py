@@ -7,6 +7,7 @@ their handlers; then it trains and returns a :class:`TrainResult`.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import warnings
@@ -141,7 +142,7 @@ def _train(s: _Session, extra_handlers: Sequence[Any]) -> TrainResult:
     RunRecorder(
         s.run_dir, s.cfg, model=model, optimizer=optimizer, scheduler=scheduler, evaluator=evaluator, stats=stats,
         metrics_log=metrics_log, metric_names=names, early_stop=early_stop, model_info=model_info,
-        dist_info=s.dist_info,
+        dist_info=s.dist_info, labels=json.loads(s.label_map.to_json()),
     ).attach(trainer)
     if s.dist_info.is_main:
         attach_progress_and_tracking(s.cfg, s.run_dir, trainer, evaluator)

@@ -14,6 +14,7 @@ from pipeline.infer.batching import (
     expected_input_shape,
     iterate_predictions,
     make_case_loader,
+    prediction_columns,
     prediction_fields,
 )
 
@@ -88,10 +89,20 @@ def test_probabilities_per_task():
 
 def test_prediction_fields():
     assert prediction_fields("binary", ["neg", "pos"], np.array([0.4, 0.6])) == {
-        "prob_neg": "0.400000", "prob_pos": "0.600000", "pred": "pos"}
+        "prob_neg": "0.400000", "prob_pos": "0.600000", "pred": "pos", "threshold": "argmax"}
     assert prediction_fields("multiclass", ["a", "b", "c"], np.array([0.2, 0.1, 0.7]))["pred"] == "c"
     assert prediction_fields("multilabel", ["x", "y"], np.array([0.9, 0.6]))["pred"] == "x;y"
     assert prediction_fields("regression", [], np.array([12.345678])) == {"pred": "12.3457"}
+
+
+def test_binary_pred_applies_the_operating_point_to_the_written_probability():
+    low = np.array([0.8610004, 0.1389996])  # written as 0.139000: called positive at 0.139, as a reader would
+    assert prediction_fields("binary", ["no", "yes"], low, threshold=0.139)["pred"] == "yes"
+    assert prediction_fields("binary", ["no", "yes"], low, threshold=0.139)["threshold"] == "0.139"
+    assert prediction_fields("binary", ["no", "yes"], np.array([0.87, 0.13]), threshold=0.139)["pred"] == "no"
+    assert prediction_fields("binary", ["no", "yes"], np.array([0.6, 0.4]))["pred"] == "no"  # argmax
+    assert prediction_columns("binary", ["no", "yes"]) == ["pred", "threshold", "prob_no", "prob_yes"]
+    assert prediction_columns("multiclass", ["a", "b", "c"]) == ["pred", "prob_a", "prob_b", "prob_c"]
 
 
 def test_expected_input_shape_and_describe_error():

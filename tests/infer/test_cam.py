@@ -6,8 +6,17 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.infer.cam import CamMaker, cam_class_index, cam_layer_of, cam_stem, most_salient_slice, save_cam
 from pipeline.errors import RunError
+from pipeline.infer.cam import (
+    CamMaker,
+    cam_class_index,
+    cam_layer_of,
+    cam_peak,
+    cam_stem,
+    choose_cam_layer,
+    most_salient_slice,
+    save_cam,
+)
 
 
 class BlobNet(nn.Module):
@@ -59,8 +68,10 @@ def test_cam_finds_the_blob_and_saves_aligned_nifti_and_png(tmp_path, spatial_di
 def test_cam_layer_must_exist():
     net = BlobNet(2)
     net.cam_layer = "layer9"
-    with pytest.raises(RunError, match="last convolution found: features.0"):
+    with pytest.raises(RunError, match=r"'layer9' is not one of the model's layers.*features\.0"):
         cam_layer_of(net)
+    with pytest.raises(RunError, match="model.cam_layer"):
+        CamMaker(BlobNet(2), layer="nope")
 
 
 def test_cam_class_index():
@@ -76,9 +87,10 @@ def test_cam_leaves_inference_model_untouched():
 
 
 def test_predict_cam_is_on_the_preprocessed_grid(tmp_path):
+    from predict_helpers import volume, write_nifti, write_run
+
     from pipeline.infer.predict import predict
     from pipeline.train.run_dir import load_run
-    from predict_helpers import volume, write_nifti, write_run
 
     run = write_run(tmp_path / "run")
     source = write_nifti(tmp_path / "in" / "a.nii.gz", volume(1, (24, 20, 12)), spacing=(0.9, 1.1, 2.5))
@@ -92,3 +104,60 @@ def test_predict_cam_is_on_the_preprocessed_grid(tmp_path):
     assert 0.0 <= cam.get_fdata().min() and cam.get_fdata().max() <= 1.0
     assert (tmp_path / "cam" / "a.nii.gz.cam.png").read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in (tmp_path / "cam").iterdir()) == ["a.nii.gz.cam.nii.gz", "a.nii.gz.cam.png"]
+
+
+class CoarseNet(nn.Module):
+    """BlobNet's features, then a stage that pools to 1x1x1 (``cam_layer``, like a ResNet's last stage on 32 px)."""
+
+    cam_layer = "coarse"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = BlobNet(3).features
+        self.coarse = nn.Sequential(nn.AvgPool3d(8), nn.AdaptiveAvgPool3d(1))
+        self.fc = nn.Linear(2, 2)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.tensor([[-1.0, -1.0], [1.0, 1.0]]))
+            self.fc.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.coarse(self.features(x)).flatten(1))
+
+
+def test_cam_layer_chosen_by_feature_map_size_points_at_the_blob(tmp_path):
+    image = torch.zeros((1, 32, 32, 24))
+    image[0, 20:25, 6:11, 15:18] = 5.0
+    net = CoarseNet()
+    assert choose_cam_layer(net, image.shape) == "features"  # 32x32x24; "coarse" is 1x1x1
+    coarse = CamMaker(net, layer="coarse")(image, 1)
+    assert np.ptp(coarse) == 0.0  # what the model's own cam_layer gives: a map that points nowhere
+    maker = CamMaker(net)
+    cam = maker(image, 1)
+    assert maker.layer == "features" and cam.shape == (32, 32, 24)
+    peak = cam_peak(cam)
+    assert 19 <= peak[0] <= 25 and 5 <= peak[1] <= 11 and 14 <= peak[2] <= 18
+    assert most_salient_slice(cam) == peak[2]
+    _, png = save_cam(tmp_path, "SE-1", image, cam, None, title="SE-1: lesion 0.97", layer=maker.layer)
+    import matplotlib.image as mpimg
+
+    height, width = mpimg.imread(png).shape[:2]
+    assert width > 2.2 * height  # image | map | prediction side by side
+
+
+def test_resnet10_on_demo_sized_input_uses_a_layer_of_at_least_8_voxels_per_axis():
+    from models.factory import create_model
+
+    net = create_model("resnet10", 3, 1, 2).eval()
+    assert net.cam_layer == "net.layer4"  # 1x1x1 on a 32x32x24 input
+    assert choose_cam_layer(net, (1, 32, 32, 24)) == "net.act"  # the stem, 16x16x12; layer1 is 8x8x6
+    assert choose_cam_layer(net, (1, 128, 128, 128)) == "net.layer3"  # 8x8x8, deeper
+    assert choose_cam_layer(net, (1, 64, 64, 4)) == "net.act"  # none keeps 4 slices: the most that keeps 2
+
+
+
+def test_cam_layer_is_a_model_config_key(tmp_path):
+    from pipeline.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  name: resnet10\n  cam_layer: net.layer2\n")
+    assert load_config(path).model.cam_layer == "net.layer2"

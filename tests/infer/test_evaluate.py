@@ -42,7 +42,8 @@ def test_evaluate_carries_manifest_columns_and_probabilities_sum_to_one(study):
     summary = evaluate(run, manifest, out, split="test", workers=0, batch_size=2)
     rows = _read(out)
     assert summary.n_cases == len(rows) == 5 and summary.split == "test"
-    assert list(rows[0]) == ["image", "label", "patient_id", "split", "site", "pred", "prob_no", "prob_yes"]
+    assert list(rows[0]) == ["image", "label", "patient_id", "split", "site", "pred", "threshold", "prob_no",
+                            "prob_yes"]
     assert [r["image"] for r in rows] == ["imgs/c2.nii.gz", "imgs/c3.nii.gz", "imgs/c4.nii.gz", "imgs/c5.nii.gz",
                                           "imgs/sym.nii.gz"]
     assert [r["site"] for r in rows] == ["site-2", "site-0", "site-1", "site-2", "site-0"]
@@ -103,5 +104,16 @@ def test_evaluate_a_run_written_by_train(tmp_path):
     manifest = tmp_path / "trained-data" / "manifest.csv"
     rows = _read(evaluate(run, manifest, tmp_path / "val.csv", split="val", workers=0).out)
     assert [r["image"] for r in rows] == ["t2.nii.gz", "t3.nii.gz", "t4.nii.gz", "t5.nii.gz"]
-    assert list(rows[0]) == ["image", "label", "patient_id", "split", "pred", "prob_no", "prob_yes"]
+    assert list(rows[0]) == ["image", "label", "patient_id", "split", "pred", "threshold", "prob_no", "prob_yes"]
     np.testing.assert_allclose([float(r["prob_no"]) + float(r["prob_yes"]) for r in rows], 1.0, atol=2e-6)
+
+
+def test_a_missing_image_file_is_named_with_its_row_not_a_reader_advice(study, tmp_path, capsys):
+    root, run, manifest = study
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"image,label\n{root}/data/imgs/c1.nii.gz,no\ngone/missing.nii.gz,yes\n")
+    assert main(["evaluate", "--run", str(run), "--manifest", str(bad), "--out", str(tmp_path / "x.csv"),
+                 "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "row 3: file not found:" in err and "missing.nii.gz" in err
+    assert "object at 0x" not in err and "reader" not in err.lower() and "install" not in err

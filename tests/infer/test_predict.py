@@ -98,7 +98,8 @@ def test_nifti_folder_statuses_and_skipped_list(baseline):
     assert "wrong dimensionality" in rows["flat.nii.gz"]["error"] and "2D" in rows["flat.nii.gz"]["error"]
     assert "NIfTI header" in rows["broken.nii.gz"]["error"] and str(baseline.parent) not in rows["broken.nii.gz"]["error"]
     assert _read(baseline.with_name("preds.skipped.csv")) == [
-        {"file": "notes.txt", "series_key": "", "reason": "not a NIfTI image (.nii / .nii.gz)"}]
+        {"file": "notes.txt", "series_key": "",
+         "reason": "not a NIfTI image (.nii / .nii.gz) or picture (.png, .jpg, .jpeg, .tif, .tiff, .bmp)"}]
     marker = json.loads(done_marker(baseline).read_text())
     assert marker["rows"] == 10 and marker["status_counts"] == {"ok": 7, "error": 3}
 
@@ -272,3 +273,18 @@ def test_a_nifti_bomb_is_one_error_row_naming_the_limit(run, tmp_path, monkeypat
     error = rows["bomb.nii.gz"]["error"]
     assert "200x200x100 int16" in error and "100,000 voxels" in error and "RADPIPE_MAX_VOXELS" in error
     assert summary.n_ok == 1 and summary.n_rows == 2
+
+
+def test_the_progress_counts_series_not_batches(run, nifti_dir, tmp_path, monkeypatch):
+    import contextlib
+
+    seen = {"advances": []}
+
+    @contextlib.contextmanager
+    def recording(total, desc="", every_s=10.0):
+        seen["total"] = total
+        yield seen["advances"].append
+
+    monkeypatch.setattr(predict_module, "progress_of", recording)
+    summary = predict(run, nifti_dir, tmp_path / "p.csv", batch_size=3, workers=0)
+    assert seen["total"] == summary.n_rows == sum(seen["advances"]) and len(seen["advances"]) > 1

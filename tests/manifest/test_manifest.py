@@ -391,3 +391,17 @@ def test_ragged_row_names_the_row_and_the_cell_counts(tmp_path):
     first_row_long = "image,label,patient_id\na.nii.gz,pos,p1,extra\nb.nii.gz,neg,p2,\n"
     with pytest.raises(ManifestError, match="row 2 has 4 cells, the header has 3"):
         load_manifest(_manifest(tmp_path, first_row_long))  # pandas would silently make 'image' the index
+
+
+def test_without_a_config_the_class_order_is_said_to_come_from_the_config(tmp_path, capsys):
+    path = tmp_path / "m.csv"
+    path.write_text("image,label,patient_id\na.nii.gz,normal,p1\nb.nii.gz,lesion,p2\n")
+    main(["validate-manifest", str(path), "--no-file-check"])
+    out = capsys.readouterr().out
+    assert "classes ['lesion', 'normal'] in sorted order, so the positive class would be 'normal'" in out
+    assert "comes from the config" in out and "data.classes: [normal, lesion] makes 'lesion' the positive" in out
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("data:\n  classes: [normal, lesion]\n  task: binary\n")
+    main(["validate-manifest", str(path), "--no-file-check", "--config", str(cfg)])
+    out = capsys.readouterr().out
+    assert "classes ['normal', 'lesion'], positive class 'lesion'" in out and "comes from the config" not in out

@@ -86,12 +86,13 @@ def test_join_selects_largest_usable_ct_series(tmp_path, secret):
 def test_unmatched_on_both_sides_reported_by_key_only(tmp_path, secret):
     index, labels = _write(tmp_path, secret)
     _, report = join_manifest(index, labels, "accession_number", tmp_path / "m.csv", where="modality == 'CT'")
-    # ACC-33 is MR (filtered out), ACC-99 is in no index; ACC-44 has no label row
-    assert report.unmatched_labels == sorted([secret.key("ACC-33", "accession"), secret.key("ACC-99", "accession")])
+    # ACC-33 is MR (filtered out), ACC-99 is in no index (sheet rows 4 and 5); ACC-44 has no label row
+    assert report.unmatched_labels == [4, 5]
     assert report.unmatched_index == [secret.key("ACC-44", "accession")]
     text = "\n".join(report.lines())
-    assert "label rows matching no usable series: 2" in text and "index keys without a label row: 1" in text
-    assert not [v for v in CLEAR if v in text]
+    assert "label rows matching no usable series: 2: sheet row 4, 5" in text
+    assert "index keys without a label row: 1" in text
+    assert not [v for v in CLEAR if v in text] and secret.key("ACC-99", "accession") not in text
 
 
 def test_select_rules(tmp_path, secret):
@@ -137,7 +138,7 @@ def test_cli(tmp_path, secret, capsys):
     index, labels = _write(tmp_path, secret)
     out = tmp_path / "m.csv"
     code = main(["manifest", str(index), "--labels", str(labels), "--key", "accession_number", "--out", str(out),
-                 "--where", "modality == 'CT'"])
+                 "--where", "modality == 'CT'", "--max-unmatched", "0.5"])
     assert code == 0 and out.is_file()
     printed = capsys.readouterr().out
     assert "manifest: 2 case(s)" in printed and not [v for v in CLEAR if v in printed]
@@ -187,7 +188,7 @@ def test_identifier_columns_of_any_spelling_are_left_out(tmp_path, secret, capsy
     written = out.read_text()
     assert not [v for row in people for v in row[2:7] if v in written]
     assert main(["manifest", str(index), "--labels", str(labels), "--key", "accession_number", "--out",
-                 str(out)]) == 0
+                 str(out), "--max-unmatched", "1"]) == 0
     printed = capsys.readouterr().out
     assert ("label-sheet identifier columns left out: accession_number, Patient Name, Date of Birth, MRN, E-mail, "
             "Phone Number") in printed
@@ -211,3 +212,68 @@ def test_identifier_spellings_are_recognised(name):
 ])
 def test_other_columns_are_not_identifiers(name):
     assert not is_identifier_column(name)
+
+
+def _sheet(path, header, rows):
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def test_keys_are_matched_as_hospitals_write_them(tmp_path, secret, capsys):
+    """Lower case and spaces around accession numbers, a numeric MRN column that lost its leading zeros."""
+    index, _ = _write(tmp_path, secret)
+    lower = _sheet(tmp_path / "lower.csv", ["accession_number", "label"],
+                   [[" acc-11", "lesion"], ["acc-22 ", "no_lesion"], ["Acc-44", "lesion"]])
+    df, report = join_manifest(index, lower, "accession_number", tmp_path / "m.csv", max_unmatched=0.05,
+                               where="modality == 'CT'")
+    assert len(df) == 3 and report.unmatched_labels == [] and report.n_normalised == 3
+    ps = secret
+    numeric = tmp_path / "numeric"
+    numeric.mkdir()
+    series = [_series(ps, "0001234", "ACC-1", 1, "ax", 30), _series(ps, "0005678", "ACC-2", 1, "ax", 30)]
+    pd.DataFrame(series, columns=COLUMNS).to_csv(numeric / "index.csv", index=False)
+    sheet = _sheet(tmp_path / "mrn.csv", ["patient_id", "label"], [["1234", "lesion"], ["005678", "no_lesion"]])
+    df, report = join_manifest(numeric / "index.csv", sheet, "patient_id", tmp_path / "p.csv", max_unmatched=0.0)
+    assert list(df["label"]) == ["lesion", "no_lesion"] and report.n_normalised == 2
+    assert main(["manifest", str(index), "--labels", str(lower), "--key", "accession_number", "--out",
+                 str(tmp_path / "cli.csv"), "--where", "modality == 'CT'"]) == 0
+    out = capsys.readouterr().out
+    assert "matched after normalising the key (case, spaces, leading zeros): 3" in out
+    assert not [v for v in CLEAR | {"acc-11", "acc-22", "Acc-44"} if v in out]
+
+
+def test_too_many_unmatched_rows_exit_2_listing_sheet_rows_not_identifiers(tmp_path, secret, capsys):
+    index, _ = _write(tmp_path, secret)
+    rows = [["ACC-11", "lesion"], ["ACC-22", "no_lesion"], ["ACC-44", "lesion"]] + \
+        [[f"XYZ-{i:02d}", "lesion"] for i in range(3)]
+    sheet = _sheet(tmp_path / "sheet.csv", ["accession_number", "label"], rows)
+    out = tmp_path / "m.csv"
+    assert main(["manifest", str(index), "--labels", str(sheet), "--key", "accession_number", "--out",
+                 str(out)]) == 2
+    captured = capsys.readouterr()
+    assert "label rows matching no usable series: 3: sheet row 5, 6, 7" in captured.out
+    assert "3 of 6 label row(s) (50%)" in captured.err and "--max-unmatched 0.05" in captured.err
+    assert "no manifest written" in captured.err and not out.exists()
+    assert "wrote" not in captured.out
+    assert not [v for v in ("XYZ-00", "XYZ-01", "XYZ-02", secret.key("XYZ-00", "accession"))
+                if v in captured.out + captured.err]
+    assert main(["manifest", str(index), "--labels", str(sheet), "--key", "accession_number", "--out",
+                 str(out), "--max-unmatched", "0.5"]) == 0 and out.is_file()
+    # the index side counts too: a sheet of one study leaves 2 of 3 usable CT studies unmatched
+    one = _sheet(tmp_path / "one.csv", ["accession_number", "label"], [["ACC-11", "lesion"]])
+    with pytest.raises(ManifestError, match="2 of 3 usable index key"):
+        join_manifest(index, one, "accession_number", tmp_path / "x.csv", where="modality == 'CT'",
+                      max_unmatched=0.05)
+
+
+def test_a_where_that_keeps_nothing_writes_nothing(tmp_path, secret, capsys):
+    index, labels = _write(tmp_path, secret)
+    out = tmp_path / "m.csv"
+    assert main(["manifest", str(index), "--labels", str(labels), "--key", "accession_number", "--out", str(out),
+                 "--where", "modality == 'PET'"]) == 2
+    captured = capsys.readouterr()
+    assert "--where \"modality == 'PET'\" keeps none of the 7 series" in captured.err
+    assert "wrote" not in captured.out and not out.exists()

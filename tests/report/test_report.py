@@ -19,7 +19,7 @@ from pipeline.report.build import BINARY_KEYS, build_report
 from pipeline.report.inputs import read_predictions_csv, read_run
 
 TOP_KEYS = {"source", "task", "classes", "positive_class", "threshold", "threshold_rule", "n_bootstrap",
-            "bootstrap_unit", "seed", "min_cases", "excluded", "overall", "cohorts"}
+            "bootstrap_unit", "seed", "min_cases", "excluded", "overall", "cohorts", "split", "misclassified"}
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

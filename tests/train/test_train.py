@@ -40,10 +40,26 @@ def test_2d_run_learns_and_never_reads_the_test_split(tmp_path, monkeypatch):
     assert env["torch"] == torch.__version__ and env["seed"] == 0
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
     assert best["epoch"] == result.best_epoch and best["best_metric"] == pytest.approx(result.best_metric)
+    # best.pt: what inference needs, no resume state
+    assert set(best) == {"model", "model_info", "labels", "config_sha256", "epoch", "iteration", "best_metric",
+                         "best_epoch", "best_loss", "key_metric", "finished"}
+    assert best["labels"]["classes"] == ["neg", "pos"] and best["key_metric"] == "auc"
+    from pipeline.config import config_to_dict, load_config
+    from pipeline.train.checkpoint import config_digest
+
+    assert best["config_sha256"] == config_digest(config_to_dict(load_config(run / "config.yaml")))
+    best_row = next(r for r in rows if r["epoch"] == result.best_epoch)
+    assert best["best_loss"] == pytest.approx(best_row["val_loss"], rel=1e-4)
+    import io
+
+    weights = io.BytesIO()
+    torch.save(best["model"], weights)
+    best_size = (run / "checkpoints" / "best.pt").stat().st_size
+    assert best_size <= 1.1 * weights.tell() < (run / "checkpoints" / "last.pt").stat().st_size
     last = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
     assert last["epoch"] == 3 and last["iteration"] == 9 and last["finished"]
     assert set(last) >= {"model", "optimizer", "scheduler", "scaler", "epoch", "iteration", "best_metric",
-                         "early_stop_state", "rng", "config"}
+                         "best_loss", "early_stop_state", "rng", "config"}
     assert set(last["rng"]) == {"torch", "numpy", "python", "cuda"}
 
 
@@ -242,20 +258,57 @@ def test_early_stopping_ends_the_run(tmp_path, monkeypatch):
     manifest = write_blob_manifest(tmp_path / "data", dims=2, n_train=8, n_val=5, n_test=0)
     frozen = with_changes(small_config(2, epochs=5, lr=0.0, patience=1), transfer={"strategy": "linear-probe"})
     result = train(frozen, tmp_path / "run", manifest=manifest)
-    # lr 0: the metric never improves, so patience 1 stops after epoch 2; the tie makes epoch 2 the best
-    assert result.stopped_early and result.last_epoch == 2 and result.best_epoch == 2
+    # lr 0: the metric never improves, so patience 1 stops after epoch 2; a tie of metric and loss keeps epoch 1
+    assert result.stopped_early and result.last_epoch == 2 and result.best_epoch == 1
     last = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert last["finished"] and last["early_stop_state"]["counter"] == 1
 
 
-def test_best_checkpoint_rule_prefers_later_epoch_on_ties():
-    import math
-
+def test_best_checkpoint_rule_breaks_ties_by_validation_loss_then_the_earlier_epoch():
     from pipeline.train.objectives import better
 
     assert better(0.9, 0.8) and not better(0.7, 0.8)
-    assert better(1.0, 1.0)  # a tie goes to the later, longer-trained epoch
+    assert not better(1.0, 1.0)  # a tie of metric (and of unknown losses) keeps the earlier epoch
+    assert better(1.0, 1.0, 0.2, 0.3) and not better(1.0, 1.0, 0.3, 0.2) and not better(1.0, 1.0, 0.3, 0.3)
+    assert better(1.0, 1.0, 0.3, math.nan) and not better(1.0, 1.0, math.nan, 0.3)
     assert better(0.5, math.nan) and not better(math.nan, 0.5)
+
+
+def test_best_epoch_of_a_synthetic_metric_sequence_with_ties():
+    """MONAI's evaluator with a metric replaying (AUC, loss) per epoch: ties go to the lower loss, then earlier."""
+    from ignite.metrics import Metric
+    from monai.engines import SupervisedEvaluator
+
+    from pipeline.train.objectives import BestEpoch
+
+    sequence = {1: (0.8, 0.6), 2: (1.0, 0.5), 3: (1.0, 0.3), 4: (1.0, 0.4), 5: (1.0, 0.3), 6: (0.9, 0.1),
+                7: (math.nan, 0.05)}
+
+    class Replay(Metric):
+        def reset(self):
+            pass
+
+        def update(self, output):
+            pass
+
+        def compute(self):
+            return 0.0
+
+        def completed(self, engine, name):
+            auc, loss = sequence[engine.state.epoch]
+            engine.state.metrics.update(auc=auc, loss=loss)
+
+    rule = BestEpoch()
+    evaluator = SupervisedEvaluator(device="cpu", val_data_loader=[{"image": torch.zeros(1, 1), "label": torch.zeros(1)}],
+                                    network=torch.nn.Identity(), key_val_metric={"auc": Replay()},
+                                    metric_cmp_fn=rule)
+    rule.attach(evaluator)
+    best = []
+    for epoch in sequence:
+        evaluator.run(epoch)
+        best.append(evaluator.state.best_metric_epoch)
+    assert best == [1, 2, 3, 3, 3, 3, 3]  # not 5 (same loss, later) nor the last AUC-1.0 epoch
+    assert rule.best_loss == 0.3
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):

@@ -256,3 +256,24 @@ def test_dicom_series_and_nifti_batch_together(tmp_path, volume):
         eval_chain(cfg.transforms, cfg.data.image_columns)(_sample(str(dynamic), cfg))
     assert isinstance(pipeline_error_in(info.value), ImageReadError)
     assert "4D image" in str(pipeline_error_in(info.value))
+
+
+def test_dicom_window_preset_shows_a_radiograph_as_its_header_says(tmp_path):
+    """`intensity: dicom-window`: a DX image through its own window (MONOCHROME1 inverted), a picture min..max."""
+    import pydicom
+    from pydicom.pixels import apply_voi_lut
+
+    from pipeline.demo.synthetic_dicom import write_single_image
+
+    dx = write_single_image(tmp_path / "dx.dcm", rows=16, cols=16, photometric="MONOCHROME1")
+    ds = pydicom.dcmread(dx)
+    ds.WindowCenter, ds.WindowWidth = 1800, 1200
+    ds.save_as(dx)
+    cfg = _cfg(2, intensity="dicom-window", augment="none")
+    out = eval_chain(cfg.transforms, cfg.data.image_columns)(_sample(str(dx), cfg))["image"]
+    expected = 1.0 - apply_voi_lut(ds.pixel_array.astype(float), ds) / (2 ** ds.BitsStored - 1)
+    np.testing.assert_allclose(out[0].numpy(), expected.T, atol=2e-3)
+    picture = tmp_path / "plain.nii.gz"
+    nib.save(nib.Nifti1Image(np.arange(256, dtype=np.float32).reshape(16, 16) * 4.0, np.eye(4)), str(picture))
+    other = eval_chain(cfg.transforms, cfg.data.image_columns)(_sample(str(picture), cfg))["image"]
+    assert float(other.min()) == 0.0 and float(other.max()) == pytest.approx(1.0)

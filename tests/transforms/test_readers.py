@@ -43,8 +43,9 @@ def test_load_imaged_4d_series_puts_time_on_the_channel(dicom_series):
 
 def test_series_reference_round_trip_and_part_selection(dicom_series, tmp_path):
     uid = "1.2.3.77"
-    e1 = dicom_series("e1", modality="MR", intercept=0.0, series_uid=uid, extra={"EchoNumbers": 1})
-    e2 = dicom_series("e2", modality="MR", intercept=0.0, series_uid=uid, extra={"EchoNumbers": 2}, seed=1)
+    e1 = dicom_series("e1", modality="MR", intercept=0.0, series_uid=uid, study_uid="1.2.3", extra={"EchoNumbers": 1})
+    e2 = dicom_series("e2", modality="MR", intercept=0.0, series_uid=uid, study_uid="1.2.3", extra={"EchoNumbers": 2},
+                      seed=1)
     found = {s.uid: s for s in assemble_series(read_header(p) for p in e1 + e2)}
     ref = write_series_ref(tmp_path / "index.series" / "one.series.json", found[f"{uid}_e2"])
     data = json.loads(ref.read_text())
@@ -140,7 +141,7 @@ def test_list_of_images_is_stacked_as_channels(nifti_file, tmp_path):
 def test_verify_suffix_and_missing_paths(tmp_path, ct_series):
     reader = RadpipeReader()
     assert reader.verify_suffix([str(ct_series[0].parent), "a.nii.gz", "b.series.json", "c.nrrd", "IM0001"])
-    assert not reader.verify_suffix("photo.png")
+    assert reader.verify_suffix("photo.png") and not reader.verify_suffix("clip.gif")
     with pytest.raises(ImageReadError, match="no such file"):
         load_volume(tmp_path / "absent.nii.gz")
     empty = tmp_path / "empty"

@@ -1,0 +1,18 @@
+"""Opening a PACS: the client of a SOURCE's kind (DICOMweb or DIMSE), imported only when used."""
+from __future__ import annotations
+
+from pipeline.ingest.pacs_source import Credentials, PacsClient, Source
+
+
+def open_client(source: Source, credentials: Credentials, aet: str = "RADPIPE", timeout_s: float = 30.0) -> PacsClient:
+    """The client of ``source``'s kind; a DICOMweb client checks at once that something listens at SOURCE.
+
+    DIMSE authenticates by AE title (``aet``), so ``credentials`` apply to DICOMweb only.
+    """
+    if source.kind == "dicomweb":
+        from pipeline.ingest.pacs_dicomweb import DicomWebClient
+
+        return DicomWebClient(source, credentials, timeout_s=timeout_s)
+    from pipeline.ingest.pacs_dimse import DimseClient
+
+    return DimseClient(source, aet, timeout_s=timeout_s)

@@ -1,0 +1,243 @@
+"""``radpipe pull``: studies from a PACS (DICOMweb or DIMSE) into a local export that ``radpipe scan`` reads.
+
+Targets are the rows of a label sheet (accession numbers in ``--key``) or study UIDs. For each, the studies it
+names are found, then their series (of ``--modality`` only, when given), then their instances; each instance
+lands in ``EXPORT_DIR/<study_key>/<series_key>/<instance_key>.dcm``, every name a keyed hash
+(:mod:`pipeline.pseudonym`): no accession number, patient name or ID in a folder name, log line or message.
+Each file is written whole or not at all (:mod:`pipeline.files`), so a re-run fetches only the instances not
+on disk yet. A target that matched nothing or failed is listed by its sheet row (the header is row 1) with the
+reason, in ``<EXPORT_DIR>.pull-failures.csv`` too; the other targets go on.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError, ManifestError, PipelineError
+from pipeline.files import atomic_open, write_atomic
+from pipeline.ingest.pacs_source import PacsClient, PacsError
+from pipeline.locks import output_lock
+from pipeline.progress import progress_of
+from pipeline.pseudonym import Pseudonymiser
+
+log = logging.getLogger("radpipe")
+MAX_SHEET_BYTES = 256 << 20
+
+
+@dataclass(frozen=True)
+class Target:
+    """One thing to pull: a sheet row's accession number or a study UID; ``label`` is what messages show."""
+
+    label: str
+    accession: str = ""
+    study_uid: str = ""
+
+
+@dataclass
+class PullSummary:
+    """What a pull did; :meth:`lines` is what the command prints."""
+
+    n_targets: int = 0
+    n_studies: int = 0
+    n_series: int = 0
+    n_fetched: int = 0
+    n_present: int = 0
+    n_bytes: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    failures_path: Path | None = None
+
+    def lines(self) -> list[str]:
+        """A few lines for the terminal: counts, speed, then each failure."""
+        mb = self.n_bytes / 1e6
+        speed = f", {mb / self.seconds:.1f} MB/s, {self.n_fetched / self.seconds:.0f} instances/s" \
+            if self.seconds > 0 and self.n_fetched else ""
+        out = [(f"pulled {self.n_fetched} instance(s) ({mb:.1f} MB) in {self.seconds:.1f} s{speed}; "
+                f"{self.n_present} already on disk; {self.n_studies} study(ies), {self.n_series} series from "
+                f"{self.n_targets} target(s)")]
+        if self.failures:
+            out.append(f"{len(self.failures)} target(s) failed or matched nothing (listed in {self.failures_path}):")
+            out += [f"  {label}: {reason}" for label, reason in self.failures]
+        return out
+
+
+def _column(fields: list[str], key: str, sheet: Path) -> str:
+    norm = {"".join(ch for ch in f.lower() if ch.isalnum()): f for f in fields}
+    found = norm.get("".join(ch for ch in key.lower() if ch.isalnum()))
+    if found is None:
+        raise ConfigError(f"label sheet {sheet} has no column {key!r} (--key); its columns: {', '.join(fields)}")
+    return found
+
+
+def read_targets(sheet: str | Path, key: str = "accession_number") -> list[Target]:
+    """One target per non-blank sheet row, labelled ``row N`` (the header is row 1, blank lines not counted)."""
+    path = Path(sheet)
+    try:
+        if path.stat().st_size > MAX_SHEET_BYTES:
+            raise ManifestError(f"label sheet {path} is larger than {MAX_SHEET_BYTES >> 20} MB; split it")
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ManifestError(f"label sheet {path} cannot be read ({type(e).__name__}); expected a UTF-8 CSV") from e
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text)) if any(c.strip() for c in r)]
+    except csv.Error as e:
+        raise ManifestError(f"label sheet {path} is not a readable CSV ({e})") from None
+    if not rows:
+        raise ManifestError(f"label sheet {path} is empty; expected a header row with a {key!r} column")
+    header = [h.strip() for h in rows[0]]
+    index = header.index(_column(header, key, path))
+    targets = []
+    for number, row in enumerate(rows[1:], start=2):
+        value = row[index].strip() if index < len(row) else ""
+        targets.append(Target(f"row {number}", accession=value))
+    return targets
+
+
+def study_targets(uids: list[str], pseudonymiser: Pseudonymiser) -> list[Target]:
+    """Targets of ``--study UID``; labelled by their study key."""
+    return [Target(f"study {pseudonymiser.key(uid, 'study')}", study_uid=uid.strip()) for uid in uids]
+
+
+class _Writer:
+    """Writes received instances into their series folder (file named by the instance key) and counts them."""
+
+    def __init__(self, folder: Path, pseudonymiser: Pseudonymiser, totals: dict[str, int], lock: threading.Lock) -> None:
+        self.folder, self.pseudonymiser, self.totals, self.lock = folder, pseudonymiser, totals, lock
+        self.received: set[str] = set()
+
+    def __call__(self, instance: bytes | Any) -> int:
+        """Write one instance: a Part 10 file's bytes as received (a bare dataset or a Dataset is written with
+        pydicom, file meta added)."""
+        import pydicom
+
+        dataset = instance
+        raw = isinstance(instance, (bytes, bytearray))
+        if raw:
+            try:
+                dataset = pydicom.dcmread(io.BytesIO(instance), stop_before_pixels=True, force=True)
+            except Exception as e:  # noqa: BLE001 - a damaged object is this series' failure, not a crash
+                raise PacsError(f"the PACS sent an object that does not parse ({type(e).__name__})") from None
+        sop = str(dataset.get("SOPInstanceUID", "") or "")
+        if not sop:
+            raise PacsError("the PACS sent an object without SOPInstanceUID")
+        path = self.folder / f"{self.pseudonymiser.key(sop, 'instance')}.dcm"
+        with atomic_open(path, "wb", durable=False) as f:
+            if raw and instance[128:132] == b"DICM":
+                f.write(instance)
+            else:
+                full = pydicom.dcmread(io.BytesIO(instance), force=True) if raw else dataset
+                pydicom.dcmwrite(f, full, enforce_file_format=True)
+        size = path.stat().st_size
+        self.received.add(sop)
+        with self.lock:
+            self.totals["fetched"] += 1
+            self.totals["bytes"] += size
+        return size
+
+
+def _on_disk(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def pull_target(client: PacsClient, target: Target, out: Path, pseudonymiser: Pseudonymiser,
+                modalities: tuple[str, ...], totals: dict[str, int], lock: threading.Lock) -> str:
+    """Pull one target; returns "" on success, else the reason (never an identifier)."""
+    if not target.accession and not target.study_uid:
+        return "empty key cell"
+    studies = client.find_studies(accession=target.accession, study_uid=target.study_uid)
+    if not studies:
+        return "matched no study on the PACS"
+    problems = []
+    for study in studies:
+        study_key = pseudonymiser.key(study, "study")
+        series_uids = client.find_series(study, modalities)
+        with lock:
+            totals["studies"] += 1
+            totals["series"] += len(series_uids)
+        if not series_uids:
+            problems.append(f"study {study_key} has no series" + (f" of modality {','.join(modalities)}"
+                                                                   if modalities else ""))
+        for series in series_uids:
+            folder = out / study_key / pseudonymiser.key(series, "series")
+            sops = client.find_instances(study, series)
+            missing = [s for s in sops if not _on_disk(folder / f"{pseudonymiser.key(s, 'instance')}.dcm")]
+            with lock:
+                totals["present"] += len(sops) - len(missing)
+            if not missing:
+                continue
+            writer = _Writer(folder, pseudonymiser, totals, lock)
+            client.fetch(study, series, None if len(missing) == len(sops) else missing, writer)
+            lost = len(set(missing) - writer.received)
+            if lost:
+                problems.append(f"series {pseudonymiser.key(series, 'series')}: {lost} of {len(missing)} instance(s) "
+                                "not received (re-run to fetch them)")
+    return "; ".join(problems)
+
+
+def _write_failures(path: Path, failures: list[tuple[str, str]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["target", "reason"])
+    writer.writerows(failures)
+    write_atomic(path, buffer.getvalue())
+
+
+def pull(client: PacsClient, targets: list[Target], out: str | Path, *, modalities: tuple[str, ...] = (),
+         workers: int = 4, pseudonymiser: Pseudonymiser | None = None) -> PullSummary:
+    """Pull ``targets`` from ``client`` into ``out``; one failed target never stops the others.
+
+    Raises:
+        PacsError: the PACS answered no one (unreachable, refused association, 401): that one line.
+    """
+    out = Path(out)
+    pseudonymiser = pseudonymiser or Pseudonymiser()
+    totals = dict.fromkeys(("studies", "series", "fetched", "present", "bytes"), 0)
+    lock = threading.Lock()
+    summary = PullSummary(n_targets=len(targets), failures_path=out.with_name(out.name + ".pull-failures.csv"))
+    start = time.monotonic()
+    results: dict[int, str] = {}
+    fatal: list[PacsError] = []
+
+    def run(i: int) -> None:
+        if fatal:  # the PACS cannot answer anyone: stop asking
+            results[i] = ""
+            return
+        try:
+            results[i] = pull_target(client, targets[i], out, pseudonymiser, modalities, totals, lock)
+        except PacsError as e:
+            results[i] = " ".join(str(e).split())
+            if e.fatal and not totals["studies"]:
+                fatal.append(e)
+        except PipelineError as e:
+            results[i] = " ".join(str(e).split())
+
+    out.mkdir(parents=True, exist_ok=True)
+    with output_lock(out, "pull"), progress_of(len(targets), desc="pull (targets)") as advance, \
+            ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for _ in pool.map(run, range(len(targets))):
+            advance(1)
+    close = getattr(client, "close", None)
+    if close is not None:
+        close()
+    summary.seconds = time.monotonic() - start
+    summary.n_studies, summary.n_series = totals["studies"], totals["series"]
+    summary.n_fetched, summary.n_present, summary.n_bytes = totals["fetched"], totals["present"], totals["bytes"]
+    summary.failures = [(targets[i].label, results[i]) for i in range(len(targets)) if results[i]]
+    if fatal and not totals["studies"]:
+        raise fatal[0]
+    if summary.failures:
+        _write_failures(summary.failures_path, summary.failures)  # type: ignore[arg-type]
+    elif summary.failures_path is not None and summary.failures_path.exists():
+        summary.failures_path.unlink()
+    log.debug("pull: %d target(s), %d failed", len(targets), len(summary.failures))
+    return summary
