@@ -175,14 +175,17 @@ class DimseClient:
         if sop_uids:
             q.SOPInstanceUID = sop_uids
         with self._association(ae, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)]) as assoc:
-            final = _SUCCESS
+            final, failed = _SUCCESS, 0
             for status, _identifier in assoc.send_c_get(q, model):
                 code = _status(status)
                 if code not in _PENDING:
-                    final = code
+                    final, failed = code, int(getattr(status, "NumberOfFailedSuboperations", 0) or 0)
         if errors:
             raise errors[0]
-        if final not in (_SUCCESS, _WARNING):
+        if final == _WARNING:
+            raise PacsError(f"retrieve from {self._node}: {failed} instance(s) failed to transfer (C-GET warning "
+                            "0xB000); re-run to fetch them")
+        if final != _SUCCESS:
             raise PacsError(f"retrieve from {self._node} failed (C-GET status 0x{final & 0xFFFF:04X})")
 
     def send(self, datasets: list[Any]) -> None:

@@ -5,7 +5,8 @@ names are found, then their series (of ``--modality`` only, when given), then th
 lands in ``EXPORT_DIR/<study_key>/<series_key>/<instance_key>.dcm``, every name a keyed hash
 (:mod:`pipeline.pseudonym`): no accession number, patient name or ID in a folder name, log line or message.
 Each file is written whole or not at all (:mod:`pipeline.files`), so a re-run fetches only the instances not
-on disk yet. A target that matched nothing or failed is listed by its sheet row (the header is row 1) with the
+on disk yet: a series with no folder yet is retrieved whole at once; one with a folder has its instances listed
+and only the missing ones retrieved. A target that matched nothing or failed is listed by its sheet row (the header is row 1) with the
 reason, in ``<EXPORT_DIR>.pull-failures.csv`` too; the other targets go on.
 """
 from __future__ import annotations
@@ -169,6 +170,12 @@ def pull_target(client: PacsClient, target: Target, out: Path, pseudonymiser: Ps
                                                                    if modalities else ""))
         for series in series_uids:
             folder = out / study_key / pseudonymiser.key(series, "series")
+            if not folder.is_dir():  # nothing of it on disk yet: the whole series, without listing its instances
+                writer = _Writer(folder, pseudonymiser, totals, lock)
+                client.fetch(study, series, None, writer)
+                if not writer.received:
+                    problems.append(f"series {pseudonymiser.key(series, 'series')}: no instance received")
+                continue
             sops = client.find_instances(study, series)
             missing = [s for s in sops if not _on_disk(folder / f"{pseudonymiser.key(s, 'instance')}.dcm")]
             with lock:
