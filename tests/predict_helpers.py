@@ -85,3 +85,9 @@ def make_run(run_dir: Path, *, size: tuple[int, ...] = (16, 16, 8), model: str =
     })
     train(cfg, run_dir)
     return run_dir
+
+
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a CSV file (a predictions file, an index) as dicts."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

@@ -8,13 +8,11 @@ import pytest
 from pipeline.cli import main
 from pipeline.errors import ImageReadError, ManifestError, RunError
 from pipeline.infer.evaluate import evaluate
-from predict_helpers import volume, write_nifti
+from predict_helpers import read_rows, volume, write_nifti
 from predict_helpers import write_run as make_run
 
 
-def _read(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+_read = read_rows
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from predict_helpers import volume, write_nifti
+from predict_helpers import read_rows, volume, write_nifti
 from predict_helpers import write_run as make_run
 
 from pipeline import statistics as M
@@ -29,9 +29,7 @@ def _secret(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("RADPIPE_SECRET_FILE", str(tmp_path_factory.getbasetemp() / "secret.key"))
 
 
-def _read(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+_read = read_rows
 
 
 @pytest.fixture(scope="module")

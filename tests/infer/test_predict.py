@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import csv
 import json
 
 import pydicom
@@ -14,7 +13,7 @@ from pipeline.infer.prediction_file import done_marker, part_path
 from pipeline.infer.dicom_inputs import SeriesSelection, choose_series, load_selection
 from pipeline.pseudonym import Pseudonymiser
 from pipeline.demo.synthetic_export import write_new_scans
-from predict_helpers import volume, write_nifti
+from predict_helpers import read_rows, volume, write_nifti
 from predict_helpers import write_run as make_run
 
 
@@ -23,9 +22,7 @@ def _secret(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("RADPIPE_SECRET_FILE", str(tmp_path_factory.getbasetemp() / "secret.key"))
 
 
-def _read(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+_read = read_rows
 
 
 @pytest.fixture(scope="module")
