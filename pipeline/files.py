@@ -117,7 +117,17 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:  # another user's live process
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """True for a process that has exited but was not reaped yet (killed, its parent slow to wait for it)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False  # no /proc (macOS): the signal check above is all there is
+    return stat[stat.rfind(b")") + 2:][:1] == b"Z"
 
 
 def stale_temporaries(folder: str | os.PathLike[str], name: str = "") -> list[Path]:

@@ -63,3 +63,26 @@ def test_stale_temporaries_of_dead_processes_are_removed_live_ones_kept(tmp_path
     assert remove_stale_temporaries(tmp_path) == [stale]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (live, mine, other))
     assert remove_stale_temporaries(tmp_path / "missing") == []
+
+
+def test_a_killed_process_not_yet_reaped_counts_as_dead():
+    """A scan killed with -9 whose parent has not waited for it yet is a zombie: its temporaries are stale."""
+    import signal
+    import time
+
+    from pipeline.files import _alive
+
+    pid = os.fork()
+    if pid == 0:  # the child waits to be killed
+        time.sleep(30)
+        os._exit(0)
+    try:
+        assert _alive(pid)
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(100):  # until the kernel has made it a zombie (not reaped: no waitpid yet)
+            if not _alive(pid):
+                break
+            time.sleep(0.01)
+        assert not _alive(pid)
+    finally:
+        os.waitpid(pid, 0)

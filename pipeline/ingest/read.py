@@ -35,6 +35,9 @@ from transforms.dicom.series import SeriesInfo, assemble_series, series_key, sor
 from transforms.dicom.slice_header import SliceHeader, header_from_fields
 
 _SMALLEST_CLAIM = 24  # files: the last claims are about this long, so the readers end this close
+# files: claims are at most this long, so results (and the cache written from them) arrive every ~0.2 s of
+# reading, and a scan killed early still leaves most of what it read in its partial cache
+_LARGEST_CLAIM = 1024
 _MEMO_LIMIT = 50_000  # decoded values kept between files (per-file values such as UIDs make it grow)
 Item = tuple[str, int, int]  # path relative to the export, size, mtime_ns
 # series key -> (headers of the key in the chunk, its series, what the describe function made of each)
@@ -121,14 +124,15 @@ def _units(items: list[Item], largest: int = 64) -> list[int]:
 def _claim(state: Any, lock: Any, starts: list[int], readers: int, from_back: bool) -> tuple[int, int] | None:
     """Claim the next run of units, from the front or the back of the unclaimed ones (``state``: first, end).
 
-    A claim takes about ``1 / (2 * readers)`` of the files left (at least :data:`_SMALLEST_CLAIM`), so claims
-    shrink towards the end and the readers finish close together. Returns the claimed item range.
+    A claim takes about ``1 / (2 * readers)`` of the files left (at least :data:`_SMALLEST_CLAIM`, at most
+    :data:`_LARGEST_CLAIM`), so claims shrink towards the end and the readers finish close together. Returns
+    the claimed item range.
     """
     with lock:
         first, end = state[0], state[1]
         if first >= end:
             return None
-        want = max(_SMALLEST_CLAIM, (starts[end] - starts[first]) // (2 * readers))
+        want = min(_LARGEST_CLAIM, max(_SMALLEST_CLAIM, (starts[end] - starts[first]) // (2 * readers)))
         if from_back:
             k = min(max(bisect.bisect_right(starts, starts[end] - want, first, end) - 1, first), end - 1)
             state[1] = k
