@@ -30,8 +30,8 @@ from pathlib import Path
 
 import requests
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from orthanc_server import PASSWORD, USER, OrthancServer  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the Orthanc the tests start
+from orthanc_server import PASSWORD, USER, OrthancServer
 
 
 def _write_studies(root: Path, n: int, slices: int) -> tuple[list[str], int, int]:
@@ -66,8 +66,7 @@ def _stream(url: str, path: Path, headers: dict[str, str] | None = None) -> None
     with requests.get(url, auth=(USER, PASSWORD), headers=headers or {}, stream=True, timeout=300) as r:
         r.raise_for_status()
         with open(path, "wb") as f:
-            for block in r.iter_content(1 << 20):
-                f.write(block)
+            f.writelines(r.iter_content(1 << 20))
 
 
 def _wado_raw(server: OrthancServer, uids: list[str], out: Path, workers: int) -> None:

@@ -1,14 +1,12 @@
 """PACS in, PACS out against a real Orthanc: sheet -> ``pull`` -> ``predict --dicom-out --push`` -> SRs in Orthanc."""
 from __future__ import annotations
 
-import csv
-
 import highdicom as hd
 import pydicom
 import pytest
 import requests
 from orthanc_server import PASSWORD, USER, OrthancServer
-from predict_helpers import write_run
+from predict_helpers import read_rows, write_run
 
 from pipeline.cli import main
 from pipeline.demo.synthetic_dicom import series_args, write_series
@@ -25,9 +23,7 @@ def _env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("RADPIPE_PACS_PASSWORD", PASSWORD)
 
 
-def _read(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+_read = read_rows
 
 
 def _qido(server: OrthancServer, path: str) -> list[dict]:

@@ -126,7 +126,7 @@ def test_bad_pacs_input_is_one_line_and_exit_2(pacs, orthanc, sheet, tmp_path, c
     assert "ACC-" not in err and "wrong" not in err
 
 
-def test_credentials_file_bearer_and_source_with_password(tmp_path, orthanc, sheet, capsys, monkeypatch):
+def test_credentials_file_and_a_source_with_a_password(tmp_path, orthanc, sheet, capsys, monkeypatch):
     for name in ("RADPIPE_PACS_USER", "RADPIPE_PACS_PASSWORD", "RADPIPE_PACS_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     ini = tmp_path / "pacs.ini"

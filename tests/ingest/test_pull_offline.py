@@ -180,3 +180,16 @@ def test_multipart_parts_whatever_the_chunking(chunk):
     with pytest.raises(PacsError, match="ended early"):
         list(multipart_parts(_Response(body[:-40], chunk)))
     assert list(multipart_parts(_Response(b"DICM", chunk, kind="application/dicom"))) == [b"DICM"]
+
+
+@pytest.mark.parametrize("credentials, header, auth", [
+    (Credentials(token="tok-1"), "Bearer tok-1", None),
+    (Credentials("u", "p"), None, ("u", "p")),
+    (Credentials(), None, None),
+])
+def test_dicomweb_session_carries_basic_or_bearer_auth(monkeypatch, credentials, header, auth):
+    from pipeline.ingest.pacs_dicomweb import DicomWebClient
+
+    monkeypatch.setattr(DicomWebClient, "_probe", lambda self, timeout_s: None)
+    client = DicomWebClient(parse_source("https://pacs.example.org/dicom-web"), credentials)
+    assert client._session.headers.get("Authorization") == header and client._session.auth == auth
