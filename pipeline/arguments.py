@@ -17,6 +17,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port between 1 and 65535, found {text}")
+    return value
+
+
 def _share(text: str) -> float:
     try:
         value = float(text)
@@ -33,6 +40,8 @@ def demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic export and of training")
     p.add_argument("--export-only", action="store_true",
                    help="only write the export, labels, new scans and truth; print the next command")
+    p.add_argument("--pacs", action="store_true", help="end with a PACS stage: the export in a local Orthanc (when "
+                   "installed), pulled back by accession, SRs of the predictions pushed to it")
 
 
 def _fraction(text: str) -> float:
@@ -197,8 +206,9 @@ def predict_args(p: argparse.ArgumentParser) -> None:
                    "(one series per study; default: the run's selection.json, else all)")
     p.add_argument("--threshold", metavar="X|argmax", help=_THRESHOLD_HELP)
     p.add_argument("--dicom-out", metavar="DIR", help="DICOM input: one DICOM SR (TID 1500) per predicted series there, "
-                   "referencing the source study, series and instances")
-    p.add_argument("--push", metavar="SOURCE", help="send the SRs of --dicom-out to a PACS (DICOMweb STOW-RS URL or "
+                   "referencing the source study, series and instances; with --cam, its Grad-CAM as a DICOM "
+                   "Parametric Map too")
+    p.add_argument("--push", metavar="SOURCE", help="send the SRs (and maps) of --dicom-out to a PACS (DICOMweb STOW-RS URL or "
                    "dimse://AET@host:port C-STORE); what was sent is recorded in DIR/pushed.csv")
     p.add_argument("--credentials", metavar="FILE", help="--push: JSON or INI file with user + password or token "
                    "(default: $RADPIPE_PACS_USER / $RADPIPE_PACS_PASSWORD / $RADPIPE_PACS_TOKEN)")
@@ -245,6 +255,12 @@ def pull_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--modality", metavar="MOD[,MOD]", help="pull only series of these modalities, e.g. CT")
     p.add_argument("--workers", type=_positive_int, default=4, help="studies pulled at once (default: %(default)s)")
     p.add_argument("--aet", default="RADPIPE", help="our AE title for DIMSE (default: %(default)s)")
+    p.add_argument("--move", action="store_true", help="DIMSE: retrieve with C-MOVE to our own storage SCP (for a "
+                   "PACS that refuses C-GET; it must know --aet at this host and --move-port)")
+    p.add_argument("--move-port", type=_port, default=11112, metavar="PORT", help="--move: port our storage SCP "
+                   "listens on (default: %(default)s)")
+    p.add_argument("--move-host", default="0.0.0.0", metavar="ADDR", help="--move: address it listens on, one the "
+                   "PACS reaches (default: %(default)s, all)")
     p.add_argument("--credentials", metavar="FILE", help="JSON or INI file with user + password or token (default: "
                    "$RADPIPE_PACS_USER / $RADPIPE_PACS_PASSWORD / $RADPIPE_PACS_TOKEN); never on the command line")
     p.add_argument("--timeout", type=float, default=30.0, metavar="S", help="seconds to wait for the PACS "

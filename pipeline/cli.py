@@ -158,9 +158,11 @@ def _resolve(handler: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _quiet_third_party() -> None:
-    """Silence MONAI's GPU-decoder notices: ``LoadImage`` builds every known reader, and on a machine without
-    nvImageCodec each construction warns, once per worker and stage, about a decoder we never use."""
+    """Silence MONAI's GPU-decoder notices (``LoadImage`` builds every known reader, and on a machine without
+    nvImageCodec each construction warns, once per worker and stage, about a decoder we never use) and
+    highdicom's progress lines."""
     logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+    logging.getLogger("highdicom").setLevel(logging.WARNING)  # its INFO lines name the source study's UIDs
     warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -67,6 +68,43 @@ def progress_of(total: int, desc: str = "", every_s: float = 10.0) -> Iterator[C
 
     yield advance
     log.debug("%s: %d done in %.1f s", desc, count, time.monotonic() - start)
+
+
+@contextmanager
+def transfer_progress(desc: str = "", unit: str = "instance", every_s: float = 10.0
+                      ) -> Iterator[Callable[[int, int], None]]:
+    """Progress of a transfer of unknown size: the context gives ``advance(n_items, n_bytes)``, thread-safe.
+
+    On a terminal a tqdm bar counting items (rate included) with the MB so far; otherwise a log line
+    ``desc: N unit(s), X MB (T s)`` at most every ``every_s`` seconds.
+    """
+    lock = threading.Lock()
+    count = size = 0
+    start = last = time.monotonic()
+    bar = None
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(desc=desc, unit=unit, leave=False)
+
+    def advance(n_items: int, n_bytes: int) -> None:
+        nonlocal count, size, last
+        with lock:
+            count, size = count + n_items, size + n_bytes
+            now = time.monotonic()
+            if bar is not None:
+                bar.update(n_items)
+                bar.set_postfix_str(f"{size / 1e6:.1f} MB", refresh=False)
+            elif now - last >= every_s:
+                last = now
+                log.info("%s: %d %s(s), %.1f MB (%.0f s)", desc, count, unit, size / 1e6, now - start)
+
+    try:
+        yield advance
+    finally:
+        if bar is not None:
+            bar.close()
+    log.debug("%s: %d %s(s), %.1f MB in %.1f s", desc, count, unit, size / 1e6, time.monotonic() - start)
 
 
 class BarSafeStream(io.TextIOBase):

@@ -13,7 +13,9 @@ Stages, each run through the same command a researcher would type (and printed a
 5. ``radpipe predict --cam`` over the test split, and the pointing game: the share of correctly predicted
    lesion cases whose Grad-CAM maximum falls within the lesion (radius + one voxel);
 6. ``radpipe predict --cam`` over a folder of new scans (including a corrupt file, an incomplete series and
-   a non-image object).
+   a non-image object);
+7. with ``--pacs`` only: the export stored in a local Orthanc, ``radpipe pull`` by accession over DICOMweb and
+   ``radpipe predict --dicom-out --push`` (:mod:`pipeline.demo.pacs_stage`).
 
 Every command is printed as it can be pasted into a shell (:func:`shlex.join`).
 """
@@ -30,6 +32,7 @@ from typing import Any
 import yaml
 
 from pipeline.cli import main
+from pipeline.demo.pacs_stage import pacs_stage
 from pipeline.demo.source import write_source_dataset
 from pipeline.demo.synthetic_export import (
     ExportSummary,
@@ -117,7 +120,7 @@ def command_line(argv: Sequence[Any]) -> str:
 
 
 def run_demo(out_dir: str | Path, n_patients: int = 60, seed: int = 0, export_only: bool = False,
-             quick: bool = False) -> dict[str, Any]:
+             quick: bool = False, pacs: bool = False) -> dict[str, Any]:
     """Run the demo into ``out_dir`` and return a summary (paths and headline figures).
 
     Args:
@@ -126,6 +129,7 @@ def run_demo(out_dir: str | Path, n_patients: int = 60, seed: int = 0, export_on
         seed: seed of the data and of training.
         export_only: stop after writing the export and the label sheet.
         quick: fewer epochs and cases (for tests); the figures are then not meaningful.
+        pacs: end with the PACS stage (:mod:`pipeline.demo.pacs_stage`; skipped when Orthanc is not installed).
 
     Returns:
         The export, label sheet, new scans and truth paths; unless ``export_only``, also the run, report and
@@ -153,6 +157,8 @@ def run_demo(out_dir: str | Path, n_patients: int = 60, seed: int = 0, export_on
     summary.update(_headline(demo, run_dir, report_dir, predictions))
     summary.update({"cam_hit_rate": pointing.rate, "cam_hits": pointing.n_hits, "cam_cases": pointing.n_cases,
                     "new_scans_cam_hits": new_pointing.n_hits, "new_scans_cam_cases": new_pointing.n_cases})
+    if pacs:
+        summary.update(pacs_stage(demo, run_dir, export.export_dir, export.labels_csv))
     summary["seconds"] = round(time.monotonic() - demo.start, 1)
     _write_summary(demo, summary)
     return summary

@@ -28,7 +28,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 
 def predict_command(args: argparse.Namespace) -> int:
-    """``radpipe predict`` handler (then ``--dicom-out`` / ``--push``: 1 when an SR could not be written or sent)."""
+    """``radpipe predict`` handler (then ``--dicom-out`` / ``--push``: 1 when an SR or map could not be written or sent)."""
     client = _push_client(args)  # a bad SOURCE or credentials file stops the command before any prediction
     summary = predict(
         args.run, args.input, args.out, batch_size=args.batch_size, workers=args.workers,
@@ -45,9 +45,15 @@ def predict_command(args: argparse.Namespace) -> int:
     classes, model = model_identity(args.run)
     srs = write_srs(summary.out, args.dicom_out, classes, model)
     print(f"{srs.n_written} DICOM SR(s) written, {srs.n_present} already there -> {args.dicom_out}")
+    if args.cam:
+        from pipeline.infer.dicom_cam import write_cam_maps
+
+        maps = write_cam_maps(summary.out, args.cam, args.dicom_out, model)
+        print(f"{maps.n_written} Grad-CAM parametric map(s) written, {maps.n_present} already there -> {args.dicom_out}")
+        srs.failures += maps.failures
     if client is not None:
         srs = push_srs(args.dicom_out, client, srs)
-        print(f"{srs.n_pushed} SR(s) sent (recorded in {Path(args.dicom_out) / 'pushed.csv'})")
+        print(f"{srs.n_pushed} DICOM object(s) sent (recorded in {Path(args.dicom_out) / 'pushed.csv'})")
     for name, reason in srs.failures:
         print(f"  {name}: {reason}")
     return 1 if srs.failures else 0

@@ -10,7 +10,7 @@ copies them), as an SR going back to the source PACS needs. The SR's UIDs derive
 the weights, so a re-run writes the same objects and a PACS stores a re-sent one once.
 
 ``DIR/<series_id>.sr.dcm`` is skipped when present (resumable); ``--push`` records every object sent in
-``DIR/pushed.csv`` and sends only those not listed yet.
+``DIR/pushed.csv`` and sends only those not listed yet (the Grad-CAM maps of :mod:`pipeline.infer.dicom_cam` too).
 """
 from __future__ import annotations
 
@@ -118,8 +118,17 @@ def build_sr(sources: list[Any], prediction: dict[str, str], classes: list[str],
         series_description=f"radpipe {model.name}"[:64])
 
 
-def _series_refs(scan_dir: Path) -> dict[str, Path]:
-    """``series_id`` -> its ``.series.json`` in the scan ``predict`` made (``key#n`` for the n-th same key)."""
+def series_sources(predictions: str | Path) -> dict[str, Path]:
+    """``series_id`` -> its ``.series.json`` in the scan a DICOM ``predict`` made (``key#n`` for the n-th same key).
+
+    Raises:
+        PipelineError: ``predictions`` comes from a NIfTI folder or a manifest (no scan beside it).
+    """
+    predictions = Path(predictions)
+    scan_dir = predictions.with_name(f"{predictions.stem}.scan")
+    if not (scan_dir / "index.csv").is_file():
+        raise PipelineError(f"--dicom-out needs a DICOM export as INPUT (no scan beside {predictions}); a NIfTI "
+                            "folder or manifest carries no DICOM UIDs to reference")
     refs: dict[str, Path] = {}
     with open(scan_dir / "index.csv", newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
@@ -134,12 +143,8 @@ def write_srs(predictions: str | Path, out_dir: str | Path, classes: list[str], 
     """One SR per ``ok`` row of a DICOM predict's ``predictions`` into ``out_dir`` (present ones kept)."""
     import pydicom
 
-    predictions, out = Path(predictions), Path(out_dir)
-    scan_dir = predictions.with_name(f"{predictions.stem}.scan")
-    if not (scan_dir / "index.csv").is_file():
-        raise PipelineError(f"--dicom-out needs a DICOM export as INPUT (no scan beside {predictions}); a NIfTI "
-                            "folder or manifest carries no DICOM UIDs to reference")
-    refs = _series_refs(scan_dir)
+    out = Path(out_dir)
+    refs = series_sources(predictions)
     _, rows, _ = read_rows(predictions)
     summary = SrSummary()
     for row in rows:
@@ -164,7 +169,7 @@ def write_srs(predictions: str | Path, out_dir: str | Path, classes: list[str], 
 
 
 def pushed(out_dir: str | Path) -> dict[str, str]:
-    """The SR files already sent, from ``DIR/pushed.csv``: file name -> SOP Instance UID."""
+    """The DICOM files already sent, from ``DIR/pushed.csv``: file name -> SOP Instance UID."""
     path = Path(out_dir) / PUSHED_FILE
     if not path.is_file():
         return {}
@@ -181,13 +186,14 @@ def _write_pushed(out: Path, sent: dict[str, str]) -> None:
 
 
 def push_srs(out_dir: str | Path, client: Any, summary: SrSummary | None = None) -> SrSummary:
-    """Send the SRs of ``out_dir`` not yet listed in ``pushed.csv``, recording each one sent."""
+    """Send the DICOM objects of ``out_dir`` (SRs, Grad-CAM maps) not yet listed in ``pushed.csv``, recording each
+    one sent."""
     import pydicom
 
     out = Path(out_dir)
     summary = summary or SrSummary()
     sent = pushed(out)
-    for path in sorted(out.glob("*.sr.dcm")):
+    for path in sorted(out.glob("*.dcm")):
         if path.name in sent:
             continue
         ds = pydicom.dcmread(path)

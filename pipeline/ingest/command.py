@@ -38,11 +38,19 @@ def pull_command(args: argparse.Namespace) -> int:
     if bool(args.accessions) == bool(args.study):
         raise ConfigError("give the studies to pull with --accessions SHEET.csv or with --study UID (one of the two)")
     source = parse_source(args.source)
-    client = open_client(source, load_credentials(args.credentials), aet=args.aet, timeout_s=args.timeout)
+    move = getattr(args, "move", False)
+    if move and source.kind != "dimse":
+        raise ConfigError("--move is a DIMSE retrieve: give SOURCE as dimse://AET@host:port (DICOMweb needs no --move)")
     pseudonymiser = Pseudonymiser()
     targets = read_targets(args.accessions, args.key) if args.accessions else study_targets(args.study, pseudonymiser)
     modalities = tuple(m.strip().upper() for m in (args.modality or "").split(",") if m.strip())
-    summary = pull(client, targets, args.out, modalities=modalities, workers=args.workers, pseudonymiser=pseudonymiser)
+    client = open_client(source, load_credentials(args.credentials), aet=args.aet, timeout_s=args.timeout,
+                         move=(args.move_host, args.move_port) if move else None)
+    try:
+        summary = pull(client, targets, args.out, modalities=modalities, workers=args.workers,
+                       pseudonymiser=pseudonymiser)
+    finally:
+        client.close()  # a C-MOVE client's storage SCP stops here, whatever happened
     for line in summary.lines():
         print(line)
     return 1 if summary.failures else 0

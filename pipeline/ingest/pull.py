@@ -6,8 +6,9 @@ lands in ``EXPORT_DIR/<study_key>/<series_key>/<instance_key>.dcm``, every name 
 (:mod:`pipeline.pseudonym`): no accession number, patient name or ID in a folder name, log line or message.
 Each file is written whole or not at all (:mod:`pipeline.files`), so a re-run fetches only the instances not
 on disk yet: a series with no folder yet is retrieved whole at once; one with a folder has its instances listed
-and only the missing ones retrieved. A target that matched nothing or failed is listed by its sheet row (the header is row 1) with the
-reason, in ``<EXPORT_DIR>.pull-failures.csv`` too; the other targets go on.
+and only the missing ones retrieved; the progress counts instances and MB received
+(:func:`pipeline.progress.transfer_progress`). A target that matched nothing or failed is listed by its sheet row
+(the header is row 1) with the reason, in ``<EXPORT_DIR>.pull-failures.csv`` too; the other targets go on.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import io
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +27,7 @@ from pipeline.errors import ConfigError, ManifestError, PipelineError
 from pipeline.files import atomic_open, write_atomic
 from pipeline.ingest.pacs_source import PacsClient, PacsError
 from pipeline.locks import output_lock
-from pipeline.progress import progress_of
+from pipeline.progress import transfer_progress
 from pipeline.pseudonym import Pseudonymiser
 
 log = logging.getLogger("radpipe")
@@ -51,6 +53,7 @@ class PullSummary:
     n_fetched: int = 0
     n_present: int = 0
     n_bytes: int = 0
+    n_present_bytes: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
     failures_path: Path | None = None
@@ -61,8 +64,8 @@ class PullSummary:
         speed = f", {mb / self.seconds:.1f} MB/s, {self.n_fetched / self.seconds:.0f} instances/s" \
             if self.seconds > 0 and self.n_fetched else ""
         out = [(f"pulled {self.n_fetched} instance(s) ({mb:.1f} MB) in {self.seconds:.1f} s{speed}; "
-                f"{self.n_present} already on disk; {self.n_studies} study(ies), {self.n_series} series from "
-                f"{self.n_targets} target(s)")]
+                f"{self.n_present} already on disk ({self.n_present_bytes / 1e6:.1f} MB); {self.n_studies} "
+                f"study(ies), {self.n_series} series from {self.n_targets} target(s)")]
         if self.failures:
             out.append(f"{len(self.failures)} target(s) failed or matched nothing (listed in {self.failures_path}):")
             out += [f"  {label}: {reason}" for label, reason in self.failures]
@@ -107,10 +110,13 @@ def study_targets(uids: list[str], pseudonymiser: Pseudonymiser) -> list[Target]
 
 
 class _Writer:
-    """Writes received instances into their series folder (file named by the instance key) and counts them."""
+    """Writes received instances into their series folder (file named by the instance key) and counts them
+    (in ``totals`` and, when given, with ``advance(1, size)``: the progress in instances and bytes)."""
 
-    def __init__(self, folder: Path, pseudonymiser: Pseudonymiser, totals: dict[str, int], lock: threading.Lock) -> None:
+    def __init__(self, folder: Path, pseudonymiser: Pseudonymiser, totals: dict[str, int], lock: threading.Lock,
+                 advance: Callable[[int, int], None] | None = None) -> None:
         self.folder, self.pseudonymiser, self.totals, self.lock = folder, pseudonymiser, totals, lock
+        self.advance = advance
         self.received: set[str] = set()
 
     def __call__(self, instance: bytes | Any) -> int:
@@ -140,19 +146,26 @@ class _Writer:
         with self.lock:
             self.totals["fetched"] += 1
             self.totals["bytes"] += size
+        if self.advance is not None:
+            self.advance(1, size)
         return size
 
 
-def _on_disk(path: Path) -> bool:
+def _size_on_disk(path: Path) -> int:
+    """Bytes of a file (0 when it is missing: an instance is on disk when its file is not empty)."""
     try:
-        return path.stat().st_size > 0
+        return path.stat().st_size
     except OSError:
-        return False
+        return 0
 
 
 def pull_target(client: PacsClient, target: Target, out: Path, pseudonymiser: Pseudonymiser,
-                modalities: tuple[str, ...], totals: dict[str, int], lock: threading.Lock) -> str:
-    """Pull one target; returns "" on success, else the reason (never an identifier)."""
+                modalities: tuple[str, ...], totals: dict[str, int], lock: threading.Lock,
+                advance: Callable[[int, int], None] | None = None) -> str:
+    """Pull one target; returns "" on success, else the reason (never an identifier).
+
+    ``advance(n_instances, n_bytes)`` is called for each instance received (the progress of :func:`pull`).
+    """
     if not target.accession and not target.study_uid:
         return "empty key cell"
     studies = client.find_studies(accession=target.accession, study_uid=target.study_uid)
@@ -171,18 +184,20 @@ def pull_target(client: PacsClient, target: Target, out: Path, pseudonymiser: Ps
         for series in series_uids:
             folder = out / study_key / pseudonymiser.key(series, "series")
             if not folder.is_dir():  # nothing of it on disk yet: the whole series, without listing its instances
-                writer = _Writer(folder, pseudonymiser, totals, lock)
+                writer = _Writer(folder, pseudonymiser, totals, lock, advance)
                 client.fetch(study, series, None, writer)
                 if not writer.received:
                     problems.append(f"series {pseudonymiser.key(series, 'series')}: no instance received")
                 continue
             sops = client.find_instances(study, series)
-            missing = [s for s in sops if not _on_disk(folder / f"{pseudonymiser.key(s, 'instance')}.dcm")]
+            sizes = {s: _size_on_disk(folder / f"{pseudonymiser.key(s, 'instance')}.dcm") for s in sops}
+            missing = [s for s in sops if not sizes[s]]
             with lock:
                 totals["present"] += len(sops) - len(missing)
+                totals["present_bytes"] += sum(sizes.values())
             if not missing:
                 continue
-            writer = _Writer(folder, pseudonymiser, totals, lock)
+            writer = _Writer(folder, pseudonymiser, totals, lock, advance)
             client.fetch(study, series, None if len(missing) == len(sops) else missing, writer)
             lost = len(set(missing) - writer.received)
             if lost:
@@ -208,19 +223,19 @@ def pull(client: PacsClient, targets: list[Target], out: str | Path, *, modaliti
     """
     out = Path(out)
     pseudonymiser = pseudonymiser or Pseudonymiser()
-    totals = dict.fromkeys(("studies", "series", "fetched", "present", "bytes"), 0)
+    totals = dict.fromkeys(("studies", "series", "fetched", "present", "bytes", "present_bytes"), 0)
     lock = threading.Lock()
     summary = PullSummary(n_targets=len(targets), failures_path=out.with_name(out.name + ".pull-failures.csv"))
     start = time.monotonic()
     results: dict[int, str] = {}
     fatal: list[PacsError] = []
 
-    def run(i: int) -> None:
+    def run(i: int, advance: Callable[[int, int], None]) -> None:
         if fatal:  # the PACS cannot answer anyone: stop asking
             results[i] = ""
             return
         try:
-            results[i] = pull_target(client, targets[i], out, pseudonymiser, modalities, totals, lock)
+            results[i] = pull_target(client, targets[i], out, pseudonymiser, modalities, totals, lock, advance)
         except PacsError as e:
             results[i] = " ".join(str(e).split())
             if e.fatal and not totals["studies"]:
@@ -229,16 +244,16 @@ def pull(client: PacsClient, targets: list[Target], out: str | Path, *, modaliti
             results[i] = " ".join(str(e).split())
 
     out.mkdir(parents=True, exist_ok=True)
-    with output_lock(out, "pull"), progress_of(len(targets), desc="pull (targets)") as advance, \
+    with output_lock(out, "pull"), transfer_progress("pull", unit="instance") as advance, \
             ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for _ in pool.map(run, range(len(targets))):
-            advance(1)
+        list(pool.map(lambda i: run(i, advance), range(len(targets))))
     close = getattr(client, "close", None)
     if close is not None:
         close()
     summary.seconds = time.monotonic() - start
     summary.n_studies, summary.n_series = totals["studies"], totals["series"]
     summary.n_fetched, summary.n_present, summary.n_bytes = totals["fetched"], totals["present"], totals["bytes"]
+    summary.n_present_bytes = totals["present_bytes"]
     summary.failures = [(targets[i].label, results[i]) for i in range(len(targets)) if results[i]]
     if fatal and not totals["studies"]:
         raise fatal[0]

@@ -67,7 +67,7 @@ def test_predict_writes_srs_that_reference_the_pulled_instances_and_pushes_them(
     assert main(["predict", "--run", str(run), str(pulled / "export"), "--out", str(out), "--workers", "0",
                  "--dicom-out", str(srs), "--push", orthanc.dicomweb_url]) == 0
     printed = capsys.readouterr().out
-    assert "2 DICOM SR(s) written" in printed and "2 SR(s) sent" in printed
+    assert "2 DICOM SR(s) written" in printed and "2 DICOM object(s) sent" in printed
     rows = {r["series_id"]: r for r in _read(out)}
     files = sorted(srs.glob("*.sr.dcm"))
     assert len(files) == 2 == len(rows)
@@ -105,7 +105,7 @@ def test_predict_writes_srs_that_reference_the_pulled_instances_and_pushes_them(
     assert main(["predict", "--run", str(run), str(pulled / "export"), "--out", str(out), "--workers", "0",
                  "--dicom-out", str(srs), "--push", orthanc.dicomweb_url]) == 0
     again = capsys.readouterr().out
-    assert "0 DICOM SR(s) written, 2 already there" in again and "0 SR(s) sent" in again
+    assert "0 DICOM SR(s) written, 2 already there" in again and "0 DICOM object(s) sent" in again
     for text in (printed, again, (srs / "pushed.csv").read_text()):
         assert not [v for v in [*PATIENTS, *PATIENTS.values()] if v in text]
 
@@ -126,3 +126,29 @@ def test_push_over_dimse_stores_the_srs(orthanc, pulled, capsys):
     summary = push_srs(srs, DimseClient(parse_source(orthanc.dimse_url), "RADPIPE"))
     assert (summary.n_pushed, summary.failures) == (2, [])
     assert len(_qido(orthanc, "/studies?ModalitiesInStudy=SR")) == 2
+
+
+def test_grad_cam_maps_are_pushed_beside_the_srs_and_found_by_series_uid(orthanc, pulled, capsys):
+    run = write_run(pulled / "run-cam", size=(16, 16, 8))
+    out, dicom_out = pulled / "preds-cam.csv", pulled / "dicom-cam"
+    args = ["predict", "--run", str(run), str(pulled / "export"), "--out", str(out), "--workers", "0",
+            "--cam", str(pulled / "cam"), "--dicom-out", str(dicom_out), "--push", orthanc.dicomweb_url]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "2 Grad-CAM parametric map(s) written" in printed and "4 DICOM object(s) sent" in printed
+    maps = sorted(dicom_out.glob("*.cam.dcm"))
+    assert len(maps) == 2 and set(pushed(dicom_out)) >= {p.name for p in maps}
+    for path in maps:
+        ds = pydicom.dcmread(path)
+        source = ds.ReferencedSeriesSequence[0].SeriesInstanceUID
+        stored = _qido(orthanc, f"/studies/{ds.StudyInstanceUID}/series?SeriesInstanceUID={ds.SeriesInstanceUID}")
+        assert [s["0020000E"]["Value"][0] for s in stored] == [ds.SeriesInstanceUID]
+        instances = _qido(orthanc, f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances")
+        assert [(i["00080016"]["Value"][0], i["00080018"]["Value"][0]) for i in instances] == [
+            ("1.2.840.10008.5.1.4.1.1.30", ds.SOPInstanceUID)]
+        assert len(_qido(orthanc, f"/studies/{ds.StudyInstanceUID}/series/{source}/instances")) == 10
+    assert main(args) == 0  # a re-run writes and sends nothing new
+    again = capsys.readouterr().out
+    assert "0 Grad-CAM parametric map(s) written, 2 already there" in again and "0 DICOM object(s) sent" in again
+    for text in (printed, again):
+        assert not [v for v in [*PATIENTS, *PATIENTS.values()] if v in text]

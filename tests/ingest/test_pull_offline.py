@@ -144,6 +144,32 @@ def test_a_dropped_transfer_is_listed_and_a_rerun_completes_it(two_studies, tmp_
     assert "A-NONE" not in summary.failures_path.read_text()
 
 
+
+def test_progress_and_summary_count_instances_and_megabytes(two_studies, tmp_path, monkeypatch):
+    from contextlib import contextmanager
+
+    import pipeline.ingest.pull as pull_module
+
+    calls: list[tuple[int, int]] = []
+
+    @contextmanager
+    def recording(desc, unit="instance", every_s=10.0):
+        yield lambda n, size: calls.append((n, size))
+
+    monkeypatch.setattr(pull_module, "transfer_progress", recording)
+    out = tmp_path / "export"
+    summary = pull(FakePacs(two_studies), [Target("row 2", "A-ONE"), Target("row 3", "A-TWO")], out, workers=2)
+    on_disk = sum(p.stat().st_size for p in out.rglob("*.dcm"))
+    assert len(calls) == 10 == summary.n_fetched and {n for n, _ in calls} == {1}
+    assert sum(size for _, size in calls) == on_disk == summary.n_bytes and on_disk > 10 * 64
+    assert f"pulled 10 instance(s) ({on_disk / 1e6:.1f} MB)" in summary.lines()[0]
+    calls.clear()
+    next(out.rglob("*.dcm")).unlink()
+    again = pull(FakePacs(two_studies), [Target("row 2", "A-ONE"), Target("row 3", "A-TWO")], out, workers=1)
+    kept = sum(p.stat().st_size for p in out.rglob("*.dcm")) - calls[0][1]
+    assert (again.n_fetched, again.n_present, len(calls)) == (1, 9, 1) and again.n_present_bytes == kept
+    assert f"9 already on disk ({kept / 1e6:.1f} MB)" in again.lines()[0]
+
 def test_a_server_error_on_one_target_leaves_the_others(two_studies, tmp_path):
     summary = pull(FakePacs(two_studies, http_500="A-ONE"), [Target("row 2", "A-ONE"), Target("row 3", "A-TWO")],
                    tmp_path / "export", workers=2)
