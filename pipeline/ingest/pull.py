@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from pipeline.ingest.pacs_source import PacsClient, PacsError
 from pipeline.locks import output_lock
 from pipeline.progress import transfer_progress
 from pipeline.pseudonym import Pseudonymiser
+from transforms.dicom.raw import NeedMore, NotFast, parse_bytes
 
 log = logging.getLogger("radpipe")
 MAX_SHEET_BYTES = 256 << 20
@@ -126,12 +128,13 @@ class _Writer:
 
         dataset = instance
         raw = isinstance(instance, (bytes, bytearray))
-        if raw:
+        sop = _sop_instance_uid(instance) if raw else ""
+        if raw and not sop:
             try:
                 dataset = pydicom.dcmread(io.BytesIO(instance), stop_before_pixels=True, force=True)
             except Exception as e:  # noqa: BLE001 - a damaged object is this series' failure, not a crash
                 raise PacsError(f"the PACS sent an object that does not parse ({type(e).__name__})") from None
-        sop = str(dataset.get("SOPInstanceUID", "") or "")
+        sop = sop or str(dataset.get("SOPInstanceUID", "") or "")
         if not sop:
             raise PacsError("the PACS sent an object without SOPInstanceUID")
         path = self.folder / f"{self.pseudonymiser.key(sop, 'instance')}.dcm"
@@ -149,6 +152,14 @@ class _Writer:
         if self.advance is not None:
             self.advance(1, size)
         return size
+
+
+def _sop_instance_uid(data: bytes | bytearray) -> str:
+    """The SOPInstanceUID of a Part 10 file's bytes, read by the byte reader ("" when it cannot: pydicom then)."""
+    try:
+        return str(parse_bytes(bytes(data), len(data)).values.get("SOPInstanceUID", "") or "")
+    except (NotFast, NeedMore, struct.error, UnicodeDecodeError, KeyError, ValueError):
+        return ""
 
 
 def _size_on_disk(path: Path) -> int:
