@@ -17,14 +17,23 @@ In-plane means the first two spatial axes (x, y); in 3D after ``RAS`` reorientat
 the axial plane and no flip or 90-degree turn crosses the superior-inferior axis. Intensity
 magnitudes assume the unit range the intensity presets produce. Affine resampling fills with 0,
 the background value of every preset. All transforms accept tensors on a CUDA device.
+
+The ``light`` flips and 90-degree turns are MONAI's ``RandFlipd`` / ``RandRotate90d`` with the same random draws
+and the same output (values, and the affine MONAI computes), without MONAI's per-call bookkeeping for
+inversion (``applied_operations``, which radpipe never inverts): that bookkeeping cost more than the flip
+itself: 0.2-0.5 ms of the ~6 ms a 224 x 224 RGB picture costs the data path (``benchmarks/loader.py --cases jpeg``).
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
 
+import numpy as np
 import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor, get_track_meta
+from monai.data.utils import affine_to_spacing, to_affine_nd
 from monai.transforms import (
     MapTransform,
     OneOf,
@@ -38,10 +47,11 @@ from monai.transforms import (
     RandRotate90d,
     RandScaleIntensityd,
 )
+from monai.transforms.utils import create_rotate, create_translate, map_spatial_axes
+from monai.utils import convert_to_dst_type, convert_to_tensor
 
 from pipeline.errors import ConfigError
 from transforms.config import AUGMENT_SETS
-
 
 _STRENGTH = {
     # in-plane deg, out-of-plane deg, scale, shift fraction, noise std, gamma, intensity factor
@@ -50,13 +60,91 @@ _STRENGTH = {
 }
 
 
+def _moved(img: torch.Tensor, out: torch.Tensor, xform: Any) -> torch.Tensor:
+    """``out`` with the affine of ``img`` composed with ``xform``, as MONAI's eager ``track_transform_meta``."""
+    if not isinstance(out, MetaTensor):
+        return out
+    orig = convert_to_dst_type(img.affine, xform, dtype=torch.float64)[0]
+    affine = convert_to_tensor(orig @ to_affine_nd(orig.shape[-1] - 1, xform, dtype=torch.float64),
+                               device=torch.device("cpu"), dtype=torch.float64)
+    out.meta = {**out.meta, "affine": affine}
+    if "pixdim" in out.meta:
+        pixdim = np.array(out.meta["pixdim"], copy=True)
+        spacing = affine_to_spacing(affine)
+        pixdim[1:1 + len(spacing)] = spacing
+        out.meta["pixdim"] = pixdim
+    return out
+
+
+def _eager(transform: Any, data: Mapping[Hashable, Any], lazy: bool | None) -> bool:
+    return not (transform.lazy if lazy is None else lazy) and all(
+        isinstance(data[k], torch.Tensor) for k in transform.key_iterator(data))
+
+
+class LightFlipd(RandFlipd):
+    """MONAI's ``RandFlipd`` (same draws, values and affine) without recording ``applied_operations``."""
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor], lazy: bool | None = None) -> dict[Hashable, Any]:
+        if not _eager(self, data, lazy):
+            return super().__call__(data, lazy)
+        d = dict(data)
+        self.randomize(None)
+        for key in self.key_iterator(d):
+            img = convert_to_tensor(d[key], track_meta=get_track_meta())
+            if self._do_transform:
+                axes = map_spatial_axes(img.ndim, self.flipper.spatial_axis)
+                xform = torch.eye(int(img.affine.shape[-1]) if isinstance(img, MetaTensor) else 4, dtype=torch.double)
+                for axis in axes:
+                    xform[axis - 1, axis - 1], xform[axis - 1, -1] = -1.0, img.shape[axis] - 1
+                img = _moved(img, torch.flip(img, axes), xform)
+            d[key] = img
+        return d
+
+
+class LightRotate90d(RandRotate90d):
+    """MONAI's ``RandRotate90d`` (same draws, values and affine) without recording ``applied_operations``."""
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor], lazy: bool | None = None) -> dict[Hashable, Any]:
+        if not _eager(self, data, lazy):
+            return super().__call__(data, lazy)
+        self.randomize()
+        d = dict(data)
+        k, axes = self._rand_k, tuple(a + 1 for a in self.spatial_axes)
+        for key in self.key_iterator(d):
+            img = convert_to_tensor(d[key], track_meta=get_track_meta())
+            if self._do_transform:
+                img = _moved(img, torch.rot90(img, k, axes), _rot90_xform(img, axes, k))
+            d[key] = img
+        return d
+
+
+def _rot90_xform(img: torch.Tensor, axes: tuple[int, int], k: int) -> Any:
+    """The affine of ``k`` turns in ``axes`` (channel axis counted), as MONAI's ``rotate90`` computes it."""
+    ori_shape = list(img.shape[1:])
+    sp_shape = list(ori_shape)
+    if k in (1, 3):
+        sp_shape[axes[0] - 1], sp_shape[axes[1] - 1] = ori_shape[axes[1] - 1], ori_shape[axes[0] - 1]
+    r, sp_r = (int(img.affine.shape[-1]) - 1 if isinstance(img, MetaTensor) else 3), len(ori_shape)
+    xform = to_affine_nd(r, create_translate(sp_r, [-float(d - 1) / 2 for d in sp_shape]))
+    s = -1.0 if int(axes[0]) - int(axes[1]) in (-1, 2) else 1.0
+    if sp_r == 2:
+        rot90 = to_affine_nd(r, create_rotate(sp_r, [s * np.pi / 2]))
+    else:
+        angle: list[float] = [0, 0, 0]
+        angle[({1, 2, 3} - set(axes)).pop() - 1] = s * np.pi / 2
+        rot90 = to_affine_nd(r, create_rotate(sp_r, angle))
+    for _ in range(k):
+        xform = rot90 @ xform
+    return to_affine_nd(r, create_translate(sp_r, [float(d - 1) / 2 for d in ori_shape])) @ xform
+
+
 def _light(keys: KeysCollection, prob: float, size: Sequence[int]) -> list[MapTransform]:
     transforms: list[MapTransform] = [
-        RandFlipd(keys, prob=prob, spatial_axis=0),
-        RandFlipd(keys, prob=prob, spatial_axis=1),
+        LightFlipd(keys, prob=prob, spatial_axis=0),
+        LightFlipd(keys, prob=prob, spatial_axis=1),
     ]
     if len(size) >= 2 and size[0] == size[1]:
-        transforms.append(RandRotate90d(keys, prob=prob, max_k=3, spatial_axes=(0, 1)))
+        transforms.append(LightRotate90d(keys, prob=prob, max_k=3, spatial_axes=(0, 1)))
     return transforms
 
 

@@ -178,7 +178,7 @@ def load_volume(path: str | Path, display_window: bool = False) -> tuple[np.ndar
     return image.array, image.affine, image.meta
 
 
-def _read_one(path: Path, display_window: bool = False) -> LoadedImage:
+def _read_one(path: Path, display_window: bool = False, channel_first: bool = False) -> LoadedImage:
     if path.is_dir():
         return _load_dicom(_dicom_files_under(path), skip_non_dicom=True, where=str(path),
                            display_window=display_window)
@@ -194,7 +194,7 @@ def _read_one(path: Path, display_window: bool = False) -> LoadedImage:
     if suffix in ITK_SUFFIXES:
         return _load_itk(path)
     if is_picture(path):
-        return LoadedImage(*load_picture(path))
+        return LoadedImage(*load_picture(path, channel_first))  # colour as (3, x, y): no copy in EnsureChannelFirst
     return _load_dicom([path], where=str(path), display_window=display_window)
 
 
@@ -232,7 +232,7 @@ class RadpipeReader(ImageReader):
             if len(paths) > 1 and all(p.is_file() and _suffix(p) in DICOM_SUFFIXES for p in paths):
                 return _load_dicom(paths, where=os.path.commonpath([str(p) for p in paths]),
                                    display_window=self.display_window)
-            images = [_read_one(p, self.display_window) for p in paths]
+            images = [_read_one(p, self.display_window, channel_first=len(paths) == 1) for p in paths]
         except ImageRefusedError as e:
             return _Refused(e)
         except ImageReadError as e:  # a picture: MONAI's PIL / ITK readers would read a multi-page file's first page

@@ -73,3 +73,35 @@ def test_same_seed_same_augmentation(dims):
     for a, b in zip(first, again):
         torch.testing.assert_close(a, b)
     assert any(not torch.allclose(a, b) for a, b in zip(first, other))
+
+
+@pytest.mark.parametrize("shape, axes", [((3, 6, 6), (0, 1)), ((1, 5, 5, 4), (0, 1)), ((2, 4, 4, 4), (1, 2))])
+def test_light_flips_and_turns_equal_monai(shape, axes):
+    """LightFlipd / LightRotate90d: MONAI's draws, values, affine and pixdim, the input left as it was."""
+    import numpy as np
+    from monai.data import MetaTensor
+    from monai.transforms import RandFlipd
+
+    from transforms.augment import LightFlipd, LightRotate90d
+
+    affine = torch.tensor([[0.7, 0.1, 0, 5], [0, 1.3, 0.2, -3], [0.1, 0, 2.5, 7], [0, 0, 0, 1]], dtype=torch.float64)
+    values = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
+    pixdim = np.array([1, 0.7, 1.3, 2.5, 1, 1, 1, 1], np.float32)
+    pairs = [(RandFlipd("image", prob=0.5, spatial_axis=a), LightFlipd("image", prob=0.5, spatial_axis=a))
+             for a in range(len(shape) - 1)]
+    pairs.append((RandRotate90d("image", prob=0.5, max_k=3, spatial_axes=axes),
+                  LightRotate90d("image", prob=0.5, max_k=3, spatial_axes=axes)))
+    for monai_t, light_t in pairs:
+        monai_t.set_random_state(7)
+        light_t.set_random_state(7)
+        changed = 0
+        for _ in range(12):
+            given = MetaTensor(values.clone(), affine=affine.clone(), meta={"pixdim": pixdim.copy()})
+            want = monai_t({"image": MetaTensor(values.clone(), affine=affine.clone(), meta={"pixdim": pixdim.copy()})})
+            got = light_t({"image": given})["image"]
+            assert torch.equal(got.as_tensor(), want["image"].as_tensor())
+            assert torch.equal(got.affine, want["image"].affine) and got.applied_operations == []
+            np.testing.assert_array_equal(got.meta["pixdim"], want["image"].meta["pixdim"])
+            assert torch.equal(given.affine, affine) and given.meta["pixdim"].tolist() == pixdim.tolist()
+            changed += not torch.equal(got.as_tensor(), values)
+        assert 0 < changed < 12  # prob 0.5: some calls turned or flipped, some not

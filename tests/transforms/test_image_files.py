@@ -91,6 +91,27 @@ def test_colour_palette_and_alpha(tmp_path):
     assert array.shape == (4, 3) and array[:, 0].tolist() == [255, 254, 253, 252]
 
 
+def test_colour_read_channel_first_equals_channel_last(tmp_path):
+    rgb = np.random.default_rng(3).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    Image.fromarray(rgb).save(tmp_path / "c.jpg", quality=90)
+    Image.fromarray(rgb[..., 1]).save(tmp_path / "g.png")
+    for name in ("c.png", "c.jpg"):
+        last, _, meta_last = load_picture(tmp_path / name)
+        first, _, meta = load_picture(tmp_path / name, channel_first=True)
+        assert first.shape == (3, 30, 20) and first.flags.c_contiguous and meta["original_channel_dim"] == 0
+        np.testing.assert_array_equal(first, np.moveaxis(last, -1, 0))
+        assert meta["spatial_shape"].tolist() == [30, 20] and meta["dim"].tolist() == meta_last["dim"].tolist()
+        for reader in (RadpipeReader(), PictureReader()):
+            np.testing.assert_array_equal(_load(tmp_path / name, reader).numpy(), np.moveaxis(last, -1, 0))
+    np.testing.assert_array_equal(load_picture(tmp_path / "c.png", channel_first=True)[0][:, 7, 5], rgb[5, 7])
+    grey, _, meta = load_picture(tmp_path / "g.png", channel_first=True)  # grey pictures stay (x, y)
+    assert grey.shape == (30, 20) and np.isnan(meta["original_channel_dim"])
+    pair = [str(tmp_path / "c.png")] * 2  # a list of pictures is stacked channel-last, as before
+    stacked = LoadImage(reader=PictureReader(), image_only=True, ensure_channel_first=True)(pair)
+    assert tuple(stacked.shape) == (2, 30, 20, 3)
+
+
 def test_mixed_sizes_and_modes_batch_under_one_channel_rule(tmp_path):
     Image.fromarray(_ramp(20, 30)).save(tmp_path / "a.png")
     red = np.zeros((40, 10, 3), np.uint8)
