@@ -27,10 +27,13 @@ import numpy as np
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_open
 from pipeline.infer.cam import cam_stem
-from pipeline.infer.dicom_sr import ModelIdentity, SrSummary, series_sources
-from pipeline.infer.prediction_file import read_rows
-from pipeline.ingest.rows import safe_name
-from transforms.dicom.reference import read_series_ref
+from pipeline.infer.dicom_sr import (
+    ModelIdentity,
+    SrSummary,
+    pending_rows,
+    series_sources,
+    source_headers,
+)
 
 log = logging.getLogger("radpipe")
 CAM_SERIES_NUMBER = 9901
@@ -122,28 +125,17 @@ def write_cam_maps(predictions: str | Path, cam_dir: str | Path, out_dir: str | 
     A row without a map (its Grad-CAM failed: the row's ``error`` cell says why) is listed as a failure.
     """
     import nibabel as nib
-    import pydicom
 
     out = Path(out_dir)
     refs = series_sources(predictions)
-    _, rows, _ = read_rows(predictions)
     summary = SrSummary()
-    for row in rows:
-        if row.get("status") != "ok":
-            continue
-        series_id = row["series_id"]
-        path = out / f"{safe_name(series_id)}.cam.dcm"
-        if path.is_file():
-            summary.n_present += 1
-            continue
+    for row, series_id, path in pending_rows(predictions, out, "cam.dcm", summary):
         try:
             nifti = Path(cam_dir) / f"{cam_stem(series_id)}.cam.nii.gz"
             if not nifti.is_file():
                 raise PipelineError(row.get("error") or f"no Grad-CAM map {nifti.name} in {cam_dir}")
-            if series_id not in refs:
-                raise PipelineError("series no longer in the scan index")
+            sources = source_headers(refs, series_id)
             image = nib.load(nifti)
-            sources = [pydicom.dcmread(p, stop_before_pixels=True) for p in read_series_ref(refs[series_id])]
             parametric_map = build_cam_map(sources, np.asanyarray(image.dataobj), image.affine, row, model)
             out.mkdir(parents=True, exist_ok=True)
             with atomic_open(path, "wb") as f:

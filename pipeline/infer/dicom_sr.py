@@ -18,6 +18,7 @@ import csv
 import hashlib
 import io
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,26 +140,38 @@ def series_sources(predictions: str | Path) -> dict[str, Path]:
     return refs
 
 
-def write_srs(predictions: str | Path, out_dir: str | Path, classes: list[str], model: ModelIdentity) -> SrSummary:
-    """One SR per ``ok`` row of a DICOM predict's ``predictions`` into ``out_dir`` (present ones kept)."""
-    import pydicom
-
-    out = Path(out_dir)
-    refs = series_sources(predictions)
+def pending_rows(predictions: str | Path, out: Path, suffix: str,
+                 summary: SrSummary) -> Iterator[tuple[dict[str, str], str, Path]]:
+    """``(row, series_id, path)`` of each ``ok`` row of a DICOM predict whose object ``<series>.<suffix>`` is not
+    in ``out`` yet; objects already there are counted in ``summary.n_present`` (a re-run writes nothing new)."""
     _, rows, _ = read_rows(predictions)
-    summary = SrSummary()
     for row in rows:
         if row.get("status") != "ok":
             continue
-        series_id = row["series_id"]
-        path = out / f"{safe_name(series_id)}.sr.dcm"
+        path = out / f"{safe_name(row['series_id'])}.{suffix}"
         if path.is_file():
             summary.n_present += 1
             continue
+        yield row, row["series_id"], path
+
+
+def source_headers(refs: dict[str, Path], series_id: str) -> list[Any]:
+    """The headers (no pixels) of the files of a predicted series, from its scan reference."""
+    import pydicom
+
+    if series_id not in refs:
+        raise PipelineError("series no longer in the scan index")
+    return [pydicom.dcmread(p, stop_before_pixels=True) for p in read_series_ref(refs[series_id])]
+
+
+def write_srs(predictions: str | Path, out_dir: str | Path, classes: list[str], model: ModelIdentity) -> SrSummary:
+    """One SR per ``ok`` row of a DICOM predict's ``predictions`` into ``out_dir`` (present ones kept)."""
+    out = Path(out_dir)
+    refs = series_sources(predictions)
+    summary = SrSummary()
+    for row, series_id, path in pending_rows(predictions, out, "sr.dcm", summary):
         try:
-            if series_id not in refs:
-                raise PipelineError("series no longer in the scan index")
-            sources = [pydicom.dcmread(p, stop_before_pixels=True) for p in read_series_ref(refs[series_id])]
+            sources = source_headers(refs, series_id)
             sr = build_sr(sources, row, classes, model)
             with atomic_open(path, "wb") as f:
                 sr.save_as(f, enforce_file_format=True)

@@ -27,6 +27,17 @@ def _status(status: Any) -> int:
     return int(getattr(status, "Status", -1)) if status is not None else -1
 
 
+
+def retrieve_query(study_uid: str, series_uid: str, sop_uids: list[str] | None) -> Dataset:
+    """The identifier of a C-GET or C-MOVE: a whole series, or some of its instances."""
+    q = Dataset()
+    q.QueryRetrieveLevel = "IMAGE" if sop_uids else "SERIES"
+    q.StudyInstanceUID = study_uid
+    q.SeriesInstanceUID = series_uid
+    if sop_uids:
+        q.SOPInstanceUID = sop_uids
+    return q
+
 class DimseClient:
     """A :class:`~pipeline.ingest.pacs_source.PacsClient` over DIMSE."""
 
@@ -168,12 +179,7 @@ class DimseClient:
                 return 0xC211
             return _SUCCESS
 
-        q = Dataset()
-        q.QueryRetrieveLevel = "IMAGE" if sop_uids else "SERIES"
-        q.StudyInstanceUID = study_uid
-        q.SeriesInstanceUID = series_uid
-        if sop_uids:
-            q.SOPInstanceUID = sop_uids
+        q = retrieve_query(study_uid, series_uid, sop_uids)
         with self._association(ae, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)]) as assoc:
             final, failed = _SUCCESS, 0
             for status, _identifier in assoc.send_c_get(q, model):

@@ -12,9 +12,15 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from pydicom.dataset import Dataset
-
-from pipeline.ingest.pacs_dimse import _PENDING, _SUCCESS, _UIDS_PER_GET, _WARNING, DimseClient, _status
+from pipeline.ingest.pacs_dimse import (
+    _PENDING,
+    _SUCCESS,
+    _UIDS_PER_GET,
+    _WARNING,
+    DimseClient,
+    _status,
+    retrieve_query,
+)
 from pipeline.ingest.pacs_source import PacsError, Sink, Source
 
 _MOVE_HINTS = {
@@ -123,12 +129,7 @@ class MoveClient(DimseClient):
         model = sop_class.StudyRootQueryRetrieveInformationModelMove
         ae = self._ae()
         ae.add_requested_context(model)
-        q = Dataset()
-        q.QueryRetrieveLevel = "IMAGE" if sop_uids else "SERIES"
-        q.StudyInstanceUID = study_uid
-        q.SeriesInstanceUID = series_uid
-        if sop_uids:
-            q.SOPInstanceUID = sop_uids
+        q = retrieve_query(study_uid, series_uid, sop_uids)
         final, failed = _SUCCESS, 0
         with self._association(ae) as assoc:
             for status, _identifier in assoc.send_c_move(q, self.aet, model):
