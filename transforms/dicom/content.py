@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 
+from transforms.dicom.fields import pixel_data_bytes
 from transforms.dicom.raw import UNCOMPRESSED_LE, NotFast, parse_file
 from transforms.dicom.slice_header import SliceHeader
 
@@ -35,8 +36,8 @@ def pixel_digest(header: SliceHeader) -> str | None:
 
 
 def _expected(header: SliceHeader) -> int:
-    return (header.rows * header.cols * header.number_of_frames * header.samples_per_pixel
-            * max(header.bits_allocated, 1) + 7) // 8
+    return pixel_data_bytes(header.rows, header.cols, header.number_of_frames, header.samples_per_pixel,
+                            header.bits_allocated)
 
 
 def _digest_with_pydicom(header: SliceHeader) -> str | None:

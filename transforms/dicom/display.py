@@ -16,15 +16,9 @@ import numpy as np
 from transforms.dicom.header_values import as_float, as_int, as_text
 
 
-def _first(value: Any) -> Any:
-    if isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and not isinstance(value, (str, bytes))):
-        return value[0] if len(value) else None
-    return value
-
-
 def window_of(ds: Mapping[str, Any]) -> tuple[float, float, str] | None:
     """The first (center, width, function) of a header; ``None`` without a usable window."""
-    center, width = as_float(_first(ds.get("WindowCenter"))), as_float(_first(ds.get("WindowWidth")))
+    center, width = as_float(ds.get("WindowCenter")), as_float(ds.get("WindowWidth"))  # the first of several
     if center is None or width is None or not np.isfinite(center) or not np.isfinite(width) or width < 1:
         return None
     return center, width, (as_text(ds, "VOILUTFunction").upper() or "LINEAR")
@@ -42,11 +36,16 @@ def window(values: np.ndarray, center: float, width: float, function: str = "LIN
     return np.clip((x - (center - 0.5)) / (width - 1) + 0.5, 0.0, 1.0).astype(np.float32)
 
 
+def stored_range(ds: Mapping[str, Any], default_bits: int = 16) -> tuple[int, int]:
+    """The lowest and highest stored value BitsStored and PixelRepresentation allow."""
+    bits = as_int(ds.get("BitsStored")) or default_bits
+    signed = (as_int(ds.get("PixelRepresentation")) or 0) == 1
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+
+
 def _uninvert(values: np.ndarray, ds: Mapping[str, Any], slope: float, intercept: float) -> np.ndarray:
     """The modality values of a MONOCHROME1 image as stored, from the loader's inverted ones."""
-    bits = as_int(ds.get("BitsStored")) or 16
-    signed = (as_int(ds.get("PixelRepresentation")) or 0) == 1
-    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    lo, hi = stored_range(ds)
     return slope * (lo + hi) + 2.0 * intercept - values.astype(np.float64)
 
 
@@ -77,9 +76,7 @@ def apply_display_window(values: np.ndarray, ds: Mapping[str, Any]) -> tuple[np.
         center, width, function = found
         shown, how = window(original, center, width, function), f"window {center:g}/{width:g} {function}"
     else:
-        bits = as_int(ds.get("BitsStored")) or 16
-        signed = (as_int(ds.get("PixelRepresentation")) or 0) == 1
-        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+        lo, hi = stored_range(ds)
         low, high = slope * lo + intercept, slope * hi + intercept
         shown = np.clip((original - low) / (high - low), 0.0, 1.0).astype(np.float32)
         how = "no VOI LUT or window in the header: the stored range"

@@ -49,6 +49,11 @@ def check_image(ds: Dataset | Mapping[str, Any], sop_class: str, path: str | Pat
         raise DicomReadError(f"{path}: {what} without Rows/Columns; the file is damaged or truncated: re-export it")
 
 
+def pixel_data_bytes(rows: int, cols: int, frames: int, samples: int, bits: int) -> int:
+    """Bytes of uncompressed pixel data: Rows x Columns x frames x samples x BitsAllocated, rounded up to bytes."""
+    return (rows * cols * frames * samples * max(bits, 1) + 7) // 8
+
+
 def check_pixel_data(path: str | Path, *, offset: int, length: int, size: int, rows: int, cols: int, frames: int,
                      samples: int, bits: int, native: bool) -> None:
     """Refuse pixel data cut short by the file's end, or (``native``: uncompressed) shorter or longer than
@@ -60,7 +65,7 @@ def check_pixel_data(path: str | Path, *, offset: int, length: int, size: int, r
     if offset + length > size:
         raise DicomReadError(f"{path}: truncated: the pixel data should end at byte {offset + length} but the file "
                              f"has {size} bytes; re-export it")
-    expected = (rows * cols * frames * samples * max(bits, 1) + 7) // 8
+    expected = pixel_data_bytes(rows, cols, frames, samples, bits)
     if native and not expected <= length <= expected + 1:
         raise DicomReadError(f"{path}: pixel data holds {length} bytes but {rows}x{cols}x{frames} frames x {samples} "
                              f"samples of {bits} bits need {expected}; the header does not match the pixels "

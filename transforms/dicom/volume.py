@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.errors import DicomReadError, NotAnImageError
-from transforms.dicom.display import apply_display_window
+from transforms.dicom.display import apply_display_window, stored_range
 from transforms.dicom.rescale import philips_floating_point, plane_rescale, rescale_planes
 from transforms.dicom.fields import header_from_values
 from transforms.dicom.raw import NotFast, native_pixels, parse_file
@@ -108,9 +108,7 @@ def _pixels(ds: Dataset, path: str) -> np.ndarray:
 
 def _invert_monochrome1(stored: np.ndarray, ds: Mapping[str, Any] | Dataset) -> np.ndarray:
     """Map MONOCHROME1 stored values onto MONOCHROME2 over the range BitsStored allows."""
-    bits = int(ds.get("BitsStored", 8 * stored.dtype.itemsize) or 8 * stored.dtype.itemsize)
-    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
-    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    lo, hi = stored_range(ds, default_bits=8 * stored.dtype.itemsize)
     return (lo + hi - stored.astype(np.int64)).astype(stored.dtype)
 
 
