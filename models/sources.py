@@ -21,7 +21,6 @@ pickle that would run code is refused. The cache folder is ``$RADPIPE_WEIGHTS_DI
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import WeightsError
-from pipeline.files import write_atomic
+from pipeline.files import file_digest, write_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -90,12 +89,8 @@ def weights_dir() -> Path:
 
 
 def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Hex sha256 of a file (what a download records and a cached file is checked against)."""
+    return file_digest(path, "sha256")
 
 
 def _download(url: str, dest: Path, hash_prefix: str = "") -> None:

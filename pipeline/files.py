@@ -18,6 +18,7 @@ Example:
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from collections.abc import Iterator
@@ -108,6 +109,15 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, durable: bo
     with atomic_open(path, "wb", durable=durable) as f:
         f.write(data.encode("utf-8") if isinstance(data, str) else data)
     return Path(path)
+
+
+def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes (``hashlib`` algorithm name), read in 1 MiB chunks."""
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _alive(pid: int) -> bool:

@@ -15,7 +15,6 @@ the weights, so a re-run writes the same objects and a PACS stores a re-sent one
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import logging
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from pipeline import __version__
 from pipeline.errors import PipelineError
 from pipeline.files import atomic_open, write_atomic
 from pipeline.infer.prediction_file import read_rows
+from models.sources import file_sha256
 from pipeline.ingest.rows import safe_name
 from transforms.dicom.reference import read_series_ref
 
@@ -53,15 +53,6 @@ class SrSummary:
     n_present: int = 0
     n_pushed: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _code(value: str, meaning: str = "") -> Any:

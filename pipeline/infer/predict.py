@@ -18,7 +18,6 @@ unsharded run's.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -31,7 +30,7 @@ import torch
 
 from pipeline.config import Config
 from pipeline.errors import ImageReadError
-from pipeline.files import remove_stale_temporaries
+from pipeline.files import file_digest, remove_stale_temporaries
 from pipeline.infer.batching import (
     CaseDataset,
     Predictor,
@@ -182,7 +181,7 @@ def _predict_into(target: Path, run: Any, run_dir: str | Path, input_path: str |
     cases = [c for c in source.cases if not shard or in_shard(c.id, *shard)]
     columns = ["series_id", *source.key_columns, *prediction_columns(labels.task, labels.classes), "status", "error"]
     job = {"run": str(Path(run_dir).resolve()), "input": str(Path(input_path).resolve()),
-           "checkpoint_sha1": file_sha1(run.run_dir / "checkpoints" / "best.pt"),
+           "checkpoint_sha1": file_digest(run.run_dir / "checkpoints" / "best.pt", "sha1"),
            "shard": list(shard) if shard else None, "threshold": "argmax" if threshold is None else threshold}
     remove_stale_temporaries(target.parent)  # of a predict killed while writing its files
     writer = ResumableCsvWriter(target, columns, job=job)
@@ -215,15 +214,6 @@ def _predict_into(target: Path, run: Any, run_dir: str | Path, input_path: str |
     n_ok = sum(r["status"] == "ok" for r in rows)
     return PredictSummary(target, skipped_file, n_rows, n_ok, n_rows - n_ok, len(source.skipped), resumed, shard,
                           seconds_inputs, seconds)
-
-
-def file_sha1(path: str | Path) -> str:
-    """SHA-1 of a file's bytes (identifies the checkpoint a prediction file comes from)."""
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _run_batches(loader: torch.utils.data.DataLoader, predictor: Predictor, writer: ResumableCsvWriter,

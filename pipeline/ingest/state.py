@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.files import write_atomic
+from pipeline.files import file_digest, write_atomic
 
 STATE_VERSION = 1
 
@@ -32,10 +32,6 @@ def walk_digest(identity: dict[str, str], files: Sequence[tuple[str, int, int]],
     return digest.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def outputs_fingerprint(paths: dict[str, Path]) -> dict[str, str] | None:
     """Fingerprints of the index, the skipped list and the series references; None when one is missing."""
     try:
@@ -44,7 +40,7 @@ def outputs_fingerprint(paths: dict[str, Path]) -> dict[str, str] | None:
             for entry in sorted(entries, key=lambda e: e.name):
                 st = entry.stat(follow_symlinks=False)
                 refs.update(f"{entry.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
-        return {"index": _file_sha256(paths["index"]), "skipped": _file_sha256(paths["skipped"]),
+        return {"index": file_digest(paths["index"]), "skipped": file_digest(paths["skipped"]),
                 "series": refs.hexdigest()}
     except OSError:
         return None
