@@ -1,39 +1,23 @@
-"""MedMNIST v2 end to end through the radpipe CLI, beside the paper's published test figures.
+"""MedMNIST v2 end to end through the radpipe CLI with the default recipes, beside the paper's test figures.
 
-``import-medmnist`` -> ``train`` -> ``evaluate`` (val and test) -> ``report``, each a subprocess
-(``python -m pipeline ...``), with one fixed protocol for any MedMNIST file (2D or 3D, binary,
-multi-class or multi-label, grey or RGB). Nothing depends on the dataset except the number of
-spatial dimensions and the number of training images:
+``import-medmnist`` (once) -> for each seed: ``train`` -> ``evaluate`` (val, then test) -> ``report``, each a
+subprocess (``python -m pipeline ...``). What is measured is the recipe ``import-medmnist`` writes into
+``config.yaml`` (:mod:`pipeline.manifest.medmnist_recipe`: one for 2D, one for 3D, for any MedMNIST-like file;
+only the epochs depend on the dataset, from a fixed budget of training images), passed again as ``--set``
+arguments so a run's command line shows it whole. ``best.pt`` is chosen by validation AUC (the trainer's rule,
+as the paper chooses its model); the test split is read only by ``evaluate --split test`` after training, and
+nothing is chosen from it. ``--set KEY=VALUE`` explores a change to the recipe (the result records it).
 
-* 2D: ResNet-10 with the small-input stem (3x3 conv, stride 1, no max-pool: the CIFAR-style stem
-  the MedMNIST authors use at 28 px), batch 64.
-* 3D: ResNet-10 with the standard stem (7x7x7 stride-2 conv + max-pool), batch 32.
-* Both: AdamW lr 1e-3, weight decay 1e-4, cosine to 0 (after 1 warm-up epoch when epochs >= 10), ``light``
-  augmentation (flips and 90-degree in-plane rotations), ``minmax`` intensity, no class balancing;
-  a fixed budget of training images, ``epochs = clip(round(budget / n_train), 2, 40)`` with a budget
-  of 38,400 images in 2D (600 steps of 64) and 9,600 volumes in 3D (300 steps of 32), validation
-  about 20 times per run, ``best.pt`` chosen by validation AUC (the trainer's rule, as the paper
-  chooses its model). The test split is read only by ``evaluate --split test`` after training, and
-  nothing is chosen from it.
-
-Why ResNet-10 and these budgets (this 2-core CPU): 2D at 28 px with the small stem, ResNet-18 11
-img/s vs ResNet-10 24 img/s (training step, one thread); 3D at 28^3 the small stem is out of reach
-(ResNet-10 0.4 volumes/s: 64 channels at full 28^3 resolution), standard stem ResNet-18 13 vol/s vs
-ResNet-10 27 vol/s. Inside the full pipeline on the idle machine (2 threads), ResNet-10 small-stem
-training runs at about 75 img/s, so 38,400 images (8 PneumoniaMNIST epochs) take about 11 minutes
-with import and evaluation, inside the 15-minute target; the 3D budget already meets it. The
-paper trains 100 epochs; this protocol trains 8 (PneumoniaMNIST), 40 (BreastMNIST, the cap) and 8
-(AdrenalMNIST3D). A first 2D budget of 9,600 images (2 PneumoniaMNIST epochs, chosen while the
-machine was shared with other jobs) gave a PneumoniaMNIST test AUC of 0.920.
-
-Figures printed: test AUC and ACC as MedMNIST computes them (binary: AUC of the second class's
-probability, ACC at probability > 0.5; multi-class: mean one-vs-rest AUC, ACC of the argmax;
-multi-label: means over labels at 0.5), our report's AUC (95% bootstrap CI) and its accuracy at
-the Youden threshold fixed on the validation predictions (labelled as such), and timings.
+Figures printed: per seed, test AUC and ACC as MedMNIST computes them (binary: AUC of the second class's
+probability, ACC at probability > 0.5; multi-class: mean one-vs-rest AUC, ACC of the argmax; multi-label:
+means over labels at 0.5), the best validation AUC and its epoch, wall minutes and training images/s; then
+mean ± sample std (min-max) over the seeds beside the paper's rows, whether the mean is above the paper's best
+ResNet AUC, and the README table's rows.
 
 Usage::
 
-    python benchmarks/medmnist.py --data /path/pneumoniamnist.npz --json pneumonia.json --work /tmp/bench/pneu
+    python benchmarks/medmnist.py --data pneumoniamnist.npz breastmnist.npz adrenalmnist3d.npz --seeds 3 \\
+        --threads 2 --work /tmp/bench/medmnist --json medmnist.json
     python benchmarks/medmnist.py --data breastmnist.npz --epochs 1 --limit 40     # smoke test
 
 Paper: Yang et al., "MedMNIST v2", Scientific Data 10:41 (2023); all baselines from scratch,
@@ -73,15 +57,6 @@ PAPER: dict[str, dict[str, tuple[float, float]]] = {
     },
 }
 
-#: The fixed protocol: per spatial dims, model and optimisation; epochs come from the image budget.
-PROTOCOL: dict[int, dict[str, Any]] = {
-    2: {"model": "resnet10", "small_input": True, "batch_size": 64, "budget_images": 38_400},
-    3: {"model": "resnet10", "small_input": False, "batch_size": 32, "budget_images": 9_600},
-}
-COMMON = {"lr": 1e-3, "optimizer": "adamw", "weight_decay": 1e-4, "scheduler": "cosine", "warmup_epochs": 1,
-          "augment": "light", "intensity": "minmax", "min_epochs": 2, "max_epochs": 40, "validations": 20}
-
-
 def best_paper_resnet(name: str) -> tuple[str, float] | None:
     """The paper's best ResNet test AUC for dataset ``name`` (method, AUC), or None when unknown."""
     rows = {m: v for m, v in PAPER.get(name, {}).items() if m.startswith("ResNet")}
@@ -91,31 +66,47 @@ def best_paper_resnet(name: str) -> tuple[str, float] | None:
     return method, rows[method][0]
 
 
-def protocol(spatial_dims: int, n_train: int, epochs: int | None = None) -> dict[str, Any]:
-    """The protocol settings for a dataset of ``spatial_dims`` with ``n_train`` training images."""
-    p = {**COMMON, **PROTOCOL[spatial_dims]}
-    if epochs is None:
-        epochs = int(np.clip(round(p["budget_images"] / max(1, n_train)), p["min_epochs"], p["max_epochs"]))
-    p["epochs"] = epochs
-    p["warmup_epochs"] = p["warmup_epochs"] if epochs >= 10 else 0
-    p["val_every"] = max(1, epochs // p["validations"])
-    p["steps"] = epochs * -(-n_train // p["batch_size"])
+def protocol(spatial_dims: int, n_train: int, epochs: int | None = None, size: tuple[int, ...] = ()) -> dict[str, Any]:
+    """The default recipe (:mod:`pipeline.manifest.medmnist_recipe`) for a dataset, as flat settings.
+
+    Keys: ``model`` (name), ``small_input``, ``transforms.<key>`` for the recipe's transforms settings, the
+    ``train`` settings by name, and ``steps`` (optimiser steps of the run). ``epochs`` overrides the budget's.
+    """
+    from pipeline.manifest.medmnist_recipe import RECIPES, recipe
+
+    sections = recipe(spatial_dims, n_train, size)
+    model, train = sections["model"], dict(sections["train"])
+    if epochs is not None:
+        r = RECIPES[spatial_dims]
+        train.update(epochs=epochs, warmup_epochs=1 if epochs >= r.warmup_from else 0,
+                     val_every=max(1, round(epochs / r.validations)))
+    p: dict[str, Any] = {"model": model["name"], "small_input": bool(model.get("small_input")),
+                         **{f"model.{k}": v for k, v in model.items() if k not in ("name", "small_input")},
+                         **{f"transforms.{k}": v for k, v in sections["transforms"].items()},
+                         "transforms.intensity": "minmax", **train}
+    p["steps"] = p["epochs"] * -(-n_train // p["batch_size"])
     return p
 
 
+def _yaml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_yaml_value(v) for v in value) + "]"
+    return str(value)
+
+
 def overrides(p: dict[str, Any]) -> list[str]:
-    """``--set`` arguments of protocol ``p``."""
-    sets = {
-        "model.name": p["model"], "model.small_input": str(p["small_input"]).lower(),
-        "train.epochs": p["epochs"], "train.batch_size": p["batch_size"], "train.lr": p["lr"],
-        "train.optimizer": p["optimizer"], "train.weight_decay": p["weight_decay"],
-        "train.scheduler": p["scheduler"], "train.warmup_epochs": p["warmup_epochs"],
-        "train.val_every": p["val_every"], "train.key_metric": "auc", "train.device": "cpu",
-        "train.tensorboard": "false", "transforms.augment": p["augment"], "transforms.intensity": p["intensity"],
-    }
+    """``--set`` arguments of protocol ``p`` (plus CPU, no TensorBoard)."""
+    sets: dict[str, Any] = {"train.device": "cpu", "train.tensorboard": False}
+    for key, value in p.items():
+        if key == "steps":
+            continue
+        name = {"model": "model.name", "small_input": "model.small_input"}.get(key, key)
+        sets[name if "." in name else f"train.{name}"] = value
     args = []
     for key, value in sets.items():
-        args += ["--set", f"{key}={value}"]
+        args += ["--set", f"{key}={_yaml_value(value)}"]
     return args
 
 
@@ -182,33 +173,33 @@ def _report_figures(report_json: Path) -> dict[str, Any]:
     return {k: overall.get(k) for k in keys if k in overall}
 
 
-def benchmark(data: str | Path, work: str | Path, epochs: int | None = None, limit: int | None = None,
-              threads: int | None = None, bootstrap: int = 1000) -> dict[str, Any]:
-    """Import, train, evaluate and report one MedMNIST file; return the figures and timings."""
+def import_dataset(data: str | Path, work: Path, log: Path, env: dict[str, str], limit: int | None) -> dict[str, Any]:
+    """``import-medmnist`` into ``work/data`` (once for every seed); what it wrote and how long it took."""
     from pipeline.manifest.medmnist import dataset_name
 
-    data, work = Path(data).absolute(), Path(work)
-    work.mkdir(parents=True, exist_ok=True)
-    log = work / "commands.log"
-    env = dict(os.environ)
-    if threads:
-        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    name = dataset_name(data)
-    imported, run, val_csv, test_csv, report_dir = (work / p for p in ("data", "run", "val.csv", "test.csv", "report"))
-    start = time.monotonic()
-    timings: dict[str, float] = {}
+    imported = work / "data"
     cmd = ["import-medmnist", str(data), "--out", str(imported)]
-    timings["import_s"] = run_cli(cmd + (["--limit", str(limit)] if limit else []), log, env)
-    manifest = imported / "manifest.csv"
-    df = pd.read_csv(manifest)
-    counts = {s: int((df["split"] == s).sum()) for s in ("train", "val", "test")}
-    labels = json.loads((imported / "labels.json").read_text(encoding="utf-8"))
+    import_s = run_cli(cmd + (["--limit", str(limit)] if limit else []), log, env)
     import yaml
 
-    spatial_dims = int(yaml.safe_load((imported / "config.yaml").read_text())["transforms"]["spatial_dims"])
-    p = protocol(spatial_dims, counts["train"], epochs)
+    df = pd.read_csv(imported / "manifest.csv")
+    transforms = yaml.safe_load((imported / "config.yaml").read_text())["transforms"]
+    return {"name": dataset_name(data), "dir": imported, "import_s": import_s,
+            "counts": {s: int((df["split"] == s).sum()) for s in ("train", "val", "test")},
+            "labels": json.loads((imported / "labels.json").read_text(encoding="utf-8")),
+            "spatial_dims": int(transforms["spatial_dims"]), "size": tuple(transforms["size"])}
+
+
+def run_seed(ds: dict[str, Any], p: dict[str, Any], seed: int, work: Path, log: Path, env: dict[str, str],
+             bootstrap: int, extra: list[str]) -> dict[str, Any]:
+    """Train, evaluate (val, then test) and report one seed of the recipe; its figures and timings."""
+    imported, manifest = ds["dir"], ds["dir"] / "manifest.csv"
+    run, val_csv, test_csv, report_dir = (work / p_ for p_ in ("run", "val.csv", "test.csv", "report"))
+    before = dict(CPU_SECONDS)
+    timings = {"import_s": ds["import_s"]}
+    sets = overrides(p) + ["--set", f"train.seed={seed}"] + [a for kv in extra for a in ("--set", kv)]
     timings["train_s"] = run_cli(["train", "--config", str(imported / "config.yaml"), "--manifest", str(manifest),
-                                  "--out", str(run), *overrides(p)], log, env)
+                                  "--out", str(run), *sets], log, env)
     timings["evaluate_s"] = sum(
         run_cli(["evaluate", "--run", str(run), "--manifest", str(manifest), "--split", split, "--out", str(out),
                  "--batch-size", "128"], log, env)
@@ -216,24 +207,15 @@ def benchmark(data: str | Path, work: str | Path, epochs: int | None = None, lim
     )
     timings["report_s"] = run_cli(["report", str(test_csv), "--out", str(report_dir), "--threshold-from", str(val_csv),
                                    "--run", str(run), "--bootstrap", str(bootstrap)], log, env)
-    timings["total_s"] = time.monotonic() - start
-    cpu = {f"{k.replace('-', '_')}_cpu_s": v for k, v in CPU_SECONDS.items()}
-    cpu["total_cpu_s"] = sum(CPU_SECONDS.values())
+    timings["total_s"] = sum(timings.values())
+    cpu = {f"{k.replace('-', '_')}_cpu_s": v - before.get(k, 0.0) for k, v in CPU_SECONDS.items()}
+    cpu["total_cpu_s"] = sum(cpu.values())
     history = pd.read_csv(run / "metrics.csv")
     val_auc = history["val_auc"].dropna() if "val_auc" in history else pd.Series(dtype=float)
     best_row = history.loc[val_auc.idxmax()] if len(val_auc) else None
-    paper = PAPER.get(name, {})
-    best = best_paper_resnet(name)
     ours = medmnist_metrics(test_csv, imported / "labels.json")
     return {
-        "dataset": name,
-        "file": str(data),
-        "task": labels["task"],
-        "classes": labels["classes"],
-        "spatial_dims": spatial_dims,
-        "counts": counts,
-        "limit": limit,
-        "protocol": p,
+        "seed": seed,
         "test": {"medmnist_auc": ours["auc"], "medmnist_acc": ours["acc"]},
         "report": _report_figures(report_dir / "report.json"),
         "val": {"best_auc": None if best_row is None else float(best_row["val_auc"]),
@@ -241,74 +223,154 @@ def benchmark(data: str | Path, work: str | Path, epochs: int | None = None, lim
         "train_images_per_s": float(history["images_per_s"].median()) if "images_per_s" in history else None,
         "timings": timings,
         "cpu_seconds": cpu,
-        "paper": {m: {"auc": a, "acc": c} for m, (a, c) in paper.items()},
-        "paper_best_resnet": None if best is None else {"method": best[0], "auc": best[1]},
-        "meets_best_resnet_auc": None if best is None else ours["auc"] >= best[1],
         "within_15_min": timings["total_s"] <= 900,
         "run_dir": str(run),
     }
 
 
+def spread(values: list[float]) -> dict[str, float]:
+    """Mean, sample standard deviation (0 for one value), min and max."""
+    a = np.asarray(values, dtype=float)
+    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
+            "min": float(a.min()), "max": float(a.max()), "n": int(len(a))}
+
+
+def benchmark(data: str | Path, work: str | Path, epochs: int | None = None, limit: int | None = None,
+              threads: int | None = None, bootstrap: int = 1000, seeds: int = 1,
+              extra: list[str] | None = None) -> dict[str, Any]:
+    """Import one MedMNIST file, then train, evaluate and report the default recipe once per seed.
+
+    Args:
+        data: the ``.npz`` file.
+        work: work folder (``data/`` once, ``seed<N>/`` per seed).
+        epochs: override the recipe's epochs (smoke tests).
+        limit: import only the first N cases of each split (smoke tests).
+        threads: torch threads of each command.
+        bootstrap: resamples of the report's AUC CI.
+        seeds: seeds 0 .. seeds-1, one after the other.
+        extra: ``section.key=value`` overrides on top of the recipe (recorded in the result; not the default).
+    """
+    data, work = Path(data).absolute(), Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "commands.log"
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    ds = import_dataset(data, work, log, env, limit)
+    p = protocol(ds["spatial_dims"], ds["counts"]["train"], epochs, ds["size"])
+    runs = [run_seed(ds, p, seed, work / f"seed{seed}", log, env, bootstrap, list(extra or [])) for seed in range(seeds)]
+    name = ds["name"]
+    paper, best = PAPER.get(name, {}), best_paper_resnet(name)
+    auc = spread([r["test"]["medmnist_auc"] for r in runs])
+    return {
+        "dataset": name,
+        "file": str(data),
+        "task": ds["labels"]["task"],
+        "classes": ds["labels"]["classes"],
+        "spatial_dims": ds["spatial_dims"],
+        "counts": ds["counts"],
+        "limit": limit,
+        "protocol": p,
+        "extra": list(extra or []),
+        "runs": runs,
+        "summary": {
+            "test_auc": auc,
+            "test_acc": spread([r["test"]["medmnist_acc"] for r in runs]),
+            "val_best_auc": spread([r["val"]["best_auc"] for r in runs if r["val"]["best_auc"] is not None] or [0.0]),
+            "total_s": spread([r["timings"]["total_s"] for r in runs]),
+            "train_s": spread([r["timings"]["train_s"] for r in runs]),
+        },
+        "paper": {m: {"auc": a, "acc": c} for m, (a, c) in paper.items()},
+        "paper_best_resnet": None if best is None else {"method": best[0], "auc": best[1]},
+        "meets_best_resnet_auc": None if best is None else auc["mean"] > best[1],
+        "within_15_min": all(r["within_15_min"] for r in runs),
+    }
+
+
+def _pm(v: dict[str, float]) -> str:
+    return f"{v['mean']:.3f} ± {v['std']:.3f} ({v['min']:.3f}-{v['max']:.3f})"
+
+
 def format_result(r: dict[str, Any]) -> str:
-    """The printed table of one benchmark result."""
-    t, rep, tm = r["test"], r["report"], r["timings"]
-    p = r["protocol"]
+    """The printed table of one benchmark result (every seed, then mean ± std (min-max) beside the paper)."""
+    p, summary = r["protocol"], r["summary"]
+    stem = "small-input stem" if p["small_input"] else "standard stem"
     lines = [
         f"{r['dataset']}: {r['spatial_dims']}D {r['task']}, train/val/test {r['counts']['train']}/"
         f"{r['counts']['val']}/{r['counts']['test']}" + (f" (first {r['limit']} per split)" if r["limit"] else ""),
-        f"protocol: {p['model']} small_input={p['small_input']} batch {p['batch_size']} epochs {p['epochs']} "
-        f"({p['steps']} steps) AdamW lr {p['lr']} cosine, augment {p['augment']}; best val AUC "
-        f"{r['val']['best_auc'] if r['val']['best_auc'] is None else round(r['val']['best_auc'], 4)} "
-        f"at epoch {r['val']['best_epoch']}",
+        f"recipe: {p['model']} ({stem}), augment {p.get('transforms.augment')}, batch {p['batch_size']}, "
+        f"{p['epochs']} epochs ({p['steps']} steps), {p['optimizer']} lr {p['lr']} {p['scheduler']}"
+        + (f"; overrides {' '.join(r['extra'])}" if r["extra"] else ""),
         "",
-        f"{'method':<34} {'test AUC':>9} {'test ACC':>9}",
-        f"{'radpipe (this run), MedMNIST ACC':<34} {t['medmnist_auc']:>9.3f} {t['medmnist_acc']:>9.3f}",
+        f"{'seed':<6} {'test AUC':>9} {'test ACC':>9} {'best val AUC (epoch)':>21} {'total':>8} {'train img/s':>12}",
     ]
-    acc_youden = rep.get("accuracy")
-    if acc_youden is not None:
-        ci = ""
-        if rep.get("auc_ci_low") is not None:
-            ci = f"   (AUC 95% CI {rep['auc_ci_low']:.3f}-{rep['auc_ci_high']:.3f})"
-        lines.append(f"{'radpipe, ACC at val Youden thr.':<34} {rep['auc']:>9.3f} {acc_youden:>9.3f}{ci}")
+    for run in r["runs"]:
+        t, v = run["test"], run["val"]
+        val = "-" if v["best_auc"] is None else f"{v['best_auc']:.4f} ({v['best_epoch']})"
+        lines.append(f"{run['seed']:<6} {t['medmnist_auc']:>9.3f} {t['medmnist_acc']:>9.3f} {val:>21} "
+                     f"{run['timings']['total_s'] / 60:>6.1f} m {run['train_images_per_s'] or 0:>12.0f}")
+    lines += ["", f"{'method':<34} {'test AUC':>26} {'test ACC':>26}",
+              f"{'radpipe, mean ± std (min-max)':<34} {_pm(summary['test_auc']):>26} {_pm(summary['test_acc']):>26}"]
     for method, v in r["paper"].items():
-        lines.append(f"{'paper: ' + method:<34} {v['auc']:>9.3f} {v['acc']:>9.3f}")
+        lines.append(f"{'paper: ' + method:<34} {v['auc']:>26.3f} {v['acc']:>26.3f}")
     if r["paper_best_resnet"]:
         b = r["paper_best_resnet"]
-        verdict = "meets" if r["meets_best_resnet_auc"] else "below"
-        lines.append(f"target (paper's best ResNet AUC, {b['method']}): {b['auc']:.3f} -> {verdict}")
+        verdict = "above" if r["meets_best_resnet_auc"] else "not above"
+        lines.append(f"target (paper's best ResNet AUC, {b['method']}): {b['auc']:.3f} -> mean of "
+                     f"{summary['test_auc']['n']} seed(s) {summary['test_auc']['mean']:.3f}: {verdict}")
     else:
         lines.append("no published figures for this dataset: ours only")
-    lines.append(
-        f"timings: import {tm['import_s']:.0f} s, train {tm['train_s']:.0f} s, evaluate {tm['evaluate_s']:.0f} s, "
-        f"report {tm['report_s']:.0f} s, total {tm['total_s']:.0f} s ({tm['total_s'] / 60:.1f} min; budget 15 min: "
-        f"{'ok' if r['within_15_min'] else 'over'}); training {r['train_images_per_s'] or 0:.0f} img/s",
-    )
-    cpu = r.get("cpu_seconds", {})
-    if cpu:
-        lines.append(f"CPU time of the commands: train {cpu.get('train_cpu_s', 0):.0f} s, total "
-                     f"{cpu.get('total_cpu_s', 0):.0f} s (wall / CPU shows how much the machine was shared)")
+    tot = summary["total_s"]
+    lines.append(f"wall per seed (import, train, evaluate, report): median {tot['mean'] / 60:.1f} min, max "
+                 f"{tot['max'] / 60:.1f} min (budget 15 min: {'ok' if r['within_15_min'] else 'over'})")
     return "\n".join(lines)
+
+
+def markdown_row(r: dict[str, Any]) -> str:
+    """The README table's row for one result."""
+    s, b = r["summary"], r["paper_best_resnet"]
+    target = "-" if b is None else f"{b['auc']:.3f} ({b['method']}): {'above' if r['meets_best_resnet_auc'] else 'not above'}"
+    return (f"| {r['dataset']} | {s['test_auc']['n']} | **{s['test_auc']['mean']:.3f}** ± {s['test_auc']['std']:.3f} "
+            f"({s['test_auc']['min']:.3f}-{s['test_auc']['max']:.3f}) | {s['test_acc']['mean']:.3f} ± "
+            f"{s['test_acc']['std']:.3f} | {s['val_best_auc']['mean']:.3f} | {target} | "
+            f"{s['total_s']['mean'] / 60:.1f} (max {s['total_s']['max'] / 60:.1f}) |")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="Protocol and reasons: see the module docstring.")
-    parser.add_argument("--data", required=True, metavar="FILE.npz", help="a MedMNIST v2 .npz file")
+                                     epilog="Recipe and protocol: see the module docstring.")
+    parser.add_argument("--data", required=True, nargs="+", metavar="FILE.npz", help="MedMNIST v2 .npz file(s)")
     parser.add_argument("--json", metavar="OUT.json", help="write the figures and timings there")
     parser.add_argument("--work", metavar="DIR", help="work folder (default: a temporary folder, removed)")
-    parser.add_argument("--epochs", type=int, help="override the protocol's epochs (smoke tests)")
+    parser.add_argument("--seeds", type=int, default=1, help="train seeds 0..N-1, one after the other (default 1)")
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                        help="override the recipe (exploration; the result records it)")
+    parser.add_argument("--epochs", type=int, help="override the recipe's epochs (smoke tests)")
     parser.add_argument("--limit", type=int, help="import only the first N cases of each split (smoke tests)")
     parser.add_argument("--threads", type=int, help="torch threads of each command (OMP_NUM_THREADS)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the AUC CI")
     args = parser.parse_args(argv)
+    results = []
     with tempfile.TemporaryDirectory(prefix="radpipe-medmnist-") as tmp:
-        work = Path(args.work) if args.work else Path(tmp)
-        result = benchmark(args.data, work, args.epochs, args.limit, args.threads, args.bootstrap)
-        print(format_result(result))
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=2, default=float), encoding="utf-8")
-            print(f"wrote {args.json}")
+        base = Path(args.work) if args.work else Path(tmp)
+        for data in args.data:
+            from pipeline.manifest.medmnist import dataset_name
+
+            work = base / dataset_name(data) if len(args.data) > 1 else base
+            result = benchmark(data, work, args.epochs, args.limit, args.threads, args.bootstrap, args.seeds,
+                               args.extra)
+            print(format_result(result) + "\n", flush=True)
+            results.append(result)
+    print("| dataset | seeds | test AUC mean ± std (min-max) | test ACC (0.5) mean ± std | best val AUC, mean | "
+          "paper's best ResNet AUC | minutes per seed |")
+    print("|---|---|---|---|---|---|---|")
+    for result in results:
+        print(markdown_row(result))
+    if args.json:
+        out = results[0] if len(results) == 1 else {"results": results}
+        Path(args.json).write_text(json.dumps(out, indent=2, default=float), encoding="utf-8")
+        print(f"wrote {args.json}")
     return 0
 
 

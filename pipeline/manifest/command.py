@@ -14,6 +14,7 @@ from pipeline.locks import output_lock
 from pipeline.manifest.import_images import import_images
 from pipeline.manifest.join import UnmatchedError, join_manifest
 from pipeline.manifest.medmnist import import_medmnist
+from pipeline.manifest.medmnist_recipe import describe_recipe
 from pipeline.manifest.reading import image_columns, load_manifest, patient_column, read_manifest_csv
 from pipeline.manifest.split import assign_folds, assign_splits, rebase_image_paths, split_table
 from pipeline.manifest.validation import (
@@ -111,6 +112,8 @@ def import_medmnist_command(args: argparse.Namespace) -> int:
         f"{'x'.join(map(str, result.size))}, task {result.task}, classes {list(result.classes)}"
     )
     print("cases per split: " + ", ".join(f"{k} {v}" for k, v in result.counts.items()))
+    described = describe_recipe(result.spatial_dims, result.counts.get("train", 0), result.size)
+    print(f"recipe ({result.spatial_dims}D default, in config.yaml): {described}")
     print(f"wrote {result.manifest} and {total} image(s) in {time.monotonic() - start:.1f} s")
     print(f"next: radpipe train --config {Path(args.out) / 'config.yaml'} --manifest {result.manifest}")
     return 0

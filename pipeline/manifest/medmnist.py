@@ -11,8 +11,9 @@
   column per class instead of ``label``). MedMNIST has no patient ids: ``patient_id`` is
   the case id (e.g. ``train_00012``), so grouping by patient is a no-op here.
 * ``DIR/labels.json``: task, classes in the official label order, label columns.
-* ``DIR/config.yaml``: a starting config (task, classes, spatial dims, size, ``minmax`` intensity,
-  ``channels: rgb`` for RGB files (else ``grey``), small-input stem up to 64 px).
+* ``DIR/config.yaml``: task, classes, spatial dims, size, ``minmax`` intensity, ``channels: rgb`` for RGB
+  files (else ``grey``) and the default recipe of :mod:`pipeline.manifest.medmnist_recipe` (model,
+  augmentation, optimiser, epochs from the size of the training split; the small-input stem up to 64 px).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from pipeline.config import config_from_dict, save_config
 from pipeline.errors import ImageReadError
 from pipeline.files import atomic_open
 from pipeline.manifest.labels import LabelMap
+from pipeline.manifest.medmnist_recipe import recipe
 
 SPLITS = ("train", "val", "test")
 _ORGANS = ("bladder", "femur_left", "femur_right", "heart", "kidney_left", "kidney_right", "liver", "lung_left",
@@ -200,13 +202,15 @@ def import_medmnist(
         pd.DataFrame(rows).to_csv(f, index=False)
     LabelMap(task, classes, label_columns).save(out / "labels.json")
     size = tuple(int(s) for s in first_images.shape[1 : 1 + spatial_dims])
+    sections = recipe(spatial_dims, counts.get("train", 0), size)
     cfg = config_from_dict(
         {
             "data": {"manifest": str(manifest.absolute()), "task": task, "classes": list(classes),
                      "label_columns": list(label_columns)},
-            "transforms": {"spatial_dims": spatial_dims, "size": list(size), "orientation": "", "intensity": "minmax",
-                           "channels": "rgb" if channels == 3 else "grey"},
-            "model": {"small_input": max(size) <= 64},
+            "transforms": {"spatial_dims": spatial_dims, "orientation": "", "intensity": "minmax",
+                           "channels": "rgb" if channels == 3 else "grey", **sections["transforms"]},
+            "model": sections["model"],
+            "train": sections["train"],
         }
     )
     save_config(cfg, out / "config.yaml")

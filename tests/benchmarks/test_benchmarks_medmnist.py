@@ -34,18 +34,32 @@ def _write_npz(path: Path, sizes: dict[str, int], seed: int = 0) -> None:
     np.savez(path, **arrays)
 
 
-def test_protocol_epochs_follow_the_image_budget_within_bounds():
+def test_protocol_is_the_importers_recipe_with_epochs_from_the_image_budget():
+    from pipeline.manifest.medmnist_recipe import RECIPES, recipe
+
     bench = _load()
-    assert bench.protocol(2, 4708)["epochs"] == 8  # 38,400 / 4,708
-    assert bench.protocol(2, 4708)["steps"] == 8 * 74
-    assert bench.protocol(2, 546)["epochs"] == 40  # 70 capped
-    assert bench.protocol(2, 2000)["epochs"] == 19
-    assert bench.protocol(2, 2000)["warmup_epochs"] == 1 and bench.protocol(2, 4708)["warmup_epochs"] == 0
-    assert bench.protocol(2, 10)["epochs"] == 40  # capped
-    assert bench.protocol(2, 100_000)["epochs"] == 2  # floor
-    p3 = bench.protocol(3, 1188)
-    assert (p3["epochs"], p3["model"], p3["small_input"], p3["batch_size"]) == (8, "resnet10", False, 32)
-    assert bench.protocol(2, 546, epochs=3)["steps"] == 3 * 9
+    budget2 = RECIPES[2].budget_images
+    assert bench.protocol(2, 4708)["epochs"] == round(budget2 / 4708)
+    assert bench.protocol(2, 4708)["steps"] == bench.protocol(2, 4708)["epochs"] * -(-4708 // RECIPES[2].train["batch_size"])
+    assert bench.protocol(2, 10)["epochs"] == RECIPES[2].max_epochs  # capped
+    assert bench.protocol(2, 10_000_000)["epochs"] == RECIPES[2].min_epochs  # floor
+    assert bench.protocol(2, 546, epochs=3)["epochs"] == 3 and bench.protocol(2, 546, epochs=3)["warmup_epochs"] == 0
+    for dims, n in ((2, 4708), (3, 1188)):
+        sections, p = recipe(dims, n, (28,) * dims), bench.protocol(dims, n, size=(28,) * dims)
+        assert p["model"] == sections["model"]["name"] and p["small_input"] == sections["model"]["small_input"]
+        assert {k: p[k] for k in sections["train"]} == sections["train"]
+        assert {k: p[f"transforms.{k}"] for k in sections["transforms"]} == sections["transforms"]
+    args = bench.overrides(bench.protocol(2, 4708, size=(28, 28)))
+    sets = dict(a.split("=", 1) for a in args[1::2])
+    assert sets["train.device"] == "cpu" and sets["model.name"] == RECIPES[2].model["name"]
+    assert sets["train.epochs"] == str(bench.protocol(2, 4708)["epochs"]) and "train.steps" not in sets
+
+
+def test_spread_is_mean_sample_std_and_range():
+    bench = _load()
+    assert bench.spread([0.9, 0.92, 0.94]) == pytest.approx(
+        {"mean": 0.92, "std": 0.02, "min": 0.9, "max": 0.94, "n": 3})
+    assert bench.spread([0.5])["std"] == 0.0
 
 
 def test_medmnist_metrics_binary_and_multiclass(tmp_path: Path):
@@ -78,15 +92,22 @@ def test_smoke_run_on_a_tiny_synthetic_file(tmp_path: Path):
     out = tmp_path / "out.json"
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--data", str(npz), "--json", str(out), "--work", str(tmp_path / "work"),
-         "--epochs", "1", "--bootstrap", "20", "--threads", "1"],
+         "--epochs", "1", "--bootstrap", "20", "--threads", "1", "--seeds", "2", "--set", "train.lr=0.002"],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(out.read_text())
     assert result["dataset"] == "tinymnist" and result["counts"] == {"train": 40, "val": 10, "test": 10}
-    assert 0.0 <= result["test"]["medmnist_auc"] <= 1.0 and 0.0 <= result["test"]["medmnist_acc"] <= 1.0
-    assert 0.0 <= result["report"]["auc"] <= 1.0 and 0.0 <= result["report"]["accuracy"] <= 1.0
+    assert [r["seed"] for r in result["runs"]] == [0, 1]
+    for run in result["runs"]:
+        assert 0.0 <= run["test"]["medmnist_auc"] <= 1.0 and 0.0 <= run["test"]["medmnist_acc"] <= 1.0
+        assert 0.0 <= run["report"]["auc"] <= 1.0 and 0.0 <= run["report"]["accuracy"] <= 1.0
+        assert set(run["timings"]) == {"import_s", "train_s", "evaluate_s", "report_s", "total_s"}
+        assert run["timings"]["total_s"] >= run["timings"]["train_s"] > 0
+    aucs = [r["test"]["medmnist_auc"] for r in result["runs"]]
+    assert result["summary"]["test_auc"]["mean"] == pytest.approx(sum(aucs) / 2)
+    assert result["summary"]["test_auc"]["min"] == min(aucs) and result["summary"]["test_auc"]["n"] == 2
     assert result["protocol"]["epochs"] == 1 and result["paper"] == {} and result["paper_best_resnet"] is None
-    assert set(result["timings"]) == {"import_s", "train_s", "evaluate_s", "report_s", "total_s"}
-    assert result["timings"]["total_s"] >= result["timings"]["train_s"] > 0
-    assert "ours only" in proc.stdout and "test AUC" in proc.stdout
+    assert result["extra"] == ["train.lr=0.002"]
+    assert "train.lr=0.002" in (tmp_path / "work" / "commands.log").read_text()
+    assert "ours only" in proc.stdout and "| tinymnist | 2 |" in proc.stdout
