@@ -321,7 +321,7 @@ def format_result(r: dict[str, Any]) -> str:
     else:
         lines.append("no published figures for this dataset: ours only")
     tot = summary["total_s"]
-    lines.append(f"wall per seed (import, train, evaluate, report): median {tot['mean'] / 60:.1f} min, max "
+    lines.append(f"wall per seed (import, train, evaluate, report): mean {tot['mean'] / 60:.1f} min, max "
                  f"{tot['max'] / 60:.1f} min (budget 15 min: {'ok' if r['within_15_min'] else 'over'})")
     return "\n".join(lines)
 

@@ -13,6 +13,7 @@ from pipeline.errors import ImageReadError
 from pipeline.manifest.reading import load_manifest
 from pipeline.manifest.validation import validate_manifest
 from pipeline.manifest.medmnist import class_names, dataset_name, import_medmnist
+from pipeline.manifest.medmnist_recipe import recipe
 
 SIZES = {"train": 6, "val": 3, "test": 4}
 
@@ -53,7 +54,8 @@ def test_2d_grey_round_trip_with_known_classes(tmp_path):
     assert labels == {"task": "binary", "classes": ["normal", "pneumonia"], "label_columns": ["label"]}
     cfg = load_config(tmp_path / "out" / "config.yaml")
     assert cfg.data.classes == ("normal", "pneumonia") and cfg.transforms.spatial_dims == 2
-    assert cfg.transforms.size == (28, 28) and cfg.model.small_input
+    assert result.size == (28, 28)  # the files; the model input is the recipe's (tests/manifest/test_medmnist_recipe.py)
+    assert cfg.transforms.size == tuple(recipe(2, SIZES["train"], (28, 28))["transforms"]["size"])
     df = load_manifest(tmp_path / "out" / "manifest.csv", cfg.data)
     assert validate_manifest(df, cfg) == []
 
