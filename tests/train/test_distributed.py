@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -58,7 +59,8 @@ shutdown = session.shutdown_distributed
 def counted(info):
     before = len(os.listdir("/proc/self/task"))
     shutdown(info)
-    print(f"rank {info.rank} threads {before} -> {len(os.listdir('/proc/self/task'))}", flush=True)
+    sys.stdout.write(f"rank {info.rank} threads {before} -> {len(os.listdir('/proc/self/task'))}\\n")  # one write
+    sys.stdout.flush()
 session.shutdown_distributed = counted
 from pipeline.cli import main
 sys.exit(main(sys.argv[1:]))
@@ -89,8 +91,9 @@ def test_two_process_gloo_run_matches_one_process(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("run: ") == 1  # only rank 0 reports (and writes)
     if Path("/proc/self/task").is_dir():  # each rank's Gloo worker threads are joined when training returns
-        counts = [line.split(" threads ")[1] for line in done.stdout.splitlines() if " threads " in line]
-        assert len(counts) == 2 and all(int(c.split(" -> ")[0]) > int(c.split(" -> ")[1]) == 1 for c in counts), counts
+        counts = re.findall(r"rank (\d+) threads (\d+) -> (\d+)", done.stdout)  # the ranks share one stdout
+        assert sorted(c[0] for c in counts) == ["0", "1"], done.stdout
+        assert all(int(during) > int(after) == 1 for _, during, after in counts), counts
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
