@@ -72,14 +72,10 @@ def protocol(spatial_dims: int, n_train: int, epochs: int | None = None, size: t
     Keys: ``model`` (name), ``small_input``, ``transforms.<key>`` for the recipe's transforms settings, the
     ``train`` settings by name, and ``steps`` (optimiser steps of the run). ``epochs`` overrides the budget's.
     """
-    from pipeline.manifest.medmnist_recipe import RECIPES, recipe
+    from pipeline.manifest.medmnist_recipe import recipe
 
-    sections = recipe(spatial_dims, n_train, size)
-    model, train = sections["model"], dict(sections["train"])
-    if epochs is not None:
-        r = RECIPES[spatial_dims]
-        train.update(epochs=epochs, warmup_epochs=1 if epochs >= r.warmup_from else 0,
-                     val_every=max(1, round(epochs / r.validations)))
+    sections = recipe(spatial_dims, n_train, size, epochs)
+    model, train = sections["model"], sections["train"]
     p: dict[str, Any] = {"model": model["name"], "small_input": bool(model.get("small_input")),
                          **{f"model.{k}": v for k, v in model.items() if k not in ("name", "small_input")},
                          **{f"transforms.{k}": v for k, v in sections["transforms"].items()},

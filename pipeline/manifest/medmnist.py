@@ -12,8 +12,8 @@
   the case id (e.g. ``train_00012``), so grouping by patient is a no-op here.
 * ``DIR/labels.json``: task, classes in the official label order, label columns.
 * ``DIR/config.yaml``: task, classes, spatial dims, size, ``minmax`` intensity, ``channels: rgb`` for RGB
-  files (else ``grey``) and the default recipe of :mod:`pipeline.manifest.medmnist_recipe` (model,
-  augmentation, optimiser, epochs from the size of the training split; the small-input stem up to 64 px).
+  files (else ``grey``) and the default recipe of :mod:`pipeline.manifest.medmnist_recipe` (model, input
+  size, augmentation, optimiser, epochs from the size of the training split).
 """
 from __future__ import annotations
 

@@ -66,7 +66,8 @@ def recipe_epochs(spatial_dims: int, n_train: int) -> int:
     return int(min(max(round(r.budget_images / max(1, n_train)), r.min_epochs), r.max_epochs))
 
 
-def recipe(spatial_dims: int, n_train: int, size: tuple[int, ...] = ()) -> dict[str, dict[str, Any]]:
+def recipe(spatial_dims: int, n_train: int, size: tuple[int, ...] = (), epochs: int | None = None
+           ) -> dict[str, dict[str, Any]]:
     """The ``model``, ``transforms`` and ``train`` config sections of the recipe for this dataset.
 
     Args:
@@ -74,12 +75,13 @@ def recipe(spatial_dims: int, n_train: int, size: tuple[int, ...] = ()) -> dict[
         n_train: cases in the training split (sets the epochs).
         size: the files' image size: the model's input size is this, raised to the recipe's ``min_size``;
             the small-input stem is kept up to 64 px only.
+        epochs: instead of the budget's epochs (warm-up and validation interval follow them).
 
     Raises:
         KeyError: ``spatial_dims`` is neither 2 nor 3.
     """
     r = RECIPES[spatial_dims]
-    epochs = recipe_epochs(spatial_dims, n_train)
+    epochs = recipe_epochs(spatial_dims, n_train) if epochs is None else epochs
     train = {**r.train, "epochs": epochs, "warmup_epochs": 1 if epochs >= r.warmup_from else 0,
              "val_every": max(1, round(epochs / r.validations))}
     model = dict(r.model)
