@@ -258,6 +258,7 @@ def benchmark(data: str | Path, work: str | Path, epochs: int | None = None, lim
     name = ds["name"]
     paper, best = PAPER.get(name, {}), best_paper_resnet(name)
     auc = spread([r["test"]["medmnist_auc"] for r in runs])
+    val_aucs = [r["val"]["best_auc"] for r in runs if r["val"]["best_auc"] is not None]
     return {
         "dataset": name,
         "file": str(data),
@@ -272,7 +273,7 @@ def benchmark(data: str | Path, work: str | Path, epochs: int | None = None, lim
         "summary": {
             "test_auc": auc,
             "test_acc": spread([r["test"]["medmnist_acc"] for r in runs]),
-            "val_best_auc": spread([r["val"]["best_auc"] for r in runs if r["val"]["best_auc"] is not None] or [0.0]),
+            "val_best_auc": spread(val_aucs) if val_aucs else None,  # None: no run recorded a validation AUC
             "total_s": spread([r["timings"]["total_s"] for r in runs]),
             "train_s": spread([r["timings"]["train_s"] for r in runs]),
         },
@@ -328,7 +329,8 @@ def markdown_row(r: dict[str, Any]) -> str:
     target = "-" if b is None else f"{b['auc']:.3f} ({b['method']}): {'above' if r['meets_best_resnet_auc'] else 'not above'}"
     return (f"| {r['dataset']} | {s['test_auc']['n']} | **{s['test_auc']['mean']:.3f}** ± {s['test_auc']['std']:.3f} "
             f"({s['test_auc']['min']:.3f}-{s['test_auc']['max']:.3f}) | {s['test_acc']['mean']:.3f} ± "
-            f"{s['test_acc']['std']:.3f} | {s['val_best_auc']['mean']:.3f} | {target} | "
+            f"{s['test_acc']['std']:.3f} | {'-' if s['val_best_auc'] is None else format(s['val_best_auc']['mean'], '.3f')} "
+            f"| {target} | "
             f"{s['total_s']['mean'] / 60:.1f} (max {s['total_s']['max'] / 60:.1f}) |")
 
 
