@@ -111,6 +111,32 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, durable: bo
     return Path(path)
 
 
+def write_bytes_atomic(path: str, data: bytes | bytearray) -> int:
+    """Write ``data`` to ``path``, whose folder exists, whole or not at all; no fsync; returns the bytes written.
+
+    :func:`write_atomic` with nothing around the system calls: for many files written in bulk (the instances
+    of ``radpipe pull``), where :func:`atomic_path`'s folder creation and path objects cost as much as the write.
+    """
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.{name}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return len(data)
+
+
 def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
     """Hex digest of a file's bytes (``hashlib`` algorithm name), read in 1 MiB chunks."""
     digest = hashlib.new(algorithm)

@@ -86,3 +86,20 @@ def test_a_killed_process_not_yet_reaped_counts_as_dead():
         assert not _alive(pid)
     finally:
         os.waitpid(pid, 0)
+
+
+def test_write_bytes_atomic_writes_whole_files_and_leaves_no_temporary(tmp_path, monkeypatch):
+    from pipeline.files import write_bytes_atomic
+
+    target = tmp_path / "a.dcm"
+    assert write_bytes_atomic(str(target), b"x" * 100_000) == 100_000
+    assert target.read_bytes() == b"x" * 100_000
+    assert write_bytes_atomic(str(target), bytearray(b"new")) == 3 and target.read_bytes() == b"new"
+
+    def refuse(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("pipeline.files.os.replace", refuse)
+    with pytest.raises(OSError, match="disk full"):
+        write_bytes_atomic(str(target), b"lost")
+    assert target.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["a.dcm"]

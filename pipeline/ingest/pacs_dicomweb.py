@@ -71,21 +71,21 @@ def multipart_parts(response: requests.Response, chunk_bytes: int = 1 << 20) -> 
         return
     delimiter = b"\r\n--" + boundary.encode("ascii")
     buffer = bytearray(b"\r\n")  # so the first delimiter matches like the others
-    first, search = True, 0
+    first, begin, search = True, 0, 0  # begin: where the current part starts in buffer
     for chunk in response.iter_content(chunk_bytes):
         buffer += chunk
         while (found := buffer.find(delimiter, search)) >= 0:
-            part = bytes(buffer[:found])
-            del buffer[:found + len(delimiter)]
-            search = 0
+            part_start, begin = begin, found + len(delimiter)
+            search = begin
             if first:  # the preamble before the first delimiter
                 first = False
                 continue
-            _headers, sep, body = part.partition(b"\r\n\r\n")
-            if not sep:
+            body = buffer.find(b"\r\n\r\n", part_start, found)
+            if body < 0:
                 raise PacsError("retrieve: a multipart answer holds a part without headers (transfer cut?)")
-            yield body
-        search = max(0, len(buffer) - len(delimiter))
+            yield bytes(memoryview(buffer)[body + 4:found])  # one copy (a bytearray slice would be two)
+        del buffer[:begin]  # once a chunk: parts are sliced by offset, not by shifting the buffer each time
+        begin, search = 0, max(0, len(buffer) - len(delimiter))
     if not buffer.startswith(b"--"):  # the closing delimiter is "--boundary--"
         raise PacsError("retrieve: the multipart answer ended early (transfer cut); re-run to fetch the rest")
 
@@ -153,15 +153,21 @@ class DicomWebClient:
         """
         url = f"{self.source.url}/studies/{study_uid}/series/{series_uid}"
         for sop in [None] if sop_uids is None else sop_uids:
-            what = "series retrieve" if sop is None else "instance retrieve"
-            try:
-                with self._session.get(url if sop is None else f"{url}/instances/{sop}", headers=_ACCEPT_DICOM,
-                                       stream=True, timeout=self._timeout) as response:
-                    response.raise_for_status()
-                    for part in multipart_parts(response):
-                        sink(part)
-            except (requests.RequestException, OSError) as e:
-                raise http_error(e, what) from None
+            self._retrieve(url if sop is None else f"{url}/instances/{sop}",
+                           "series retrieve" if sop is None else "instance retrieve", sink)
+
+    def fetch_study(self, study_uid: str, sink: Sink) -> None:
+        """WADO-RS: a whole study as one multipart stream (each part to ``sink``, as :meth:`fetch`)."""
+        self._retrieve(f"{self.source.url}/studies/{study_uid}", "study retrieve", sink)
+
+    def _retrieve(self, url: str, what: str, sink: Sink) -> None:
+        try:
+            with self._session.get(url, headers=_ACCEPT_DICOM, stream=True, timeout=self._timeout) as response:
+                response.raise_for_status()
+                for part in multipart_parts(response):
+                    sink(part)
+        except (requests.RequestException, OSError) as e:
+            raise http_error(e, what) from None
 
     def close(self) -> None:
         """Close the HTTP session's connections."""

@@ -5,8 +5,10 @@ names are found, then their series (of ``--modality`` only, when given), then th
 lands in ``EXPORT_DIR/<study_key>/<series_key>/<instance_key>.dcm``, every name a keyed hash
 (:mod:`pipeline.pseudonym`): no accession number, patient name or ID in a folder name, log line or message.
 Each file is written whole or not at all (:mod:`pipeline.files`), so a re-run fetches only the instances not
-on disk yet: a series with no folder yet is retrieved whole at once; one with a folder has its instances listed
-and only the missing ones retrieved; the progress counts instances and MB received
+on disk yet: a study with no folder yet is retrieved whole in one request when the PACS client can
+(DICOMweb; not with ``--modality``), each instance filed under the series it names; otherwise a series with no
+folder yet is retrieved whole at once, and one with a folder has its instances listed and only the missing ones
+retrieved; the progress counts instances and MB received
 (:func:`pipeline.progress.transfer_progress`). A target that matched nothing or failed is listed by its sheet row
 (the header is row 1) with the reason, in ``<EXPORT_DIR>.pull-failures.csv`` too; the other targets go on.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import struct
 import threading
 import time
@@ -25,12 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, ManifestError, PipelineError
-from pipeline.files import atomic_open, write_atomic
+from pipeline.files import atomic_open, write_atomic, write_bytes_atomic
 from pipeline.ingest.pacs_source import PacsClient, PacsError
 from pipeline.locks import output_lock
 from pipeline.progress import transfer_progress
 from pipeline.pseudonym import Pseudonymiser
-from transforms.dicom.raw import NeedMore, NotFast, parse_bytes
+from transforms.dicom.raw import NeedMore, NotFast, instance_uids
 
 log = logging.getLogger("radpipe")
 MAX_SHEET_BYTES = 256 << 20
@@ -113,13 +116,19 @@ def study_targets(uids: list[str], pseudonymiser: Pseudonymiser) -> list[Target]
 
 class _Writer:
     """Writes received instances into their series folder (file named by the instance key) and counts them
-    (in ``totals`` and, when given, with ``advance(1, size)``: the progress in instances and bytes)."""
+    (in ``totals`` and, when given, with ``advance(1, size)``: the progress in instances and bytes).
 
-    def __init__(self, folder: Path, pseudonymiser: Pseudonymiser, totals: dict[str, int], lock: threading.Lock,
-                 advance: Callable[[int, int], None] | None = None) -> None:
-        self.folder, self.pseudonymiser, self.totals, self.lock = folder, pseudonymiser, totals, lock
-        self.advance = advance
+    With ``series_uid`` every instance goes to that series' folder (a series retrieve); without, each goes to
+    the folder of the SeriesInstanceUID it carries (a whole-study retrieve).
+    """
+
+    def __init__(self, study_folder: Path, pseudonymiser: Pseudonymiser, totals: dict[str, int], lock: threading.Lock,
+                 advance: Callable[[int, int], None] | None = None, series_uid: str = "") -> None:
+        self.study_folder, self.pseudonymiser, self.totals, self.lock = study_folder, pseudonymiser, totals, lock
+        self.advance, self.series_uid = advance, series_uid
         self.received: set[str] = set()
+        self.series: set[str] = set()
+        self._folders: dict[str, str] = {}
 
     def __call__(self, instance: bytes | Any) -> int:
         """Write one instance: a Part 10 file's bytes as received (a bare dataset or a Dataset is written with
@@ -128,24 +137,30 @@ class _Writer:
 
         dataset = instance
         raw = isinstance(instance, (bytes, bytearray))
-        sop = _sop_instance_uid(instance) if raw else ""
-        if raw and not sop:
+        sop, series = _uids(instance) if raw else ("", "")
+        if raw and not (sop and (series or self.series_uid)):
             try:
                 dataset = pydicom.dcmread(io.BytesIO(instance), stop_before_pixels=True, force=True)
             except Exception as e:  # noqa: BLE001 - a damaged object is this series' failure, not a crash
                 raise PacsError(f"the PACS sent an object that does not parse ({type(e).__name__})") from None
         sop = sop or str(dataset.get("SOPInstanceUID", "") or "")
-        if not sop:
-            raise PacsError("the PACS sent an object without SOPInstanceUID")
-        path = self.folder / f"{self.pseudonymiser.key(sop, 'instance')}.dcm"
-        with atomic_open(path, "wb", durable=False) as f:
-            if raw and instance[128:132] == b"DICM":
-                f.write(instance)
-            else:
+        series = self.series_uid or series or str(dataset.get("SeriesInstanceUID", "") or "")
+        if not sop or not series:
+            raise PacsError(f"the PACS sent an object without {'SOPInstanceUID' if not sop else 'SeriesInstanceUID'}")
+        folder = self._folders.get(series)
+        if folder is None:
+            folder = self._folders[series] = str(self.study_folder / self.pseudonymiser.key(series, "series"))
+            os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"{self.pseudonymiser.key(sop, 'instance')}.dcm")
+        if raw and instance[128:132] == b"DICM":
+            size = write_bytes_atomic(path, instance)
+        else:
+            with atomic_open(path, "wb", durable=False) as f:
                 full = pydicom.dcmread(io.BytesIO(instance), force=True) if raw else dataset
                 pydicom.dcmwrite(f, full, enforce_file_format=True)
-        size = path.stat().st_size
+                size = f.tell()
         self.received.add(sop)
+        self.series.add(series)
         with self.lock:
             self.totals["fetched"] += 1
             self.totals["bytes"] += size
@@ -154,12 +169,13 @@ class _Writer:
         return size
 
 
-def _sop_instance_uid(data: bytes | bytearray) -> str:
-    """The SOPInstanceUID of a Part 10 file's bytes, read by the byte reader ("" when it cannot: pydicom then)."""
+def _uids(data: bytes | bytearray) -> tuple[str, str]:
+    """SOPInstanceUID and SeriesInstanceUID of a Part 10 file's bytes, read by the byte reader (("", "") when it
+    cannot: pydicom then)."""
     try:
-        return str(parse_bytes(bytes(data), len(data)).values.get("SOPInstanceUID", "") or "")
+        return instance_uids(data)
     except (NotFast, NeedMore, struct.error, UnicodeDecodeError, KeyError, ValueError):
-        return ""
+        return "", ""
 
 
 def _size_on_disk(path: Path) -> int:
@@ -183,8 +199,19 @@ def pull_target(client: PacsClient, target: Target, out: Path, pseudonymiser: Ps
     if not studies:
         return "matched no study on the PACS"
     problems = []
+    fetch_study = getattr(client, "fetch_study", None)
     for study in studies:
         study_key = pseudonymiser.key(study, "study")
+        if fetch_study is not None and not modalities and not (out / study_key).is_dir():
+            # nothing of it on disk yet: the whole study in one retrieve, without listing its series
+            writer = _Writer(out / study_key, pseudonymiser, totals, lock, advance)
+            fetch_study(study, writer)
+            with lock:
+                totals["studies"] += 1
+                totals["series"] += len(writer.series)
+            if not writer.received:
+                problems.append(f"study {study_key}: no instance received")
+            continue
         series_uids = client.find_series(study, modalities)
         with lock:
             totals["studies"] += 1
@@ -194,8 +221,8 @@ def pull_target(client: PacsClient, target: Target, out: Path, pseudonymiser: Ps
                                                                    if modalities else ""))
         for series in series_uids:
             folder = out / study_key / pseudonymiser.key(series, "series")
+            writer = _Writer(out / study_key, pseudonymiser, totals, lock, advance, series_uid=series)
             if not folder.is_dir():  # nothing of it on disk yet: the whole series, without listing its instances
-                writer = _Writer(folder, pseudonymiser, totals, lock, advance)
                 client.fetch(study, series, None, writer)
                 if not writer.received:
                     problems.append(f"series {pseudonymiser.key(series, 'series')}: no instance received")
@@ -208,7 +235,6 @@ def pull_target(client: PacsClient, target: Target, out: Path, pseudonymiser: Ps
                 totals["present_bytes"] += sum(sizes.values())
             if not missing:
                 continue
-            writer = _Writer(folder, pseudonymiser, totals, lock, advance)
             client.fetch(study, series, None if len(missing) == len(sops) else missing, writer)
             lost = len(set(missing) - writer.received)
             if lost:

@@ -186,6 +186,78 @@ def test_a_fatal_error_stops_with_one_line(two_studies, tmp_path):
         pull(Down(two_studies), [Target("row 2", "A-ONE"), Target("row 3", "A-TWO")], tmp_path / "export")
 
 
+class StudyPacs(FakePacs):
+    """One study of two series; it also answers a whole-study retrieve, sending each file's bytes (as WADO-RS
+    does), and drops the connection ``break_after`` instances into it."""
+
+    def __init__(self, series: dict[str, list[Path]], break_after: int | None = None) -> None:
+        super().__init__(series, break_after)
+        self.paths = [p for paths in series.values() for p in paths]
+        self.study_fetches = 0
+
+    def find_studies(self, accession="", study_uid=""):
+        return [self.files["A-ONE"][0].StudyInstanceUID]
+
+    def find_series(self, study_uid, modalities=()):
+        return [ds[0].SeriesInstanceUID for ds in self.files.values()]
+
+    def _series(self, uid):
+        return next(ds for ds in self.files.values() if ds[0].SeriesInstanceUID == uid)
+
+    def find_instances(self, study_uid, series_uid):
+        return [ds.SOPInstanceUID for ds in self._series(series_uid)]
+
+    def fetch(self, study_uid, series_uid, sop_uids, sink):
+        wanted = [ds for ds in self._series(series_uid) if sop_uids is None or ds.SOPInstanceUID in sop_uids]
+        self.fetched.append(len(wanted))
+        for ds in wanted:
+            sink(ds)
+
+    def fetch_study(self, study_uid, sink):
+        self.study_fetches += 1
+        for i, path in enumerate(self.paths):
+            if self.break_after is not None and i == self.break_after:
+                raise PacsError("study retrieve: server unreachable (connection reset)")
+            sink(path.read_bytes())
+
+
+@pytest.fixture
+def one_study_two_series(tmp_path):
+    patient = {"AccessionNumber": "A-ONE"}
+    return {name: write_series(tmp_path / name, *series_args(rows=8, cols=8, n_slices=3 + i, seed=i, patient=patient,
+                                                               series_number=i + 1,
+                                                               study_uid="1.2.826.0.1.3680043.8.498.1"))
+            for i, name in enumerate(("A-ONE", "B-TWO"))}
+
+
+def test_a_whole_study_retrieve_files_each_instance_under_its_series_and_resumes(one_study_two_series, tmp_path):
+    keys = Pseudonymiser()
+    expected = sorted(f"{keys.key(ds.StudyInstanceUID, 'study')}/{keys.key(ds.SeriesInstanceUID, 'series')}/"
+                      f"{keys.key(ds.SOPInstanceUID, 'instance')}.dcm"
+                      for paths in one_study_two_series.values() for ds in map(pydicom.dcmread, paths))
+    assert len({p.split("/")[1] for p in expected}) == 2 and len({p.split("/")[0] for p in expected}) == 1
+
+    def files(out):
+        return sorted(str(p.relative_to(out)) for p in out.rglob("*.dcm"))
+
+    pacs = StudyPacs(one_study_two_series)
+    summary = pull(pacs, [Target("row 2", "A-ONE")], tmp_path / "whole", workers=1)
+    assert (pacs.study_fetches, pacs.fetched) == (1, [])  # one retrieve, no series listed or fetched
+    assert (summary.n_fetched, summary.n_series, summary.failures) == (7, 2, [])
+    assert files(tmp_path / "whole") == expected
+    assert pydicom.dcmread(tmp_path / "whole" / expected[0]).PixelData == pydicom.dcmread(
+        next(p for paths in one_study_two_series.values() for p in paths
+             if keys.key(pydicom.dcmread(p).SOPInstanceUID, "instance") in expected[0])).PixelData
+
+    cut = StudyPacs(one_study_two_series, break_after=2)  # the drop leaves the study's folder with 2 instances
+    summary = pull(cut, [Target("row 2", "A-ONE")], tmp_path / "cut", workers=1)
+    assert summary.n_fetched == 2 and "connection reset" in summary.failures[0][1]
+    again = StudyPacs(one_study_two_series)
+    summary = pull(again, [Target("row 2", "A-ONE")], tmp_path / "cut", workers=1)
+    assert again.study_fetches == 0 and (summary.n_fetched, summary.n_present, summary.failures) == (5, 2, [])
+    assert files(tmp_path / "cut") == expected
+
+
 class _Response:
     def __init__(self, body: bytes, chunk: int, kind: str = 'multipart/related; type="application/dicom"; boundary=XyZ'):
         self.headers, self._body, self._chunk = {"Content-Type": kind}, body, chunk

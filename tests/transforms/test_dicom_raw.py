@@ -128,3 +128,43 @@ def test_shared_decode_memo_gives_the_same_values(tmp_path):
     assert len({parse_file(str(p), memo=memo)[0].values["SOPInstanceUID"] for p in paths}) == len(paths)
     # values repeated across files were decoded once: the memo holds fewer entries than elements read
     assert len(memo) < sum(len(parse_file(str(p))[0].values) for p in paths) / 2
+
+
+def test_instance_uids_equal_pydicom_on_the_pydicom_test_files():
+    """Every little-endian Part 10 file shipped with pydicom: the byte reader's two UIDs are pydicom's, or it
+    declines (NotFast / NeedMore) and the caller asks pydicom."""
+    from transforms.dicom.raw import NeedMore, instance_uids
+
+    read = declined = 0
+    for name in sorted((Path(pydicom.__file__).parent / "data" / "test_files").rglob("*.dcm")):
+        data = Path(name).read_bytes()
+        try:
+            reference = pydicom.dcmread(name, force=True)
+        except Exception:  # noqa: BLE001 - files pydicom itself cannot read are not a reference
+            continue
+        try:
+            sop, series = instance_uids(data)
+        except (NotFast, NeedMore):
+            declined += 1
+            continue
+        read += 1
+        assert (sop, series) == (str(reference.get("SOPInstanceUID", "")), str(reference.get("SeriesInstanceUID", ""))), name
+    assert read >= 50 and declined < read
+
+
+@pytest.mark.parametrize("syntax", [None, ImplicitVRLittleEndian, ExplicitVRBigEndian])
+def test_instance_uids_of_written_files_and_cut_bytes(tmp_path, syntax):
+    from transforms.dicom.raw import NeedMore, instance_uids
+
+    kwargs = {} if syntax is None else {"transfer_syntax": syntax}
+    path = write_series(tmp_path / "s", *series_args(rows=4, cols=4, n_slices=1, **kwargs))[0]
+    data, ds = path.read_bytes(), pydicom.dcmread(path)
+    if syntax == ExplicitVRBigEndian:
+        with pytest.raises(NotFast):
+            instance_uids(data)
+        return
+    assert instance_uids(data) == (ds.SOPInstanceUID, ds.SeriesInstanceUID)
+    with pytest.raises(NeedMore):
+        instance_uids(data[:200])
+    with pytest.raises(NotFast):
+        instance_uids(data[128:])  # no preamble: pydicom decides

@@ -305,6 +305,53 @@ def parse_bytes(buf: bytes, file_size: int, memo: dict[Any, Any] | None = None) 
                       pixel_start if found_pixels else None, pixel_length, raw)
 
 
+_SOP_INSTANCE_UID, _SERIES_INSTANCE_UID = 0x00080018, 0x0020000E
+
+
+def instance_uids(buf: bytes) -> tuple[str, str]:
+    """The SOPInstanceUID and SeriesInstanceUID of a Part 10 file's bytes ("" for one it lacks).
+
+    Only the elements before (0020,000E) are walked and nothing else is decoded: a few microseconds a file,
+    against a whole header parse (what ``radpipe pull`` needs to name and file each instance it receives).
+
+    Raises:
+        NotFast: no preamble, a big-endian or deflated syntax, or an element the walk cannot skip.
+        NeedMore: the bytes end before (0020,000E) is passed.
+    """
+    meta, pos = _meta(buf)
+    syntax = meta.get("TransferSyntaxUID", "")
+    if not syntax or syntax in _FALLBACK_SYNTAXES:
+        raise NotFast
+    implicit, size, found = syntax == _IMPLICIT_LE, len(buf), {}
+    while pos + 8 <= size:
+        if implicit:
+            group, elem, length = _HEAD_IMPLICIT(buf, pos)
+            start = pos + 8
+        else:
+            group, elem, vr, length = _HEAD(buf, pos)
+            start = pos + 8
+            if not (vr.isalpha() and vr.isupper()):
+                raise NotFast  # not explicit VR after all (the meta says so, the dataset does not): pydicom
+            if vr in _LONG_VRS:
+                if pos + 12 > size:
+                    raise NeedMore
+                length, start = _U32(buf, start)[0], pos + 12
+        tag = group << 16 | elem
+        if tag > _SERIES_INSTANCE_UID:
+            return found.get(_SOP_INSTANCE_UID, ""), found.get(_SERIES_INSTANCE_UID, "")
+        if length == 0xFFFFFFFF:
+            pos = _skip_undefined(buf, start, implicit)
+            continue
+        pos = start + length
+        if tag in (_SOP_INSTANCE_UID, _SERIES_INSTANCE_UID):
+            if pos > size:
+                raise NeedMore
+            found[tag] = buf[start:pos].decode("ascii").strip("\x00 ")
+    if pos == size:  # a header-only object that ends before (0020,000E)
+        return found.get(_SOP_INSTANCE_UID, ""), found.get(_SERIES_INSTANCE_UID, "")
+    raise NeedMore
+
+
 def parse_file(path: str, *, whole: bool = False, memo: dict[Any, Any] | None = None
                ) -> tuple[ParsedFile, bytes, int]:
     """Read and parse one file: the header, the bytes read and the file's size.
