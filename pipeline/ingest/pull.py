@@ -68,7 +68,8 @@ class PullSummary:
         mb = self.n_bytes / 1e6
         speed = f", {mb / self.seconds:.1f} MB/s, {self.n_fetched / self.seconds:.0f} instances/s" \
             if self.seconds > 0 and self.n_fetched else ""
-        out = [(f"pulled {self.n_fetched} instance(s) ({mb:.1f} MB) in {self.seconds:.1f} s{speed}; "
+        took = f"{self.seconds:.{2 if self.seconds < 1 else 1}f}"
+        out = [(f"pulled {self.n_fetched} instance(s) ({mb:.1f} MB) in {took} s{speed}; "
                 f"{self.n_present} already on disk ({self.n_present_bytes / 1e6:.1f} MB); {self.n_studies} "
                 f"study(ies), {self.n_series} series from {self.n_targets} target(s)")]
         if self.failures:
