@@ -70,7 +70,7 @@ def protocol(spatial_dims: int, n_train: int, epochs: int | None = None, size: t
     """The default recipe (:mod:`pipeline.manifest.medmnist_recipe`) for a dataset, as flat settings.
 
     Keys: ``model`` (name), ``small_input``, ``transforms.<key>`` for the recipe's transforms settings, the
-    ``train`` settings by name, and ``steps`` (optimiser steps of the run). ``epochs`` overrides the budget's.
+    ``train`` settings by name, ``eval.<key>`` for its evaluation settings, and ``steps`` (optimiser steps of the run). ``epochs`` overrides the budget's.
     """
     from pipeline.manifest.medmnist_recipe import recipe
 
@@ -79,7 +79,8 @@ def protocol(spatial_dims: int, n_train: int, epochs: int | None = None, size: t
     p: dict[str, Any] = {"model": model["name"], "small_input": bool(model.get("small_input")),
                          **{f"model.{k}": v for k, v in model.items() if k not in ("name", "small_input")},
                          **{f"transforms.{k}": v for k, v in sections["transforms"].items()},
-                         "transforms.intensity": "minmax", **train}
+                         "transforms.intensity": "minmax", **train,
+                         **{f"eval.{k}": v for k, v in sections["eval"].items()}}
     p["steps"] = p["epochs"] * -(-n_train // p["batch_size"])
     return p
 
@@ -297,6 +298,7 @@ def format_result(r: dict[str, Any]) -> str:
         f"{r['counts']['val']}/{r['counts']['test']}" + (f" (first {r['limit']} per split)" if r["limit"] else ""),
         f"recipe: {p['model']} ({stem}), augment {p.get('transforms.augment')}, batch {p['batch_size']}, "
         f"{p['epochs']} epochs ({p['steps']} steps), {p['optimizer']} lr {p['lr']} {p['scheduler']}"
+        + (", flip TTA" if p.get("eval.tta") else "")
         + (f"; overrides {' '.join(r['extra'])}" if r["extra"] else ""),
         "",
         f"{'seed':<6} {'test AUC':>9} {'test ACC':>9} {'best val AUC (epoch)':>21} {'total':>8} {'train img/s':>12}",

@@ -95,6 +95,8 @@ class TrainConfig:
         key_metric: validation metric that selects ``best.pt`` (ties: lower validation loss, then the earlier epoch).
         patience: early stop after this many validations without improvement (0: off).
         regression_loss: loss of ``regression`` tasks: ``mse`` or ``l1``.
+        label_smoothing: training targets of classification tasks moved this far towards uniform (cross-entropy's
+            ``label_smoothing``; multi-label: each target to ``t (1 - s) + s / 2``); validation loss stays unsmoothed.
         amp: mixed precision on CUDA (bf16 where supported, else fp16 with a scaler).
         channels_last: channels-last memory format for 2D models on CUDA.
         compile: ``torch.compile`` the model.
@@ -124,6 +126,7 @@ class TrainConfig:
     )
     patience: int = field(default=0, metadata=_range(0))
     regression_loss: str = field(default="mse", metadata=_choices("mse", "l1"))
+    label_smoothing: float = field(default=0.0, metadata=_range(0.0, 0.5))
     amp: bool = True
     channels_last: bool = True
     compile: bool = False

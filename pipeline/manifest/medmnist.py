@@ -211,6 +211,7 @@ def import_medmnist(
                            "channels": "rgb" if channels == 3 else "grey", **sections["transforms"]},
             "model": sections["model"],
             "train": sections["train"],
+            "eval": sections["eval"],
         }
     )
     save_config(cfg, out / "config.yaml")

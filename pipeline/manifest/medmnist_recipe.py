@@ -13,7 +13,7 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -32,6 +32,7 @@ class Recipe:
         validations: validations per run, about (``val_every = max(1, round(epochs / validations))``).
         warmup_from: runs of at least this many epochs warm up for one epoch.
         min_size: images smaller than this along an axis are resized up to it (0: the files' size).
+        evaluation: settings of the ``eval`` section.
     """
 
     model: dict[str, Any]
@@ -43,6 +44,7 @@ class Recipe:
     validations: int = 20
     warmup_from: int = 10
     min_size: int = 0
+    evaluation: dict[str, Any] = field(default_factory=dict)
 
 
 _TRAIN = {"lr": 1e-3, "optimizer": "adamw", "weight_decay": 1e-4, "scheduler": "cosine", "key_metric": "auc"}
@@ -51,12 +53,17 @@ _TRAIN = {"lr": 1e-3, "optimizer": "adamw", "weight_decay": 1e-4, "scheduler": "
 #: 2D: images below 64 px are resized up to 64 and go through the standard stem (7x7 stride-2 conv + max-pool),
 #: which trains about twice as fast on a CPU as the small-input stem at 28 px (160 vs 75 img/s) and reached a
 #: higher PneumoniaMNIST validation AUC (0.997 vs 0.994); ``medium`` augmentation (small affine, noise, gamma,
-#: intensity scaling). 3D: the standard stem at the files' 28^3 (the small stem runs at 0.4 volumes/s).
+#: intensity scaling); predictions averaged over the flips along both axes (``eval.tta``: the training flips already
+#: cover them), which raised the validation AUC of the three seeds' best checkpoints on BreastMNIST (0.920 to 0.930)
+#: and PneumoniaMNIST (0.9967 to 0.9973). 3D: the standard stem at the files' 28^3 (the small stem runs at
+#: 0.4 volumes/s); flip TTA along all three axes, which raised AdrenalMNIST3D's validation AUC from 0.813 to 0.821
+#: though training never flips across the superior-inferior axis.
 RECIPES: dict[int, Recipe] = {
     2: Recipe(model={"name": "resnet10", "small_input": False}, transforms={"augment": "medium"},
-              train={**_TRAIN, "batch_size": 64}, budget_images=85_000, max_epochs=100, validations=10, min_size=64),
+              train={**_TRAIN, "batch_size": 64}, budget_images=85_000, max_epochs=100, validations=10, min_size=64,
+              evaluation={"tta": True}),
     3: Recipe(model={"name": "resnet10", "small_input": False}, transforms={"augment": "light"},
-              train={**_TRAIN, "batch_size": 32}, budget_images=9_600),
+              train={**_TRAIN, "batch_size": 32}, budget_images=9_600, evaluation={"tta": True}),
 }
 
 
@@ -68,7 +75,7 @@ def recipe_epochs(spatial_dims: int, n_train: int) -> int:
 
 def recipe(spatial_dims: int, n_train: int, size: tuple[int, ...] = (), epochs: int | None = None
            ) -> dict[str, dict[str, Any]]:
-    """The ``model``, ``transforms`` and ``train`` config sections of the recipe for this dataset.
+    """The ``model``, ``transforms``, ``train`` and ``eval`` config sections of the recipe for this dataset.
 
     Args:
         spatial_dims: 2 or 3.
@@ -89,7 +96,7 @@ def recipe(spatial_dims: int, n_train: int, size: tuple[int, ...] = (), epochs: 
     transforms = dict(r.transforms)
     if size:
         transforms["size"] = [max(int(s), r.min_size) for s in size]
-    return {"model": model, "transforms": transforms, "train": train}
+    return {"model": model, "transforms": transforms, "train": train, "eval": dict(r.evaluation)}
 
 
 def describe_recipe(spatial_dims: int, n_train: int, size: tuple[int, ...] = ()) -> str:
@@ -99,6 +106,8 @@ def describe_recipe(spatial_dims: int, n_train: int, size: tuple[int, ...] = ())
     m, t = s["model"], s["train"]
     stem = "small-input stem" if m.get("small_input") else "standard stem"
     at = f" at {'x'.join(map(str, s['transforms']['size']))}" if "size" in s["transforms"] else ""
-    return (f"{m['name']} ({stem}){at}, augment {s['transforms'].get('augment', 'light')}, {t['optimizer']} lr {t['lr']:g} "
+    tta = ", flip TTA" if s["eval"].get("tta") else ""
+    augment = s["transforms"].get("augment", "light")
+    return (f"{m['name']} ({stem}){at}, augment {augment}, {t['optimizer']} lr {t['lr']:g} "
             f"{t['scheduler']}, batch {t['batch_size']}, {t['epochs']} epochs of {n_train} "
-            f"(budget {r.budget_images:,} images)")
+            f"(budget {r.budget_images:,} images){tta}")

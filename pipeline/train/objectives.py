@@ -39,13 +39,23 @@ def metric_names(task: str) -> tuple[str, ...]:
 
 
 class TaskLoss(torch.nn.Module):
-    """The loss of a task, shaping targets as the criterion expects."""
+    """The loss of a task, shaping targets as the criterion expects.
 
-    def __init__(self, task: str, weight: torch.Tensor | None = None, regression_loss: str = "mse") -> None:
+    Args:
+        task: ``binary``, ``multiclass``, ``multilabel`` or ``regression``.
+        weight: class weights (cross-entropy) or positive weights (multi-label), or None.
+        regression_loss: ``mse`` or ``l1``.
+        label_smoothing: classification targets moved this far towards uniform (0: off).
+    """
+
+    def __init__(self, task: str, weight: torch.Tensor | None = None, regression_loss: str = "mse",
+                 label_smoothing: float = 0.0) -> None:
         super().__init__()
         self.task = task
+        self.label_smoothing = label_smoothing if task != "regression" else 0.0
         if task in ("binary", "multiclass"):
-            self.criterion: torch.nn.Module = torch.nn.CrossEntropyLoss(weight=weight)
+            self.criterion: torch.nn.Module = torch.nn.CrossEntropyLoss(weight=weight,
+                                                                        label_smoothing=self.label_smoothing)
         elif task == "multilabel":
             self.criterion = torch.nn.BCEWithLogitsLoss(pos_weight=weight)
         else:
@@ -55,7 +65,10 @@ class TaskLoss(torch.nn.Module):
         pred = pred.float()
         if self.task in ("binary", "multiclass"):
             return self.criterion(pred, target.reshape(-1).long())
-        return self.criterion(pred, target.reshape(pred.shape).float())
+        target = target.reshape(pred.shape).float()
+        if self.task == "multilabel" and self.label_smoothing:
+            target = target * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
+        return self.criterion(pred, target)
 
 
 def compute_metrics(task: str, logits: torch.Tensor, targets: torch.Tensor, loss_fn: TaskLoss) -> dict[str, float]:

@@ -122,8 +122,10 @@ def _train(s: _Session, extra_handlers: Sequence[Any]) -> TrainResult:
     scheduler = make_scheduler(optimizer, s.cfg, len(train_loader))
     weight = class_weights(select_split(s.df, "train"), s.label_map).to(s.device) \
         if s.cfg.data.balance == "loss" and s.label_map.task != "regression" else None
-    loss_fn = TaskLoss(s.label_map.task, weight, s.cfg.train.regression_loss).to(s.device)
-    metric = ValidationMetrics(s.label_map.task, loss_fn, s.cfg.train.key_metric, s.dist_info,
+    loss_fn = TaskLoss(s.label_map.task, weight, s.cfg.train.regression_loss,
+                       s.cfg.train.label_smoothing).to(s.device)
+    val_loss = TaskLoss(s.label_map.task, weight, s.cfg.train.regression_loss)  # unsmoothed: comparable across runs
+    metric = ValidationMetrics(s.label_map.task, val_loss, s.cfg.train.key_metric, s.dist_info,
                                s.label_map.num_outputs, s.device)
     trainer, evaluator = build_engines(
         s.cfg, device=s.device, net=net, eval_net=torch.compile(model) if s.cfg.train.compile else model,

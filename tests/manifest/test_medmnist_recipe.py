@@ -52,9 +52,11 @@ def test_recipes_are_valid_configs_and_described(tmp_path):
         for key, value in expected["transforms"].items():
             assert getattr(cfg.transforms, key) == (tuple(value) if isinstance(value, list) else value), key
         assert cfg.transforms.size == tuple(expected["transforms"]["size"]) and cfg.transforms.intensity == "minmax"
+        assert cfg.eval.tta is bool(expected["eval"].get("tta", False))
         assert expected["transforms"]["size"] == [max(8, RECIPES[dims].min_size)] * dims
         line = describe_recipe(dims, 12, (8,) * dims)
         assert expected["model"]["name"] in line and f"{expected['train']['epochs']} epochs of 12" in line
+        assert ("flip TTA" in line) is bool(expected["eval"].get("tta"))
 
 
 @pytest.mark.parametrize("name, dims, n_train", [("medmnist_2d.yaml", 2, 4708), ("medmnist_3d.yaml", 3, 1188)])
@@ -68,3 +70,4 @@ def test_data_manifests_presets_equal_the_recipe(name, dims, n_train):
     for key, value in expected["transforms"].items():
         assert getattr(cfg.transforms, key) == (tuple(value) if isinstance(value, list) else value), key
     assert cfg.transforms.spatial_dims == dims and cfg.transforms.intensity == "minmax"
+    assert cfg.eval.tta is bool(expected["eval"].get("tta", False))

@@ -219,6 +219,31 @@ def test_validation_metrics_per_task():
     assert math.isnan(one_class["auc"])
 
 
+def test_label_smoothing_moves_training_targets_towards_uniform():
+    from pipeline.train.objectives import TaskLoss
+
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 1.0, -2.0]])
+    y = torch.tensor([0, 1])
+    log_p = torch.log_softmax(logits, dim=1)
+    expected = (0.9 * -log_p[torch.arange(2), y] + 0.1 * -log_p.mean(dim=1)).mean()
+    assert float(TaskLoss("multiclass", label_smoothing=0.1)(logits, y)) == pytest.approx(float(expected), rel=1e-6)
+    assert float(TaskLoss("multiclass")(logits, y)) == pytest.approx(float(-log_p[torch.arange(2), y].mean()), rel=1e-6)
+    ml_logits, ml_y = torch.tensor([[3.0, -3.0]]), torch.tensor([[1.0, 0.0]])
+    smoothed = torch.nn.functional.binary_cross_entropy_with_logits(ml_logits, torch.tensor([[0.9, 0.1]]))
+    assert float(TaskLoss("multilabel", label_smoothing=0.2)(ml_logits, ml_y)) == pytest.approx(float(smoothed))
+    reg = TaskLoss("regression", label_smoothing=0.2)
+    assert float(reg(torch.tensor([[1.0]]), torch.tensor([[3.0]]))) == pytest.approx(4.0)
+
+
+def test_label_smoothing_is_checked_in_the_config():
+    from pipeline.config import config_from_dict
+    from pipeline.errors import ConfigError
+
+    assert config_from_dict({"train": {"label_smoothing": 0.1}}).train.label_smoothing == pytest.approx(0.1)
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        config_from_dict({"train": {"label_smoothing": 0.7}})
+
+
 class _InitialWeights:
     """Keeps a copy of the model's state when training starts."""
 
