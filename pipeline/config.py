@@ -97,6 +97,9 @@ class TrainConfig:
         regression_loss: loss of ``regression`` tasks: ``mse`` or ``l1``.
         label_smoothing: training targets of classification tasks moved this far towards uniform (cross-entropy's
             ``label_smoothing``; multi-label: each target to ``t (1 - s) + s / 2``); validation loss stays unsmoothed.
+        mixup: mixup's Beta(alpha, alpha) parameter (0: off): each training batch becomes ``lam x + (1 - lam) x[perm]``
+            with its targets (one-hot for classes) mixed alike; drawn from the seed and the iteration, so a resumed
+            run mixes as the uninterrupted one.
         amp: mixed precision on CUDA (bf16 where supported, else fp16 with a scaler).
         channels_last: channels-last memory format for 2D models on CUDA.
         compile: ``torch.compile`` the model.
@@ -127,6 +130,7 @@ class TrainConfig:
     patience: int = field(default=0, metadata=_range(0))
     regression_loss: str = field(default="mse", metadata=_choices("mse", "l1"))
     label_smoothing: float = field(default=0.0, metadata=_range(0.0, 0.5))
+    mixup: float = field(default=0.0, metadata=_range(0.0, 10.0))
     amp: bool = True
     channels_last: bool = True
     compile: bool = False

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from ignite.engine import Events
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
@@ -88,6 +89,37 @@ class BatchPreparer:
         return image, label
 
 
+class MixupPreparer:
+    """The training ``prepare_batch`` with mixup (Zhang et al., 2018): ``lam x + (1 - lam) x[perm]``, targets alike.
+
+    ``lam ~ Beta(alpha, alpha)`` and the permutation are drawn from ``(seed, iteration)`` (set by the trainer's
+    ``ITERATION_STARTED`` handler, :meth:`attach`), so a resumed run draws what the uninterrupted one drew. Class
+    targets become probabilities (one-hot, mixed); multi-label and regression targets are mixed as they are.
+    ``plain`` is the preparer without mixing (precise BN takes its batches from it).
+    """
+
+    def __init__(self, plain: BatchPreparer, alpha: float, num_classes: int, seed: int) -> None:
+        self.plain, self.alpha, self.num_classes, self.seed = plain, alpha, num_classes, seed
+        self.iteration = 0
+
+    def attach(self, trainer: Any) -> None:
+        @trainer.on(Events.ITERATION_STARTED)
+        def _iteration(engine: Any) -> None:
+            self.iteration = engine.state.iteration
+
+    def __call__(
+        self, batch: dict[str, Any], device: torch.device, non_blocking: bool = False, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        image, label = self.plain(batch, device, non_blocking, **kwargs)
+        rng = np.random.default_rng([self.seed, self.iteration])
+        lam = float(rng.beta(self.alpha, self.alpha))
+        perm = torch.as_tensor(rng.permutation(len(image)), device=image.device)
+        if self.plain.task in ("binary", "multiclass"):
+            label = torch.nn.functional.one_hot(label, self.num_classes).float()
+        mixed = image * lam + image[perm] * (1.0 - lam)
+        return mixed.to(image.dtype), label * lam + label[perm] * (1.0 - lam)
+
+
 def plain_tensors(chain: Any) -> Any:
     """``chain`` then image metadata dropped: the engines need none, and batches collate faster without it."""
     return Compose([*chain.transforms, EnsureTyped("image", track_meta=False)])
@@ -139,11 +171,18 @@ def build_engines(
     optimizer: torch.optim.Optimizer,
     loss_fn: torch.nn.Module,
     metric: Any,
+    num_outputs: int = 2,
 ) -> tuple[Any, Any]:
-    """MONAI ``SupervisedTrainer`` and ``SupervisedEvaluator`` of a run (AMP, accumulation, key metric)."""
+    """MONAI ``SupervisedTrainer`` and ``SupervisedEvaluator`` of a run (AMP, accumulation, key metric, mixup).
+
+    ``num_outputs`` is the model's number of outputs (the classes that mixup's one-hot targets span).
+    """
     amp, amp_kwargs = amp_settings(cfg, device)
     channels_last = device.type == "cuda" and cfg.train.channels_last and cfg.transforms.spatial_dims == 2
     prepare = BatchPreparer(cfg.data.task, channels_last=channels_last)
+    train_prepare: Any = prepare
+    if cfg.train.mixup > 0:
+        train_prepare = MixupPreparer(prepare, cfg.train.mixup, num_outputs, cfg.train.seed)
     non_blocking = device.type == "cuda"
     trainer = SupervisedTrainer(
         device=device,
@@ -152,7 +191,7 @@ def build_engines(
         network=net,
         optimizer=optimizer,
         loss_function=loss_fn,
-        prepare_batch=prepare,
+        prepare_batch=train_prepare,
         non_blocking=non_blocking,
         amp=amp,
         amp_kwargs=amp_kwargs,
@@ -174,6 +213,8 @@ def build_engines(
         decollate=False,
     )
     best_epoch.attach(evaluator)
+    if isinstance(train_prepare, MixupPreparer):
+        train_prepare.attach(trainer)
     if amp and amp_kwargs.get("dtype") == torch.bfloat16:
         @trainer.on(Events.STARTED)
         def _no_loss_scaling(engine: Any) -> None:  # bf16 has fp32's range: a scaler only costs time

@@ -64,6 +64,8 @@ class TaskLoss(torch.nn.Module):
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         pred = pred.float()
         if self.task in ("binary", "multiclass"):
+            if target.is_floating_point() and target.shape == pred.shape:  # class probabilities (mixup)
+                return self.criterion(pred, target)
             return self.criterion(pred, target.reshape(-1).long())
         target = target.reshape(pred.shape).float()
         if self.task == "multilabel" and self.label_smoothing:

@@ -235,10 +235,11 @@ class PreciseBN:
         if not training_batchnorms(self.model):
             return
         device = engine.state.device
+        prepare = getattr(engine.prepare_batch, "plain", engine.prepare_batch)  # unmixed images (mixup)
 
         def images() -> Iterator[torch.Tensor]:
             for batch in self.loader:
-                yield engine.prepare_batch(batch, device, engine.non_blocking, **engine.to_kwargs)[0]
+                yield prepare(batch, device, engine.non_blocking, **engine.to_kwargs)[0]
 
         autocast = {"device_type": torch.device(device).type, **engine.amp_kwargs} if engine.amp else None
         layers, count = recompute_bn_stats(self.model, images(), dist_info=self.dist_info, autocast=autocast)

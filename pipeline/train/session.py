@@ -130,6 +130,7 @@ def _train(s: _Session, extra_handlers: Sequence[Any]) -> TrainResult:
     trainer, evaluator = build_engines(
         s.cfg, device=s.device, net=net, eval_net=torch.compile(model) if s.cfg.train.compile else model,
         train_loader=train_loader, val_loader=val_loader, optimizer=optimizer, loss_fn=loss_fn, metric=metric,
+        num_outputs=s.label_map.num_outputs,
     )
     EpochSetup(s.cfg.train.seed, s.dist_info.rank, sampler, train_loader, schedule).attach(trainer)
     stats = EpochStats(optimizer, s.dist_info)

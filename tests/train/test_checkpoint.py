@@ -79,10 +79,12 @@ class KillDuring:
             raise SimulatedKill(f"killed in epoch {self.epoch}")
 
 
-def test_resume_after_a_kill_equals_the_uninterrupted_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("regularised", [False, True], ids=["plain", "mixup+smoothing"])
+def test_resume_after_a_kill_equals_the_uninterrupted_run(tmp_path, monkeypatch, regularised):
     narrow_resnets(monkeypatch, widen_factor=0.125)
     manifest = write_blob_manifest(tmp_path / "data", dims=2, n_train=16, n_val=7, n_test=0)
-    cfg = with_changes(small_config(2, epochs=4, warmup_epochs=1, patience=3), model={"dropout": 0.2},
+    extra = {"mixup": 0.4, "label_smoothing": 0.1} if regularised else {}
+    cfg = with_changes(small_config(2, epochs=4, warmup_epochs=1, patience=3, **extra), model={"dropout": 0.2},
                        transforms={"augment": "medium", "augment_prob": 0.8}, data={"num_workers": 1})
     whole = train(cfg, tmp_path / "whole", manifest=manifest)
 

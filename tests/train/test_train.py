@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -233,6 +234,31 @@ def test_label_smoothing_moves_training_targets_towards_uniform():
     assert float(TaskLoss("multilabel", label_smoothing=0.2)(ml_logits, ml_y)) == pytest.approx(float(smoothed))
     reg = TaskLoss("regression", label_smoothing=0.2)
     assert float(reg(torch.tensor([[1.0]]), torch.tensor([[3.0]]))) == pytest.approx(4.0)
+
+
+def test_mixup_mixes_images_and_one_hot_targets_by_seed_and_iteration():
+    from pipeline.train.engine import BatchPreparer, MixupPreparer
+    from pipeline.train.objectives import TaskLoss
+
+    batch = {"image": torch.arange(4 * 1 * 2 * 2, dtype=torch.float32).reshape(4, 1, 2, 2),
+             "label": torch.tensor([0, 1, 2, 1])}
+    mix = MixupPreparer(BatchPreparer("multiclass"), alpha=0.4, num_classes=3, seed=7)
+    mix.iteration = 5
+    image, target = mix(batch, torch.device("cpu"))
+    rng = np.random.default_rng([7, 5])
+    lam, perm = rng.beta(0.4, 0.4), rng.permutation(4)
+    one_hot = torch.nn.functional.one_hot(batch["label"], 3).float()
+    assert torch.allclose(image, lam * batch["image"] + (1 - lam) * batch["image"][perm])
+    assert torch.allclose(target, lam * one_hot + (1 - lam) * one_hot[perm])
+    assert torch.allclose(target.sum(dim=1), torch.ones(4))
+    again, _ = mix(batch, torch.device("cpu"))
+    mix.iteration = 6
+    other, _ = mix(batch, torch.device("cpu"))
+    assert torch.equal(again, image) and not torch.equal(other, image)
+    assert mix.plain(batch, torch.device("cpu"))[1].tolist() == [0, 1, 2, 1]  # precise BN's batches: unmixed
+    logits = torch.randn(4, 3)
+    soft = float(TaskLoss("multiclass")(logits, target))
+    assert soft == pytest.approx(float(-(target * torch.log_softmax(logits, 1)).sum(1).mean()), rel=1e-6)
 
 
 def test_label_smoothing_is_checked_in_the_config():
