@@ -70,7 +70,8 @@ def protocol(spatial_dims: int, n_train: int, epochs: int | None = None, size: t
     """The default recipe (:mod:`pipeline.manifest.medmnist_recipe`) for a dataset, as flat settings.
 
     Keys: ``model`` (name), ``small_input``, ``transforms.<key>`` for the recipe's transforms settings, the
-    ``train`` settings by name, ``eval.<key>`` for its evaluation settings, and ``steps`` (optimiser steps of the run). ``epochs`` overrides the budget's.
+    ``train`` settings by name, ``eval.<key>`` for its evaluation settings, and ``steps`` (optimiser steps of the
+    run). ``epochs`` overrides the budget's.
     """
     from pipeline.manifest.medmnist_recipe import recipe
 
@@ -329,9 +330,10 @@ def markdown_row(r: dict[str, Any]) -> str:
     """The README table's row for one result."""
     s, b = r["summary"], r["paper_best_resnet"]
     target = "-" if b is None else f"{b['auc']:.3f} ({b['method']}): {'above' if r['meets_best_resnet_auc'] else 'not above'}"
+    val = "-" if s["val_best_auc"] is None else f"{s['val_best_auc']['mean']:.3f}"
     return (f"| {r['dataset']} | {s['test_auc']['n']} | **{s['test_auc']['mean']:.3f}** ± {s['test_auc']['std']:.3f} "
             f"({s['test_auc']['min']:.3f}-{s['test_auc']['max']:.3f}) | {s['test_acc']['mean']:.3f} ± "
-            f"{s['test_acc']['std']:.3f} | {'-' if s['val_best_auc'] is None else format(s['val_best_auc']['mean'], '.3f')} "
+            f"{s['test_acc']['std']:.3f} | {val} "
             f"| {target} | "
             f"{s['total_s']['mean'] / 60:.1f} (max {s['total_s']['max'] / 60:.1f}) |")
 

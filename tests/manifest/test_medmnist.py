@@ -54,7 +54,7 @@ def test_2d_grey_round_trip_with_known_classes(tmp_path):
     assert labels == {"task": "binary", "classes": ["normal", "pneumonia"], "label_columns": ["label"]}
     cfg = load_config(tmp_path / "out" / "config.yaml")
     assert cfg.data.classes == ("normal", "pneumonia") and cfg.transforms.spatial_dims == 2
-    assert result.size == (28, 28)  # the files; the model input is the recipe's (tests/manifest/test_medmnist_recipe.py)
+    assert result.size == (28, 28)  # the files; the model input is the recipe's (test_medmnist_recipe.py)
     assert cfg.transforms.size == tuple(recipe(2, SIZES["train"], (28, 28))["transforms"]["size"])
     df = load_manifest(tmp_path / "out" / "manifest.csv", cfg.data)
     assert validate_manifest(df, cfg) == []
