@@ -100,6 +100,8 @@ class TrainConfig:
         mixup: mixup's Beta(alpha, alpha) parameter (0: off): each training batch becomes ``lam x + (1 - lam) x[perm]``
             with its targets (one-hot for classes) mixed alike; drawn from the seed and the iteration, so a resumed
             run mixes as the uninterrupted one.
+        ema: decay of an exponential moving average of the weights, updated every iteration (0: off); validation,
+            ``best.pt`` and ``last.pt``'s ``model`` then hold the averaged weights (see :mod:`pipeline.train.ema`).
         amp: mixed precision on CUDA (bf16 where supported, else fp16 with a scaler).
         channels_last: channels-last memory format for 2D models on CUDA.
         compile: ``torch.compile`` the model.
@@ -131,6 +133,7 @@ class TrainConfig:
     regression_loss: str = field(default="mse", metadata=_choices("mse", "l1"))
     label_smoothing: float = field(default=0.0, metadata=_range(0.0, 0.5))
     mixup: float = field(default=0.0, metadata=_range(0.0, 10.0))
+    ema: float = field(default=0.0, metadata=_range(0.0, 0.99999))
     amp: bool = True
     channels_last: bool = True
     compile: bool = False

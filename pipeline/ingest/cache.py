@@ -24,7 +24,7 @@ from transforms.dicom.slice_header import FrameInfo, SliceHeader
 
 log = logging.getLogger("radpipe")
 
-CACHE_VERSION = 3  # 2: study dates are no longer cached; 3: Philips scale slope
+CACHE_VERSION = 4  # 2: study dates are no longer cached; 3: Philips scale slope; 4: pixel data offset
 _HEADER_FIELDS = tuple(f.name for f in dataclasses.fields(SliceHeader))
 _FRAME_FIELDS = tuple(f.name for f in dataclasses.fields(FrameInfo))
 _SCHEMA = hashlib.sha256(repr((CACHE_VERSION, _HEADER_FIELDS, _FRAME_FIELDS)).encode()).hexdigest()[:16]

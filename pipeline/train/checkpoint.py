@@ -4,7 +4,10 @@
 
     {"model", "optimizer", "scheduler", "scaler", "epoch", "iteration", "best_metric", "best_epoch",
      "best_loss", "early_stop_state", "rng": {"torch", "numpy", "python", "cuda"}, "config", "model_info",
-     "finished"}
+     "finished", "ema"}
+
+``ema`` is there only when the run averages its weights (``train.ema``, see :mod:`pipeline.train.ema`):
+``model`` then holds the averaged weights and ``ema`` the live ones (``live``) and the update count.
 
 ``best.pt`` holds only what inference needs (:func:`inference_checkpoint`): ``model``, ``model_info``,
 ``labels`` (the label map), ``config_sha256`` (digest of the resolved config, :func:`config_digest`),

@@ -154,6 +154,7 @@ class RunRecorder:
         model_info: dict[str, Any],
         dist_info: DistInfo,
         labels: dict[str, Any] | None = None,
+        average: Any = None,
     ) -> None:
         self.run_dir = run_dir
         self.cfg = cfg
@@ -168,6 +169,7 @@ class RunRecorder:
         self.model_info = model_info
         self.dist_info = dist_info
         self.labels = labels
+        self.average = average
         self.validated_epoch = -1
         self.trainer: Engine | None = None
 
@@ -191,8 +193,10 @@ class RunRecorder:
         """Everything a resumed run restores."""
         scaler = getattr(engine, "scaler", None)
         best = self.evaluator.state.best_metric
+        live = unwrap_model(self.model).state_dict()
         return {
-            "model": unwrap_model(self.model).state_dict(),
+            "model": live,
+            **(self.average.checkpoint_entries(live) if self.average is not None else {}),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None,

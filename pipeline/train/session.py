@@ -32,6 +32,7 @@ from pipeline.train.dataset import (build_dataset, class_weights, dataset_items,
                                     select_split)
 from pipeline.train.distributed import (DistInfo, EpochSampler, EpochSeededDataset, barrier, init_distributed,
                                         shutdown_distributed)
+from pipeline.train.ema import WeightAverage, live_weights
 from pipeline.train.engine import (build_engines, configure_torch, make_optimizer, make_scheduler, plain_tensors,
                                    resolve_train_device, wrap_model)
 from pipeline.train.handlers import EpochSetup, EpochStats, RunRecorder, attach_progress_and_tracking, broadcast_buffers
@@ -113,10 +114,14 @@ def _train(s: _Session, extra_handlers: Sequence[Any]) -> TrainResult:
     model, model_info = _build_model(s)
     train_loader, val_loader, sampler = _build_loaders(s)
     if s.checkpoint is not None:
-        model.load_state_dict(s.checkpoint["model"])
+        model.load_state_dict(live_weights(s.checkpoint))
     if s.dist_info.enabled and s.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     net, schedule = _wrap_for_transfer(s, model)
+    average = WeightAverage(model, s.cfg.train.ema, s.cfg.train.precise_bn == 0) if s.cfg.train.ema > 0 else None
+    if average is not None and s.checkpoint is not None:
+        average.restore(s.checkpoint)
+    validated = average.module if average is not None else model
     optimizer = make_optimizer(build_param_groups(model, s.cfg.transfer, s.cfg.train.lr, s.cfg.train.weight_decay),
                                s.cfg)
     scheduler = make_scheduler(optimizer, s.cfg, len(train_loader))
@@ -128,7 +133,7 @@ def _train(s: _Session, extra_handlers: Sequence[Any]) -> TrainResult:
     metric = ValidationMetrics(s.label_map.task, val_loss, s.cfg.train.key_metric, s.dist_info,
                                s.label_map.num_outputs, s.device)
     trainer, evaluator = build_engines(
-        s.cfg, device=s.device, net=net, eval_net=torch.compile(model) if s.cfg.train.compile else model,
+        s.cfg, device=s.device, net=net, eval_net=torch.compile(validated) if s.cfg.train.compile else validated,
         train_loader=train_loader, val_loader=val_loader, optimizer=optimizer, loss_fn=loss_fn, metric=metric,
         num_outputs=s.label_map.num_outputs,
     )
@@ -136,8 +141,10 @@ def _train(s: _Session, extra_handlers: Sequence[Any]) -> TrainResult:
     stats = EpochStats(optimizer, s.dist_info)
     stats.attach(trainer)
     LrScheduleHandler(scheduler, print_lr=False, epoch_level=False).attach(trainer)
-    PreciseBN(model, train_loader, s.cfg.train.precise_bn, s.cfg.train.val_every, s.dist_info).attach(trainer)
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: broadcast_buffers(model, s.dist_info))
+    if average is not None:
+        average.attach(trainer)
+    PreciseBN(validated, train_loader, s.cfg.train.precise_bn, s.cfg.train.val_every, s.dist_info).attach(trainer)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: broadcast_buffers(validated, s.dist_info))
     early_stop = _attach_validation(s.cfg, trainer, evaluator)
     names = metric_names(s.label_map.task)
     columns = ["epoch", "lr", "train_loss", *[f"val_{n}" for n in names], "time_s", "images_per_s"]
@@ -145,7 +152,7 @@ def _train(s: _Session, extra_handlers: Sequence[Any]) -> TrainResult:
     RunRecorder(
         s.run_dir, s.cfg, model=model, optimizer=optimizer, scheduler=scheduler, evaluator=evaluator, stats=stats,
         metrics_log=metrics_log, metric_names=names, early_stop=early_stop, model_info=model_info,
-        dist_info=s.dist_info, labels=json.loads(s.label_map.to_json()),
+        dist_info=s.dist_info, labels=json.loads(s.label_map.to_json()), average=average,
     ).attach(trainer)
     if s.dist_info.is_main:
         attach_progress_and_tracking(s.cfg, s.run_dir, trainer, evaluator)

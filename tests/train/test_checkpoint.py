@@ -79,11 +79,14 @@ class KillDuring:
             raise SimulatedKill(f"killed in epoch {self.epoch}")
 
 
-@pytest.mark.parametrize("regularised", [False, True], ids=["plain", "mixup+smoothing"])
+REGULARISERS = {"plain": {}, "mixup+smoothing": {"mixup": 0.4, "label_smoothing": 0.1}, "ema": {"ema": 0.8}}
+
+
+@pytest.mark.parametrize("regularised", list(REGULARISERS))
 def test_resume_after_a_kill_equals_the_uninterrupted_run(tmp_path, monkeypatch, regularised):
     narrow_resnets(monkeypatch, widen_factor=0.125)
     manifest = write_blob_manifest(tmp_path / "data", dims=2, n_train=16, n_val=7, n_test=0)
-    extra = {"mixup": 0.4, "label_smoothing": 0.1} if regularised else {}
+    extra = REGULARISERS[regularised]
     cfg = with_changes(small_config(2, epochs=4, warmup_epochs=1, patience=3, **extra), model={"dropout": 0.2},
                        transforms={"augment": "medium", "augment_prob": 0.8}, data={"num_workers": 1})
     whole = train(cfg, tmp_path / "whole", manifest=manifest)
@@ -104,6 +107,10 @@ def test_resume_after_a_kill_equals_the_uninterrupted_run(tmp_path, monkeypatch,
     wb = load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")
     for key, tensor in wa["model"].items():
         assert torch.allclose(tensor.float(), wb["model"][key].float(), atol=1e-6), key
+    if "ema" in extra:  # the averaged weights above, the live ones here
+        assert wa["ema"]["updates"] == wb["ema"]["updates"] == 8
+        for key, tensor in wa["ema"]["live"].items():
+            assert torch.allclose(tensor.float(), wb["ema"]["live"][key].float(), atol=1e-6), key
     assert wa["early_stop_state"] == wb["early_stop_state"] and wa["iteration"] == wb["iteration"] == 8
 
     again = train(cfg, tmp_path / "killed", manifest=manifest, resume=True)  # a finished run stays finished

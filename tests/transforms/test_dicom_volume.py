@@ -292,3 +292,40 @@ def test_display_window_of_a_radiograph_matches_pydicoms_voi(tmp_path, function,
     assert meta["display_window"] == f"window 1800/1200 {function}"
     plain, _, plain_meta = load_series([path])
     assert plain.dtype != np.float32 and "display_window" not in plain_meta
+
+
+SCANNED_CASES = {**DCM2NIIX_CASES, "m1": dict(modality="MR", dtype="uint16", intercept=0.0, photometric="MONOCHROME1"),
+                 "signed_12_bit": dict(extra={"BitsStored": 12})}
+
+
+@pytest.mark.parametrize("name", sorted(SCANNED_CASES))
+def test_scanned_headers_load_the_same_volume_without_a_second_parse(dicom_series, monkeypatch, name):
+    from transforms.dicom import volume
+    from transforms.dicom.scan_fields import read_header_fast
+
+    paths = dicom_series(name, **SCANNED_CASES[name])
+    expected, expected_affine, _ = load_series(paths)
+    (info,) = assemble_series(read_header_fast(p) for p in paths)
+    native = [h for h in info.headers if h.pixel_offset is not None]
+    parsed: list[str] = []
+    real_parse = volume.parse_file
+    monkeypatch.setattr(volume, "parse_file", lambda path, **kw: parsed.append(path) or real_parse(path, **kw))
+    array, affine, _ = load_series(info)
+    assert array.dtype == expected.dtype and np.array_equal(array, expected)
+    np.testing.assert_array_equal(affine, expected_affine)
+    assert len(parsed) == len(info.files) - len(native)  # the files with an offset are not parsed again
+    if name in ("ct_axial_ascending", "m1", "ct_float_rescale", "signed_12_bit", "mr_oblique"):
+        assert len(native) == len(paths)  # plain single-frame native files: every one read at its offset
+
+
+def test_a_file_cut_after_its_scan_is_parsed_again_and_named(tmp_path):
+    from transforms.dicom.scan_fields import read_header_fast
+
+    paths = write_series(tmp_path / "s", SeriesSpec(rows=16, cols=16, n_slices=3))
+    (info,) = assemble_series(read_header_fast(p) for p in paths)
+    assert all(h.pixel_offset is not None for h in info.headers)
+    cut = Path(info.files[1])
+    cut.write_bytes(cut.read_bytes()[:-100])
+    with pytest.raises(DicomReadError, match="truncated|cannot decode") as raised:
+        load_series(info)
+    assert str(cut) in str(raised.value)

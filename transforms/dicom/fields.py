@@ -247,6 +247,7 @@ def fields_from_values(v: Mapping[str, Any], path: str | Path, transfer_syntax: 
         mosaic_normal=None,
         frame_offsets=as_floats(v.get("GridFrameOffsetVector"), as_int(v.get("NumberOfFrames")) or 1),
         frames=frames,
+        pixel_offset=None,
         **_per_file_fields(v, first),
     )
 

@@ -410,24 +410,31 @@ def native_pixels(parsed: ParsedFile, buf: bytes, rows: int, cols: int, frames: 
     Raises:
         NotFast: any other image (compressed, colour, 1-bit, cut short, ...).
     """
-    import numpy as np  # not at module level: scanning headers needs no numpy
-
     v = parsed.values
     if (parsed.transfer_syntax not in UNCOMPRESSED_LE or parsed.pixel_offset is None or parsed.pixel_length is None
             or (v.get("SamplesPerPixel") or 1) != 1
             or str(v.get("PhotometricInterpretation", "")).strip().upper() not in ("MONOCHROME1", "MONOCHROME2")):
         raise NotFast
-    bits, signed = v.get("BitsAllocated"), v.get("PixelRepresentation") or 0
+    available = min(parsed.pixel_length, len(buf) - parsed.pixel_offset)
+    return stored_array(buf, parsed.pixel_offset, available, (frames, rows, cols), v.get("BitsAllocated"),
+                        v.get("PixelRepresentation") or 0, v.get("BitsStored"))
+
+
+def stored_array(buf: bytes, offset: int, available: int, shape: tuple[int, int, int], bits: Any, signed: Any,
+                 stored: Any) -> np.ndarray:
+    """Native little-endian greyscale pixels of ``shape`` (frames, rows, cols) at ``buf[offset:]``.
+
+    Raises:
+        NotFast: an unsupported BitsAllocated / PixelRepresentation, or fewer than the ``available`` bytes needed.
+    """
+    import numpy as np  # not at module level: scanning headers needs no numpy
+
     dtype = _DTYPES.get((bits, signed)) if isinstance(bits, int) and isinstance(signed, int) else None
-    if dtype is None:
-        raise NotFast
-    count = rows * cols * frames
-    if rows <= 0 or cols <= 0 or frames <= 0 or count * (bits // 8) > min(parsed.pixel_length,
-                                                                           len(buf) - parsed.pixel_offset):
+    count = shape[0] * shape[1] * shape[2]
+    if dtype is None or min(shape) <= 0 or count * (bits // 8) > available:
         raise NotFast  # cut short: pydicom says how
-    arr = np.frombuffer(buf, dtype=dtype, count=count, offset=parsed.pixel_offset).reshape(frames, rows, cols)
+    arr = np.frombuffer(buf, dtype=dtype, count=count, offset=offset).reshape(shape)
     arr = arr.astype(arr.dtype.newbyteorder("="))  # a writeable copy in native order
-    stored = v.get("BitsStored")
     if isinstance(stored, int) and 0 < stored < bits:
         shift = bits - stored
         np.left_shift(arr, shift, out=arr)

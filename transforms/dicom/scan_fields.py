@@ -90,10 +90,12 @@ def read_fields_fast(path: str | Path, memo: dict[Any, Any] | None = None) -> di
         if is_image_class(fields["sop_class_uid"] or parsed.media_sop_class):
             raise missing_pixels_error(path, fields["sop_class_uid"] or parsed.media_sop_class, file_size)
         return read_header(path)  # the loader says what it is
+    native = parsed.transfer_syntax in UNCOMPRESSED_LE
     if length is not None:
         check_pixel_data(path, offset=offset, length=length, size=file_size, rows=fields["rows"], cols=fields["cols"],
                          frames=fields["number_of_frames"], samples=fields["samples_per_pixel"],
-                         bits=fields["bits_allocated"], native=parsed.transfer_syntax in UNCOMPRESSED_LE)
+                         bits=fields["bits_allocated"], native=native)
+    fields["pixel_offset"] = offset if native and length is not None else None  # convert reads the pixels there
     return fields
 
 

@@ -9,7 +9,7 @@ pydicom ``Dataset``).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 Vec3 = tuple[float, float, float]
@@ -37,6 +37,9 @@ class SliceHeader:
 
     Spatial fields follow DICOM: ``pixel_spacing`` is (row spacing, column spacing), ``orientation``
     the row then column direction cosines, ``position`` the centre of the first voxel, all in LPS mm.
+    ``pixel_offset`` is where the pixel data's value starts in the file, set only when the byte reader read the
+    header and the pixels are native little endian of a known length (convert then reads them without parsing the
+    header again); it takes no part in comparisons.
     """
 
     path: str
@@ -102,6 +105,7 @@ class SliceHeader:
     philips_scale_slope: float | None = None
     diffusion_b_value: float | None = None
     diffusion_gradient: Vec3 | None = None
+    pixel_offset: int | None = field(default=None, compare=False)
 
     @property
     def is_multiframe(self) -> bool:

@@ -20,7 +20,7 @@ from pipeline.errors import DicomReadError, NotAnImageError
 from transforms.dicom.display import apply_display_window, stored_range
 from transforms.dicom.rescale import philips_floating_point, plane_rescale, rescale_planes
 from transforms.dicom.fields import header_from_values
-from transforms.dicom.raw import NotFast, native_pixels, parse_file
+from transforms.dicom.raw import UNCOMPRESSED_LE, NotFast, native_pixels, parse_file, stored_array
 from transforms.dicom.series import SeriesInfo, assemble_series
 from transforms.dicom.slice_header import SliceHeader
 from transforms.limits import check_claimed_size, max_voxels
@@ -132,6 +132,35 @@ def _values_and_pixels(path: str, memo: dict[Any, Any]) -> tuple[Mapping[str, An
         from transforms.dicom.headers import read_dataset
 
         return read_dataset(Path(path), header_only=False), None
+
+
+def _pixels_at_offset(header: SliceHeader) -> FileData | None:
+    """The stored pixels of a file at the offset its scan recorded (``header.pixel_offset``), header not parsed again.
+
+    For native little-endian greyscale files only; the values the loader looks up come from the header (the byte
+    reader refuses modality LUTs and dose scaling, so slope, intercept and photometry are all there is). None when
+    the file cannot be read this way (the caller parses it).
+    """
+    h = header
+    if (h.pixel_offset is None or h.transfer_syntax not in UNCOMPRESSED_LE or h.samples_per_pixel != 1
+            or h.photometric not in ("MONOCHROME1", "MONOCHROME2") or h.is_mosaic or h.frames):
+        return None
+    shape = (h.number_of_frames, h.rows, h.cols)
+    needed = shape[0] * shape[1] * shape[2] * (h.bits_allocated // 8)
+    try:
+        fd = os.open(h.path, os.O_RDONLY)
+        try:
+            data = os.pread(fd, needed, h.pixel_offset)
+        finally:
+            os.close(fd)
+        pixels = stored_array(data, 0, len(data), shape, h.bits_allocated, h.pixel_representation, h.bits_stored)
+    except (OSError, NotFast):
+        return None
+    values = {"Rows": h.rows, "Columns": h.cols, "NumberOfFrames": h.number_of_frames, "SamplesPerPixel": 1,
+              "PhotometricInterpretation": h.photometric, "BitsAllocated": h.bits_allocated,
+              "BitsStored": h.bits_stored, "PixelRepresentation": h.pixel_representation,
+              "RescaleSlope": h.slope, "RescaleIntercept": h.intercept}
+    return values, pixels
 
 
 def read_slice_file(path: str | Path) -> tuple[SliceHeader, Mapping[str, Any] | Dataset, np.ndarray | None]:
@@ -259,9 +288,11 @@ def load_series(series: SeriesInfo | Sequence[str | Path], *, part: str | None =
                              + "; ".join(series.problems))
     check_series_size(series)
     memo: dict[Any, Any] = {}  # the files of a series repeat most of their header: decode each value once
+    scanned = {h.path: h for h in series.headers} if not display_window else {}  # the window needs every value
     for path in series.files:
         if path not in files:
-            files[path] = _values_and_pixels(path, memo)
+            known = _pixels_at_offset(scanned[path]) if path in scanned else None
+            files[path] = known if known is not None else _values_and_pixels(path, memo)
     datasets = {path: files[path][0] for path in series.files}
     pixels = {path: _pixels(values, path) if stored is None else stored
               for path, (values, stored) in ((p, files[p]) for p in series.files)}
