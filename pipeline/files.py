@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,7 +32,7 @@ TEMP_PREFIX = ".tmp-"
 def temporary_sibling(path: str | os.PathLike[str]) -> Path:
     """A name beside ``path`` unique to this process and call, ending with ``path``'s own name."""
     path = Path(path)
-    return path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.{path.name}")
+    return path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}.{path.name}")
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
@@ -118,7 +117,7 @@ def write_bytes_atomic(path: str, data: bytes | bytearray) -> int:
     of ``radpipe pull``), where :func:`atomic_path`'s folder creation and path objects cost as much as the write.
     """
     folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.{name}")
+    tmp = os.path.join(folder, f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}.{name}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import secrets
 from pathlib import Path
 
 from pipeline.errors import ConfigError
@@ -32,6 +31,8 @@ def load_secret(path: str | Path | None = None) -> bytes:
     """Read the secret, creating it (32 random bytes, mode 0600) when the file does not exist yet."""
     p = Path(path) if path is not None else default_secret_path()
     if not p.exists():
+        import secrets  # only when the secret is made: 7 ms of every command's start-up otherwise
+
         p.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:

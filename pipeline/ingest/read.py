@@ -19,7 +19,6 @@ import multiprocessing
 import os
 import pickle
 import signal
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -247,7 +246,11 @@ class _Child:
                  spool_dir: str | Path | None = None) -> None:
         """Start :func:`_child_reads` with its arguments before ``conn`` (``claims``) and after ``spool`` (``work``)."""
         self.notices, send = context.Pipe(duplex=False)
-        spool_name = temporary_sibling(Path(spool_dir or tempfile.gettempdir()) / "scan.spool")
+        if spool_dir is None:
+            import tempfile  # 4 ms of start-up that only this default needs
+
+            spool_dir = tempfile.gettempdir()
+        spool_name = temporary_sibling(Path(spool_dir) / "scan.spool")
         fd = os.open(spool_name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)  # readable by this user only
         self.spool = str(spool_name)
         self.results = os.fdopen(fd, "rb")

@@ -13,7 +13,7 @@ from pathlib import Path
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from pipeline.files import write_atomic
+from pipeline.files import write_atomic, write_bytes_atomic
 from pipeline.pseudonym import Pseudonymiser
 from transforms.dicom.reference import series_meta, series_part, series_ref_record
 from transforms.dicom.series import SeriesInfo
@@ -76,7 +76,7 @@ def _write_if_changed(path: Path, text: str) -> None:
             return
     except OSError:
         pass
-    write_atomic(path, data, durable=False)
+    write_bytes_atomic(str(path), data)  # not durable: a re-scan writes a lost reference again
 
 
 def series_ref_text(info: SeriesInfo, base: str, folders: dict[str, str] | None = None) -> str:

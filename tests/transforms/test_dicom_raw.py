@@ -12,7 +12,8 @@ import transforms.dicom.volume as dicom_volume
 from pipeline.demo.synthetic_dicom import SeriesFiles, SeriesSpec, series_args, write_series, write_single_image
 from transforms.dicom.fields import header_from_values
 from transforms.dicom.headers import read_header
-from transforms.dicom.raw import NotFast, native_pixels, parse_file
+from transforms.dicom.native import native_pixels
+from transforms.dicom.raw import NotFast, parse_file
 from transforms.dicom.volume import load_series, read_slice_file
 
 PIXEL_CASES = {

@@ -230,3 +230,12 @@ def test_a_multiframe_radiograph_or_cine_is_refused_with_a_reason(tmp_path):
     s = _one([path])
     assert s.status == "error"
     assert "multi-frame DX image (3 frames" in s.problems[0] and "export the frame you need" in s.problems[0]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 10, 11])
+def test_median_equals_numpys(n):
+    from transforms.dicom.geometry import median
+
+    values = np.random.default_rng(n).normal(size=n) * 3.7
+    assert median(values) == float(np.median(values))
+    assert isinstance(median(values), float)

@@ -168,6 +168,13 @@ def dicom_seconds(dicom_time: str) -> float | None:
         return None
 
 
+def median(values: np.ndarray) -> float:
+    """``np.median`` of finite values, without its import of ``numpy.ma`` (7 ms in every scanning process)."""
+    ordered = np.sort(np.asarray(values, dtype=float).ravel())
+    m = len(ordered) // 2
+    return float(ordered[m]) if len(ordered) % 2 else float((ordered[m - 1] + ordered[m]) / 2)
+
+
 def unit(v: Sequence[float]) -> np.ndarray:
     """``v`` scaled to length 1 (unchanged when zero)."""
     v = np.asarray(v, dtype=float)
@@ -338,7 +345,7 @@ def _slice_grid(centres: np.ndarray, normal: np.ndarray, ref: SliceHeader,
     if len(centres) == 1:
         return np.array([0]), 1, normal * (ref.spacing_between_slices or ref.slice_thickness or 1.0), filled
     gaps = np.diff(d)
-    typical = float(np.median(gaps))
+    typical = median(gaps)
     steps = np.maximum(np.rint(gaps / typical), 1)  # float: a wild position must not overflow the sum below
     mult = steps.astype(int)
     integral = np.abs(gaps - mult * typical) <= max(POSITION_TOLERANCE_MM, 0.02 * typical)
@@ -402,8 +409,8 @@ def temporal_spacing(items: list[SliceItem], t_index: np.ndarray, keep: np.ndarr
         t_kept = t_index[keep]
         per_t = np.array([ts[t_kept == t].min() for t in range(n_t)])
         diffs = np.diff(per_t)
-        if (diffs > 0).all() and np.ptp(diffs) <= 0.05 * np.median(diffs) + 1e-3:
-            return float(np.median(diffs))
+        if (diffs > 0).all() and np.ptp(diffs) <= 0.05 * median(diffs) + 1e-3:
+            return median(diffs)
     return ref.repetition_time / 1000.0 if ref.repetition_time else None
 
 

@@ -6,8 +6,8 @@ forty plain values per file, so :func:`parse_bytes` walks the elements of the co
 (implicit and explicit VR little endian, compressed pixel data included) with :mod:`struct`, decodes
 only the tags of :data:`~transforms.dicom.header_values.HEADER_TAGS` into a plain ``keyword -> value``
 mapping (values as pydicom gives them: text, numbers, lists) and notes where the pixel data lies.
-:func:`native_pixels` turns that pixel data into the array pydicom's ``pixel_array`` gives for
-uncompressed little-endian greyscale images.
+:func:`transforms.dicom.native.native_pixels` turns that pixel data into the array pydicom's ``pixel_array``
+gives for uncompressed little-endian greyscale images.
 
 Anything unusual (no preamble, big endian, deflated, other character sets, sequences the header
 needs such as multi-frame functional groups, modality LUTs, Siemens mosaics, DICOMDIR, truncation,
@@ -19,13 +19,10 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from transforms.dicom.header_values import HEADER_KEYWORDS, PRIVATE_KEYWORDS
 from transforms.dicom.sop import media_class_reason
-
-if TYPE_CHECKING:
-    import numpy as np
 
 FIRST_READ = 16384
 UNCOMPRESSED_LE = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
@@ -82,6 +79,7 @@ class ParsedFile:
         pixel_length: the value's length (``None``: encapsulated or absent).
         elements: the raw elements ``values`` were decoded from (tag -> (VR or None, bytes)), in file
             order, without the SpecificCharacterSet (in ``values``); what two files share, byte for byte.
+        encoding: the Python codec of the file's SpecificCharacterSet (:func:`decode_values` uses it).
     """
 
     values: dict[str, Any]
@@ -91,6 +89,7 @@ class ParsedFile:
     pixel_offset: int | None
     pixel_length: int | None
     elements: dict[int, tuple[bytes | None, bytes]] = field(default_factory=dict)
+    encoding: str = "latin-1"
 
 
 def _split(text: str) -> Any:
@@ -251,7 +250,7 @@ def _meta(buf: bytes) -> tuple[dict[str, str], int]:
     raise NeedMore
 
 
-def parse_bytes(buf: bytes, file_size: int, memo: dict[Any, Any] | None = None) -> ParsedFile:
+def parse_bytes(buf: bytes, file_size: int, memo: dict[Any, Any] | None = None, decode: bool = True) -> ParsedFile:
     """Parse the header of a file whose first ``len(buf)`` bytes (of ``file_size``) are ``buf``.
 
     Args:
@@ -260,6 +259,8 @@ def parse_bytes(buf: bytes, file_size: int, memo: dict[Any, Any] | None = None) 
         memo: decoded values by raw element, shared by the files of one batch (the files of a series
             repeat most of their header: decoding each distinct value once halves the decoding).
             Values may then be shared between results: treat them as read-only.
+        decode: decode the values now; False leaves ``values`` with the SpecificCharacterSet only, for
+            :func:`decode_values` to fill with the tags the caller needs.
 
     Raises:
         NeedMore: ``buf`` ends inside the header and the file is longer: read more and call again.
@@ -272,37 +273,52 @@ def parse_bytes(buf: bytes, file_size: int, memo: dict[Any, Any] | None = None) 
     syntax = meta.get("TransferSyntaxUID", "")
     if not syntax or syntax in _FALLBACK_SYNTAXES:
         raise NotFast
-    implicit = syntax == _IMPLICIT_LE
     raw: dict[int, tuple[bytes | None, bytes]] = {}
-    pixel_start, found_pixels, pixel_length = _walk(buf, pos, implicit, raw)
+    pixel_start, found_pixels, pixel_length = _walk(buf, pos, syntax == _IMPLICIT_LE, raw)
     if not found_pixels and len(buf) < file_size:
         raise NeedMore  # the walk stopped at the end of the buffer, not of the file
     charset_raw = raw.pop(_CHARSET, None)
     charset = charset_raw[1].decode("latin-1").strip("\x00 ") if charset_raw else ""
     if charset not in _ENCODINGS:
         raise NotFast
-    encoding = _ENCODINGS[charset]
-    values: dict[str, Any] = {}
+    parsed = ParsedFile({"SpecificCharacterSet": charset} if charset_raw is not None else {}, syntax,
+                        meta.get("MediaStorageSOPClassUID", ""), found_pixels,
+                        pixel_start if found_pixels else None, pixel_length, raw, _ENCODINGS[charset])
+    if decode:
+        decode_values(parsed, memo)
+    return parsed
+
+
+def decode_values(parsed: ParsedFile, memo: dict[Any, Any] | None = None,
+                  tags: frozenset[int] | None = None) -> dict[str, Any]:
+    """Decode the raw elements of ``parsed`` (only ``tags`` when given) into ``parsed.values``, and return it.
+
+    Raises:
+        NotFast: a value the decoders cannot read exactly, or a Siemens mosaic (it needs the CSA header).
+    """
+    values, encoding = parsed.values, parsed.encoding
     memo = {} if memo is None else memo
-    for tag, (file_vr, data) in raw.items():
-        key = (tag, file_vr, data, encoding)
-        known = memo.get(key, memo)
-        if known is not memo:
-            values[_DECODING[tag][0]] = known
-            continue
-        keyword, vr_bytes, decoder = _DECODING[tag]
-        if file_vr is not None and file_vr != vr_bytes and file_vr != b"UN":  # the file's own VR wins
-            decoder = _DECODERS.get(file_vr.decode("ascii", "replace"))
-        if decoder is None:
-            raise NotFast
-        values[keyword] = memo[key] = decoder(data, encoding)
+    try:
+        for tag, (file_vr, data) in parsed.elements.items():
+            if tags is not None and tag not in tags:
+                continue
+            key = (tag, file_vr, data, encoding)
+            known = memo.get(key, memo)
+            if known is not memo:
+                values[_DECODING[tag][0]] = known
+                continue
+            keyword, vr_bytes, decoder = _DECODING[tag]
+            if file_vr is not None and file_vr != vr_bytes and file_vr != b"UN":  # the file's own VR wins
+                decoder = _DECODERS.get(file_vr.decode("ascii", "replace"))
+            if decoder is None:
+                raise NotFast
+            values[keyword] = memo[key] = decoder(data, encoding)
+    except (struct.error, UnicodeDecodeError, KeyError, ValueError) as e:
+        raise NotFast from e
     image_type = values.get("ImageType")
     if image_type and "MOSAIC" in str(image_type).upper():
         raise NotFast  # mosaics need the Siemens CSA header
-    if charset_raw is not None:
-        values["SpecificCharacterSet"] = charset
-    return ParsedFile(values, syntax, meta.get("MediaStorageSOPClassUID", ""), found_pixels,
-                      pixel_start if found_pixels else None, pixel_length, raw)
+    return values
 
 
 _SOP_INSTANCE_UID, _SERIES_INSTANCE_UID = 0x00080018, 0x0020000E
@@ -352,14 +368,14 @@ def instance_uids(buf: bytes) -> tuple[str, str]:
     raise NeedMore
 
 
-def parse_file(path: str, *, whole: bool = False, memo: dict[Any, Any] | None = None
+def parse_file(path: str, *, whole: bool = False, memo: dict[Any, Any] | None = None, decode: bool = True
                ) -> tuple[ParsedFile, bytes, int]:
     """Read and parse one file: the header, the bytes read and the file's size.
 
     Args:
         path: the file.
         whole: read the whole file (to take its pixels too), not only as far as the header goes.
-        memo: see :func:`parse_bytes`.
+        memo, decode: see :func:`parse_bytes`.
 
     Raises:
         NotFast: the file needs pydicom (unusual encoding, cut inside the header, ...).
@@ -371,7 +387,7 @@ def parse_file(path: str, *, whole: bool = False, memo: dict[Any, Any] | None = 
         buf = _read(fd, file_size if whole else FIRST_READ)
         while True:
             try:
-                return parse_bytes(buf, file_size, memo), buf, file_size
+                return parse_bytes(buf, file_size, memo, decode), buf, file_size
             except NeedMore:
                 if len(buf) >= file_size:
                     raise NotFast from None  # cut inside the header
@@ -395,48 +411,3 @@ def _read(fd: int, n: int) -> bytes:
         parts.append(more)
         got += len(more)
     return b"".join(parts)
-
-
-_DTYPES = {(8, 0): "u1", (8, 1): "i1", (16, 0): "<u2", (16, 1): "<i2", (32, 0): "<u4", (32, 1): "<i4"}
-
-
-def native_pixels(parsed: ParsedFile, buf: bytes, rows: int, cols: int, frames: int) -> np.ndarray:
-    """The stored values of an uncompressed little-endian greyscale image, as pydicom's ``pixel_array``.
-
-    Returns:
-        A writeable array (frames, rows, cols), unused high bits cleared (unsigned) or sign-extended
-        (signed) as pydicom does.
-
-    Raises:
-        NotFast: any other image (compressed, colour, 1-bit, cut short, ...).
-    """
-    v = parsed.values
-    if (parsed.transfer_syntax not in UNCOMPRESSED_LE or parsed.pixel_offset is None or parsed.pixel_length is None
-            or (v.get("SamplesPerPixel") or 1) != 1
-            or str(v.get("PhotometricInterpretation", "")).strip().upper() not in ("MONOCHROME1", "MONOCHROME2")):
-        raise NotFast
-    available = min(parsed.pixel_length, len(buf) - parsed.pixel_offset)
-    return stored_array(buf, parsed.pixel_offset, available, (frames, rows, cols), v.get("BitsAllocated"),
-                        v.get("PixelRepresentation") or 0, v.get("BitsStored"))
-
-
-def stored_array(buf: bytes, offset: int, available: int, shape: tuple[int, int, int], bits: Any, signed: Any,
-                 stored: Any) -> np.ndarray:
-    """Native little-endian greyscale pixels of ``shape`` (frames, rows, cols) at ``buf[offset:]``.
-
-    Raises:
-        NotFast: an unsupported BitsAllocated / PixelRepresentation, or fewer than the ``available`` bytes needed.
-    """
-    import numpy as np  # not at module level: scanning headers needs no numpy
-
-    dtype = _DTYPES.get((bits, signed)) if isinstance(bits, int) and isinstance(signed, int) else None
-    count = shape[0] * shape[1] * shape[2]
-    if dtype is None or min(shape) <= 0 or count * (bits // 8) > available:
-        raise NotFast  # cut short: pydicom says how
-    arr = np.frombuffer(buf, dtype=dtype, count=count, offset=offset).reshape(shape)
-    arr = arr.astype(arr.dtype.newbyteorder("="))  # a writeable copy in native order
-    if isinstance(stored, int) and 0 < stored < bits:
-        shift = bits - stored
-        np.left_shift(arr, shift, out=arr)
-        np.right_shift(arr, shift, out=arr)
-    return arr

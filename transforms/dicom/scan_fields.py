@@ -22,6 +22,7 @@ from transforms.dicom.raw import (
     NotDicom,
     NotFast,
     ParsedFile,
+    decode_values,
     parse_file,
 )
 from transforms.dicom.slice_header import SliceHeader, header_from_fields
@@ -64,17 +65,18 @@ def read_fields_fast(path: str | Path, memo: dict[Any, Any] | None = None) -> di
         NotAnImageError, DicomReadError: as ``read_header``.
     """
     try:
-        parsed, _, file_size = parse_file(str(path), memo=memo)
+        parsed, _, file_size = parse_file(str(path), memo=memo, decode=False)
+        key = like = None
+        if memo is not None:
+            key = _shared_key(parsed)
+            like = memo.get(key)
+        decode_values(parsed, memo, _PER_FILE_TAGS if like is not None else None)  # a series' shared values: once
     except NotDicom:
         raise DicomReadError(f"{path}: {NOT_DICOM}") from None
     except NotAnImage as e:
         raise NotAnImageError(f"{path}: {e.args[0]}; not an image, skipped") from None
     except (NotFast, OSError):
         return read_header(path)
-    key = like = None
-    if memo is not None:
-        key = _shared_key(parsed)
-        like = memo.get(key)
     if like is not None:
         fields = header_fields_like(parsed.values, path, like)
     else:

@@ -20,7 +20,8 @@ from pipeline.errors import DicomReadError, NotAnImageError
 from transforms.dicom.display import apply_display_window, stored_range
 from transforms.dicom.rescale import philips_floating_point, plane_rescale, rescale_planes
 from transforms.dicom.fields import header_from_values
-from transforms.dicom.raw import UNCOMPRESSED_LE, NotFast, native_pixels, parse_file, stored_array
+from transforms.dicom.native import native_pixels, stored_array
+from transforms.dicom.raw import UNCOMPRESSED_LE, NotFast, parse_file
 from transforms.dicom.series import SeriesInfo, assemble_series
 from transforms.dicom.slice_header import SliceHeader
 from transforms.limits import check_claimed_size, max_voxels
