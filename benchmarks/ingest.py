@@ -206,6 +206,10 @@ def bench_commands(export: Path, work: Path, workers: int, repeats: int) -> list
     if not DCM2NIIX.exists():
         return []
     env = {**os.environ, "RADPIPE_SECRET_FILE": str(work / "bench-secret.key")}
+    # radpipe's bytecode, as an installed package has it (pip compiles it when it installs a wheel); without it,
+    # under PYTHONDONTWRITEBYTECODE (set on some machines) every run would compile radpipe's sources again
+    packages = [str(Path(__file__).resolve().parent.parent / name) for name in ("pipeline", "transforms", "models")]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *packages], check=True, stdout=subprocess.DEVNULL)
     radpipe = [sys.executable, "-m", "pipeline"]
     contenders = {
         "dcm2niix -b o (headers + series, sidecars only)":

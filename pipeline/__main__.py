@@ -1,9 +1,7 @@
 """``python -m pipeline`` runs the ``radpipe`` command."""
 from __future__ import annotations
 
-import sys
-
-from pipeline.cli import main
+from pipeline.cli import run
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -97,3 +97,53 @@ def _minimal_args(command):
     return {"train": ["train"], "evaluate": ["evaluate", "--run", "r", "--manifest", "m.csv", "--out", "p.csv"],
             "preview": ["preview", "--config", "c.yaml", "--out", "p.png"],
             "predict": ["predict", "--run", "r", "in", "--out", "p.csv"]}[command]
+
+
+@pytest.mark.parametrize("command", ["scan", "convert"])
+def test_scan_and_convert_end_without_teardown_and_lose_nothing(tmp_path, monkeypatch, command):
+    from pipeline import cli
+    from pipeline.demo.synthetic_dicom import SeriesSpec, write_series
+
+    write_series(tmp_path / "export" / "s1", SeriesSpec(rows=8, cols=8, n_slices=3))
+    out = tmp_path / "out"
+    argv = [command, str(tmp_path / "export"), *(["--out", str(out / "index.csv")] if command == "scan" else [str(out)]),
+            "--workers", "1"]
+    exits = []
+
+    def fake_exit(code):
+        exits.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    monkeypatch.setattr(sys, "argv", ["radpipe", *argv])
+    with pytest.raises(SystemExit):
+        cli.run()
+    assert exits == [0] and (out / "index.csv").stat().st_size > 0
+    missing = [str(tmp_path / "missing"), *(["--out", str(out / "i2.csv")] if command == "scan" else [str(out / "c")])]
+    monkeypatch.setattr(sys, "argv", ["radpipe", command, *missing])
+    with pytest.raises(SystemExit) as raised:  # an error: still a fast exit, with the status main returned
+        cli.run()
+    assert exits == [0, 2] and raised.value.code == 2
+
+
+def test_other_commands_exit_as_usual(monkeypatch):
+    from pipeline import cli
+
+    monkeypatch.setattr(cli.os, "_exit", lambda code: pytest.fail("os._exit called"))
+    monkeypatch.setattr(sys, "argv", ["radpipe", "split", "--help"])
+    with pytest.raises(SystemExit) as raised:
+        cli.run()
+    assert raised.value.code == 0
+
+
+def test_radpipe_scan_process_writes_everything_and_its_log(tmp_path):
+    from pipeline.demo.synthetic_dicom import SeriesSpec, write_series
+
+    write_series(tmp_path / "export" / "s1", SeriesSpec(rows=8, cols=8, n_slices=3))
+    result = subprocess.run([sys.executable, "-m", "pipeline", "scan", str(tmp_path / "export"), "--out",
+                             str(tmp_path / "index.csv"), "--workers", "2"], capture_output=True, text=True,
+                            env={**__import__("os").environ, "RADPIPE_SECRET_FILE": str(tmp_path / "k")})
+    assert result.returncode == 0
+    assert "series" in result.stdout + result.stderr
+    rows = (tmp_path / "index.csv").read_text().splitlines()
+    assert len(rows) == 2 and (tmp_path / "index.scan-cache.json").stat().st_size > 0
