@@ -177,7 +177,9 @@ def evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", help="split evaluated (default: the run's eval.split; every row without a split column)")
     p.add_argument("--out", required=True, metavar="PREDICTIONS.csv", help="predictions CSV to write")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="average over flips along each spatial axis (default: the run's eval.tta)")
+                   help="average over flipped copies of each image (default: the run's eval.tta)")
+    p.add_argument("--tta-views", choices=("flips", "dihedral"),
+                   help="flips: one along each axis; dihedral: every in-plane turn and flip (default: eval.tta_views)")
     p.add_argument("--batch-size", type=_positive_int, metavar="B", help="cases per batch (default: train.batch_size)")
     p.add_argument("--workers", type=_workers_count, metavar="W", help="loader processes (default: CPUs - 1, at most 4)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the model runs (default: train.device)")

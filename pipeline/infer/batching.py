@@ -271,14 +271,15 @@ class Predictor:
         device: where to run.
         amp: autocast on CUDA (bf16 where supported, else fp16).
         channels_last: channels-last memory format on CUDA.
-        tta: average the probabilities over the identity and one flip along each spatial axis.
+        tta: average the probabilities over copies of each image (:func:`tta_views`): ``flips`` (or True),
+            ``dihedral``; False or ``""``: none.
     """
 
     def __init__(self, model: nn.Module, task: str, device: torch.device | str = "cpu", amp: bool = True,
-                 channels_last: bool = True, tta: bool = False) -> None:
+                 channels_last: bool = True, tta: bool | str = False) -> None:
         self.device = torch.device(device)
         self.task = task
-        self.tta = tta
+        self.tta = "flips" if tta is True else (tta or "")
         cuda = self.device.type == "cuda"
         self.amp_dtype: torch.dtype | None = amp_dtype(self.device) if amp else None
         self.memory_format: torch.memory_format | None = None
@@ -304,12 +305,39 @@ class Predictor:
         """Probabilities (or regression values) of a batch, shape (B, K), as float64 numpy."""
         with torch.inference_mode():
             images = self._format(images.to(self.device, non_blocking=True))
-            probs = self._forward(images)
-            if self.tta:
-                for axis in range(2, images.ndim):
-                    probs = probs + self._forward(torch.flip(images, dims=(axis,)))
-                probs = probs / (images.ndim - 1)
+            if not self.tta:
+                probs = self._forward(images)
+            else:
+                views = 0
+                for view in tta_views(images, self.tta):
+                    probs = self._forward(view) if views == 0 else probs + self._forward(view)
+                    views += 1
+                probs = probs / views
         return probs.double().cpu().numpy()
+
+
+def tta_views(images: torch.Tensor, kind: str) -> Iterator[torch.Tensor]:
+    """The copies of a batch (B, C, x, y[, z]) that test-time augmentation averages over, the batch itself first.
+
+    ``flips``: one flip along each spatial axis (2D: 3 views, 3D: 4). ``dihedral``: the turns and flips of the
+    (x, y) plane the training augmentation makes (``transforms.augment``: flips along x and y, 90-degree turns
+    of square planes): the 8 of the dihedral group for a square plane, else the 4 of flips and the half turn; in
+    3D each of those also flipped along z.
+    """
+    if kind == "flips":
+        yield images
+        for axis in range(2, images.ndim):
+            yield torch.flip(images, dims=(axis,))
+        return
+    if kind != "dihedral":
+        raise ValueError(f"unknown TTA views {kind!r}; expected flips or dihedral")
+    turns = (0, 1, 2, 3) if images.shape[2] == images.shape[3] else (0, 2)
+    for k in turns:
+        turned = torch.rot90(images, k, dims=(2, 3)) if k else images
+        for plane in (turned, torch.flip(turned, dims=(3,))):
+            yield plane
+            if images.ndim == 5:
+                yield torch.flip(plane, dims=(4,))
 
 
 def iterate_predictions(loader: torch.utils.data.DataLoader, predictor: Predictor

@@ -19,7 +19,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     """``radpipe evaluate`` handler."""
     summary = evaluate(args.run, args.manifest, args.out, split=args.split, tta=args.tta,
                        batch_size=args.batch_size, workers=args.workers, device=args.device,
-                       threshold=parse_threshold_option(args.threshold))
+                       threshold=parse_threshold_option(args.threshold), tta_views=args.tta_views)
     print(f"{summary.n_cases} case(s) of split '{summary.split}' -> {summary.out}")
     if summary.operating_point is not None:
         print(f"operating point {summary.operating_point.describe()} -> {args.run}/operating_point.json; "

@@ -91,7 +91,8 @@ def split_rows(raw: pd.DataFrame, split: str | None) -> tuple[np.ndarray, str]:
 
 def evaluate(run_dir: str | Path, manifest: str | Path, out: str | Path, split: str | None = None,
              tta: bool | None = None, batch_size: int | None = None, workers: int | None = None,
-             device: str | None = None, threshold: float | str | None = None) -> EvaluateSummary:
+             device: str | None = None, threshold: float | str | None = None,
+             tta_views: str | None = None) -> EvaluateSummary:
     """Predict every case of one split of a manifest with a trained run.
 
     Args:
@@ -99,7 +100,9 @@ def evaluate(run_dir: str | Path, manifest: str | Path, out: str | Path, split: 
         manifest: the manifest CSV.
         out: the predictions CSV (written atomically).
         split: the split to evaluate; None: the run's ``eval.split``.
-        tta: flip test-time augmentation; None: the run's ``eval.tta``.
+        tta: test-time augmentation; None: the run's ``eval.tta``.
+        tta_views: ``flips`` or ``dihedral`` (:func:`~pipeline.infer.batching.tta_views`); None: the run's
+            ``eval.tta_views``.
         batch_size: cases per batch; None: the run's ``train.batch_size``.
         workers: loader processes; None: :func:`~pipeline.infer.batching.default_workers`.
         device: ``auto``, ``cpu`` or ``cuda``; None: the run's ``train.device``.
@@ -126,8 +129,9 @@ def evaluate(run_dir: str | Path, manifest: str | Path, out: str | Path, split: 
     index, split_name = split_rows(raw, split if split is not None else cfg.eval.split)
     cases = [_case(i, {c: str(df.iloc[i][c]) for c in cfg.data.image_columns}) for i in index]
     use_tta = cfg.eval.tta if tta is None else tta
+    views = (tta_views or cfg.eval.tta_views) if use_tta else ""
     predictor = Predictor(run.model, labels.task, run.device, amp=cfg.train.amp,
-                          channels_last=cfg.train.channels_last, tta=use_tta)
+                          channels_last=cfg.train.channels_last, tta=views)
     dataset = CaseDataset(cases, run.infer_transform, expected_input_shape(run.model, cfg.transforms.size))
     size = batch_size or cfg.train.batch_size
     loader = make_case_loader(dataset, size, default_workers() if workers is None else workers,
@@ -153,7 +157,7 @@ def evaluate(run_dir: str | Path, manifest: str | Path, out: str | Path, split: 
     rows = [{**raw.iloc[i].to_dict(), **prediction_fields(labels.task, labels.classes, probs[int(i)], cut)}
             for i in index]
     write_csv_atomic(out, columns, rows)
-    log.info("evaluate: %d case(s) of split %s -> %s%s", len(rows), split_name, out, " (TTA)" if use_tta else "")
+    log.info("evaluate: %d case(s) of split %s -> %s%s", len(rows), split_name, out, f" (TTA: {views})" if use_tta else "")
     return EvaluateSummary(Path(out), len(rows), split_name, use_tta, cut, point)
 
 

@@ -113,3 +113,33 @@ def test_expected_input_shape_and_describe_error():
         raise ValueError("line one\nline two")
     except ValueError as e:
         assert describe_error(e) == "ValueError: line one line two"
+
+
+def _distinct(views):
+    return {tuple(v.flatten().tolist()) for v in views}
+
+
+def test_dihedral_views_are_the_eight_turns_and_flips_of_a_square_plane():
+    from pipeline.infer.batching import tta_views
+
+    square = torch.arange(9.0).view(1, 1, 3, 3)
+    views = list(tta_views(square, "dihedral"))
+    assert len(views) == 8 and len(_distinct(views)) == 8 and torch.equal(views[0], square)
+    expected = {torch.rot90(square, k, (2, 3)) for k in range(4)} | {torch.rot90(square.flip(3), k, (2, 3))
+                                                                      for k in range(4)}
+    assert _distinct(views) == _distinct(expected)
+    wide = torch.arange(6.0).view(1, 1, 2, 3)  # no quarter turn: training never turns a non-square plane
+    assert _distinct(tta_views(wide, "dihedral")) == _distinct([wide, wide.flip(2), wide.flip(3), wide.flip(2, 3)])
+    volume = torch.arange(27.0).view(1, 1, 3, 3, 3)
+    views3 = list(tta_views(volume, "dihedral"))
+    assert len(views3) == 16 and len(_distinct(views3)) == 16
+    assert len(list(tta_views(volume, "flips"))) == 4
+
+
+def test_dihedral_tta_is_the_mean_over_its_views():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    plain, tta = Predictor(model, "binary"), Predictor(model, "binary", tta="dihedral")
+    ramp = torch.arange(64.0).view(1, 1, 8, 8) / 64
+    views = [torch.rot90(r, k, (2, 3)) for r in (ramp, ramp.flip(3)) for k in range(4)]
+    np.testing.assert_allclose(tta(ramp), np.mean([plain(v) for v in views], axis=0), atol=1e-6)
