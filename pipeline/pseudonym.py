@@ -28,15 +28,15 @@ def default_secret_path() -> Path:
 
 
 def load_secret(path: str | Path | None = None) -> bytes:
-    """Read the secret, creating it (32 random bytes, mode 0600) when the file does not exist yet."""
+    """Read the secret, creating it (32 random bytes, mode 0600) when the file does not exist yet.
+
+    The new secret is written whole to a temporary file and linked into place, which fails if the file appeared
+    meanwhile: of two commands started together on a fresh machine, both end up with the one secret made first,
+    and neither ever reads a half-written one.
+    """
     p = Path(path) if path is not None else default_secret_path()
     if not p.exists():
-        import secrets  # only when the secret is made: 7 ms of every command's start-up otherwise
-
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32) + "\n")
+        _create_secret(p)
     try:
         text = p.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError) as e:
@@ -44,6 +44,25 @@ def load_secret(path: str | Path | None = None) -> bytes:
     if len(text) < 32:
         raise ConfigError(f"pseudonymisation key file {p} holds no usable secret; delete it to create a new one")
     return text.encode("ascii")
+
+
+def _create_secret(p: Path) -> None:
+    import secrets  # only when the secret is made: 7 ms of every command's start-up otherwise
+
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, p)
+        except FileExistsError:
+            pass  # another command made it first: both use that one
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class Pseudonymiser:

@@ -28,3 +28,16 @@ def test_keys_depend_on_secret_and_kind(tmp_path):
 
 def test_keep_identifiers_opt_out():
     assert Pseudonymiser(keep_identifiers=True).key("Doe^John", "patient") == "Doe^John"
+
+
+def test_commands_started_together_share_the_one_secret_made_first(tmp_path):
+    import multiprocessing
+
+    from pipeline.pseudonym import load_secret
+
+    path = tmp_path / "fresh" / "secret.key"
+    with multiprocessing.get_context("fork").Pool(6) as pool:
+        secrets_seen = pool.map(load_secret, [path] * 12)
+    assert len(set(secrets_seen)) == 1 and len(secrets_seen[0]) == 64
+    assert [p.name for p in path.parent.iterdir()] == ["secret.key"]  # no temporary left
+    assert (path.stat().st_mode & 0o777) == 0o600

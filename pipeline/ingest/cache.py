@@ -20,6 +20,7 @@ from typing import Any
 
 from pipeline.files import atomic_open, stale_temporaries
 from pipeline.pseudonym import Pseudonymiser
+from transforms.dicom.fields import PER_FILE_FIELDS
 from transforms.dicom.slice_header import FrameInfo, SliceHeader
 
 log = logging.getLogger("radpipe")
@@ -63,6 +64,31 @@ def fields_to_json(fields: dict[str, Any]) -> dict[str, Any]:
     if "frames" in out:
         out["frames"] = [dataclasses.asdict(f) for f in out["frames"]]
     return out
+
+
+_DEFAULTS = dict(_HEADER_DEFAULTS)
+_OWN_FIELDS = (*PER_FILE_FIELDS, "pixel_offset")  # each file's own (pixel_offset: where its pixels start)
+_SHARED_FIELDS = tuple(name for name, _ in _HEADER_DEFAULTS if name not in _OWN_FIELDS and name != "path")
+
+
+def fields_json_text(fields: dict[str, Any], memo: dict[Any, Any]) -> str:
+    """The JSON text of :func:`fields_to_json` (same object, keys in another order), fast for a series' files.
+
+    The fields the files of a series share (all but :data:`~transforms.dicom.fields.PER_FILE_FIELDS` and the
+    pixel offset) are encoded once: ``memo`` keeps their text by their values.
+    """
+    try:
+        key = ("header json", tuple(fields[name] for name in _SHARED_FIELDS))
+        shared = memo.get(key)
+    except TypeError:  # a value that cannot be a key (none of radpipe's header fields is a list)
+        return _JSON.encode(fields_to_json(fields))
+    if shared is None:
+        part = {name: value for name, value in zip(_SHARED_FIELDS, key[1]) if value != _DEFAULTS[name]}
+        if "frames" in part:
+            part["frames"] = [dataclasses.asdict(f) for f in part["frames"]]
+        shared = memo[key] = _JSON.encode(part)[1:-1]
+    own = _JSON.encode({name: fields[name] for name in _OWN_FIELDS if fields[name] != _DEFAULTS[name]})[1:-1]
+    return "{" + shared + ("," if shared and own else "") + own + "}"
 
 
 def header_from_json(data: dict[str, Any], path: str) -> SliceHeader:
@@ -134,10 +160,12 @@ def _partial_entries(path: Path, identity: dict[str, str], root: Path) -> dict[s
 _JSON = json.JSONEncoder(separators=(",", ":"))
 
 
-def entry_json(rel: str, size: int, mtime_ns: int, header: dict[str, Any] | None, reason: str = "",
+def entry_json(rel: str, size: int, mtime_ns: int, header: dict[str, Any] | str | None, reason: str = "",
                detail: str = "") -> str:
-    """One entry of the cache file, ``"rel":{...}``, with ``header`` as :func:`header_to_json` gives it (or None)."""
-    return (f'{encode_basestring_ascii(rel)}:{{"size":{size},"mtime_ns":{mtime_ns},"header":{_JSON.encode(header)},'
+    """One entry of the cache file, ``"rel":{...}``, with ``header`` as :func:`header_to_json` gives it (or None),
+    or as JSON text already (:func:`fields_json_text`)."""
+    text = header if isinstance(header, str) else _JSON.encode(header)
+    return (f'{encode_basestring_ascii(rel)}:{{"size":{size},"mtime_ns":{mtime_ns},"header":{text},'
             f'"reason":{encode_basestring_ascii(reason)},"detail":{encode_basestring_ascii(detail)}}}')
 
 

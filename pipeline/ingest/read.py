@@ -28,7 +28,7 @@ from pipeline.errors import DicomReadError, NotAnImageError
 from pipeline.files import temporary_sibling
 from pipeline.progress import progress, progress_of
 from pipeline.pseudonym import Pseudonymiser
-from pipeline.ingest.cache import ScanEntry, entry_json, fields_to_json, header_to_json
+from pipeline.ingest.cache import ScanEntry, entry_json, fields_json_text, header_to_json
 from transforms.dicom.scan_fields import read_fields_fast
 from transforms.dicom.series import SeriesInfo, assemble_series, series_key, sort_series
 from transforms.dicom.slice_header import SliceHeader, header_from_fields
@@ -81,7 +81,7 @@ def _read_chunk(root: str, items: list[Item], pseudonymiser: Pseudonymiser, asse
                 cached = header_to_json(header)
             else:
                 pseudonymise_fields(got, pseudonymiser, keys)
-                header, cached = header_from_fields(got), fields_to_json(got)
+                header, cached = header_from_fields(got), fields_json_text(got, values)
         except Exception as e:  # noqa: BLE001 - one bad file never stops the scan
             reason, detail = _reason(e, path)
             out.append((rel, ScanEntry(size, mtime, None, reason, detail,

@@ -1,6 +1,8 @@
 """Tests of pipeline.ingest.read: chunked header reading with series assembled in the workers."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import pipeline.ingest.read as scan_read
@@ -130,3 +132,30 @@ def test_cache_writer_keeps_the_old_cache_when_the_scan_fails(export, tmp_path):
             writer.add(*next(iter(entries.items())))
             raise KeyboardInterrupt
     assert path.read_text(encoding="utf-8") == written and list(tmp_path.iterdir()) == [path]
+
+
+def test_fields_json_text_is_the_cache_form_of_every_header(export):
+    import json
+    import os
+
+    import pydicom
+
+    from pipeline.ingest.cache import fields_json_text, fields_to_json
+    from transforms.dicom.fields import PER_FILE_FIELDS, _per_file_fields
+    from transforms.dicom.scan_fields import read_fields_fast
+
+    assert set(_per_file_fields({}, None)) == set(PER_FILE_FIELDS)
+    paths = [str(p) for p in sorted(export.rglob("*")) if p.is_file()] + sorted(str(p) for p in (Path(pydicom.__file__).parent / "data" / "test_files").glob("*.dcm"))
+    memo: dict = {}
+    checked = 0
+    for path in paths:
+        try:
+            fields = read_fields_fast(path, memo)
+        except Exception:  # noqa: BLE001 - not every sample is an image
+            continue
+        if not isinstance(fields, dict):
+            continue
+        text = fields_json_text(fields, memo)
+        assert json.loads(text) == json.loads(json.dumps(fields_to_json(fields))), os.path.basename(path)
+        checked += 1
+    assert checked >= 30 and sum(isinstance(k, tuple) and k[:1] == ("header json",) for k in memo) >= 6
