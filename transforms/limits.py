@@ -19,7 +19,6 @@ Example:
 """
 from __future__ import annotations
 
-import gzip
 import math
 import os
 import re
@@ -207,6 +206,8 @@ def nifti_header(path: str | os.PathLike) -> ImageHeader:
     p = Path(path)
     compressed = p.name.lower().endswith(".gz")
     try:
+        import gzip  # not at module level: the DICOM scan imports this module and never opens a NIfTI
+
         with (gzip.open(p, "rb") if compressed else open(p, "rb")) as f:
             block = f.read(544)
             header, size = _parse_nifti(block)

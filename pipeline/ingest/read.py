@@ -12,7 +12,6 @@ one the whole export gives, and the main process assembles again only the series
 from __future__ import annotations
 
 import bisect
-import ctypes
 import dataclasses
 import gc
 import multiprocessing
@@ -233,6 +232,8 @@ def _exit_with_parent() -> None:
     Elsewhere, or if the call fails, the reader notices between runs that it was re-parented and stops.
     """
     try:
+        import ctypes  # in the child only
+
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):

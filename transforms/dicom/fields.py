@@ -277,6 +277,12 @@ def _scale_slope(v: Mapping[str, Any]) -> float | None:
     return slope if slope is not None and math.isfinite(slope) and slope != 0 else None
 
 
+#: the fields :func:`header_fields_like` computes for each file (from its own values); the rest a series' files share
+PER_FILE_FIELDS = ("sop_instance_uid", "position", "instance_number", "echo_number", "echo_time", "acquisition_number",
+                   "acquisition_time", "temporal_position", "trigger_time", "slope", "intercept", "philips_scale_slope",
+                   "diffusion_b_value", "diffusion_gradient")
+
+
 def _per_file_fields(v: Mapping[str, Any], first: FrameInfo | None) -> dict[str, Any]:
     """The fields computed from :data:`~transforms.dicom.header_values.PER_FILE_KEYWORDS` (and the first
     frame's, shared), and from nothing else."""
