@@ -206,6 +206,10 @@ def predict_args(p: argparse.ArgumentParser) -> None:
                    "(default: the run's selection.json, else the modality its intensity preset implies)")
     p.add_argument("--series", metavar="RULE", help="DICOM input: all, largest-series, first or description:REGEX "
                    "(one series per study; default: the run's selection.json, else all)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average over flipped copies of each image, as evaluate does (default: the run's eval.tta)")
+    p.add_argument("--tta-views", choices=("flips", "dihedral"),
+                   help="flips: one along each axis; dihedral: every in-plane turn and flip (default: eval.tta_views)")
     p.add_argument("--threshold", metavar="X|argmax", help=_THRESHOLD_HELP)
     p.add_argument("--dicom-out", metavar="DIR", help="DICOM input: one DICOM SR (TID 1500) per predicted series there, "
                    "referencing the source study, series and instances; with --cam, its Grad-CAM as a DICOM "

@@ -34,6 +34,7 @@ def predict_command(args: argparse.Namespace) -> int:
         args.run, args.input, args.out, batch_size=args.batch_size, workers=args.workers,
         shard=parse_shard(args.shard) if args.shard else None, cam_dir=args.cam, device=args.device,
         modality=args.modality, rule=args.series, threshold=parse_threshold_option(args.threshold),
+        tta=args.tta, tta_views=args.tta_views,
     )
     resumed = f", {summary.n_resumed} from an earlier run" if summary.n_resumed else ""
     print(f"{summary.n_rows} series ({summary.n_ok} ok, {summary.n_error} error{resumed}) -> {summary.out}; "

@@ -127,7 +127,8 @@ def discover(input_path: str | Path, cfg: Config, work_dir: str | Path, workers:
 def predict(run_dir: str | Path, input_path: str | Path, out: str | Path, *, batch_size: int | None = None,
             workers: int | None = None, shard: tuple[int, int] | None = None, cam_dir: str | Path | None = None,
             device: str | None = None, modality: str | None = None, rule: str | None = None,
-            threshold: float | str | None = None) -> PredictSummary:
+            threshold: float | str | None = None, tta: bool | None = None,
+            tta_views: str | None = None) -> PredictSummary:
     """Predict every series of an input with a trained run (see the module docstring).
 
     Args:
@@ -143,6 +144,9 @@ def predict(run_dir: str | Path, input_path: str | Path, out: str | Path, *, bat
         rule: DICOM input: ``all``, ``largest-series``, ``first`` or ``description:REGEX`` (overrides the run's
             selection).
         threshold: binary: a probability applied for ``pred``, or ``argmax``; None: the run's operating point.
+        tta, tta_views: test-time augmentation as ``evaluate`` has it; None: the run's ``eval.tta`` and
+            ``eval.tta_views``, so a case gets the probability ``evaluate`` gives it (and the operating point,
+            fixed on ``evaluate --split val``, applies to the same kind of probability).
 
     Raises:
         RunError: the run's files are missing or inconsistent.
@@ -157,14 +161,16 @@ def predict(run_dir: str | Path, input_path: str | Path, out: str | Path, *, bat
     shard = shard or shard_from_env()
     target = part_path(out, *shard) if shard else Path(out)
     n_workers = default_workers() if workers is None else workers
+    use_tta = run.cfg.eval.tta if tta is None else tta
+    views = (tta_views or run.cfg.eval.tta_views) if use_tta else ""
     with output_lock(target, "predict"):
         return _predict_into(target, run, run_dir, input_path, shard, n_workers, batch_size, cam_dir, modality, rule,
-                             cut)
+                             cut, views)
 
 
 def _predict_into(target: Path, run: Any, run_dir: str | Path, input_path: str | Path, shard: tuple[int, int] | None,
                   n_workers: int, batch_size: int | None, cam_dir: str | Path | None, modality: str | None,
-                  rule: str | None, threshold: float | None) -> PredictSummary:
+                  rule: str | None, threshold: float | None, views: str = "") -> PredictSummary:
     """The body of :func:`predict`, run while it holds the lock of ``target``."""
     cfg, labels = run.cfg, run.label_map
     start = time.perf_counter()
@@ -183,6 +189,8 @@ def _predict_into(target: Path, run: Any, run_dir: str | Path, input_path: str |
     job = {"run": str(Path(run_dir).resolve()), "input": str(Path(input_path).resolve()),
            "checkpoint_sha1": file_digest(run.run_dir / "checkpoints" / "best.pt", "sha1"),
            "shard": list(shard) if shard else None, "threshold": "argmax" if threshold is None else threshold}
+    if views:  # rows predicted with other TTA are not resumed into this file
+        job["tta"] = views
     remove_stale_temporaries(target.parent)  # of a predict killed while writing its files
     writer = ResumableCsvWriter(target, columns, job=job)
     resumed = len(writer.done)
@@ -190,7 +198,7 @@ def _predict_into(target: Path, run: Any, run_dir: str | Path, input_path: str |
     log.info("predict: %d series (%d already done), %d skipped input(s)", len(cases), len(cases) - len(todo),
              len(source.skipped))
     predictor = Predictor(run.model, labels.task, run.device, amp=cfg.train.amp,
-                          channels_last=cfg.train.channels_last)
+                          channels_last=cfg.train.channels_last, tta=views)
     cams = None
     if cam_dir is not None:
         cams = CamMaker(run.model, run.device, layer=cfg.model.cam_layer)

@@ -115,3 +115,26 @@ def test_a_missing_image_file_is_named_with_its_row_not_a_reader_advice(study, t
     err = capsys.readouterr().err
     assert "row 3: file not found:" in err and "missing.nii.gz" in err
     assert "object at 0x" not in err and "reader" not in err.lower() and "install" not in err
+
+
+def test_predict_averages_as_evaluate_does_with_the_runs_tta(study, tmp_path):
+    import shutil
+
+    import yaml
+
+    from pipeline.infer.predict import predict
+
+    root, run, _ = study
+    tta_run = tmp_path / "run"
+    shutil.copytree(run, tta_run)
+    config = yaml.safe_load((tta_run / "config.yaml").read_text())
+    config.setdefault("eval", {}).update(tta=True, tta_views="dihedral")
+    (tta_run / "config.yaml").write_text(yaml.safe_dump(config))
+    flat = tmp_path / "cases.csv"
+    flat.write_text("image\n" + "".join(f"{root / 'data' / 'imgs' / f'c{i}.nii.gz'}\n" for i in range(3)))
+    evaluated = _read(evaluate(tta_run, flat, tmp_path / "ev.csv", workers=0).out)
+    predicted = {r["image"]: r for r in _read(predict(tta_run, flat, tmp_path / "pr.csv", workers=0).out)}
+    plain = {r["image"]: r for r in _read(predict(tta_run, flat, tmp_path / "plain.csv", workers=0, tta=False).out)}
+    for row in evaluated:
+        assert float(predicted[row["image"]]["prob_yes"]) == pytest.approx(float(row["prob_yes"]), abs=1e-6)
+    assert any(abs(float(plain[r["image"]]["prob_yes"]) - float(r["prob_yes"])) > 1e-5 for r in evaluated)
