@@ -115,6 +115,8 @@ def test_scan_and_convert_end_without_teardown_and_lose_nothing(tmp_path, monkey
         raise SystemExit(code)
 
     monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    monkeypatch.setattr(cli.threading, "active_count", lambda: 1)  # other tests may leave threads in this process
+    monkeypatch.setattr(cli, "_child_processes", lambda: False)
     monkeypatch.setattr(sys, "argv", ["radpipe", *argv])
     with pytest.raises(SystemExit):
         cli.run()
@@ -126,7 +128,7 @@ def test_scan_and_convert_end_without_teardown_and_lose_nothing(tmp_path, monkey
     assert exits == [0, 2] and raised.value.code == 2
 
 
-def test_other_commands_exit_as_usual(monkeypatch):
+def test_other_commands_and_a_live_thread_exit_as_usual(monkeypatch, tmp_path):
     from pipeline import cli
 
     monkeypatch.setattr(cli.os, "_exit", lambda code: pytest.fail("os._exit called"))
@@ -134,6 +136,11 @@ def test_other_commands_exit_as_usual(monkeypatch):
     with pytest.raises(SystemExit) as raised:
         cli.run()
     assert raised.value.code == 0
+    monkeypatch.setattr(cli.threading, "active_count", lambda: 2)  # a thread still running: teardown waits for it
+    monkeypatch.setattr(sys, "argv", ["radpipe", "scan", str(tmp_path / "none"), "--out", str(tmp_path / "i.csv")])
+    with pytest.raises(SystemExit) as raised:
+        cli.run()
+    assert raised.value.code == 2
 
 
 def test_radpipe_scan_process_writes_everything_and_its_log(tmp_path):
