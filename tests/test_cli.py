@@ -106,8 +106,8 @@ def test_scan_and_convert_end_without_teardown_and_lose_nothing(tmp_path, monkey
 
     write_series(tmp_path / "export" / "s1", SeriesSpec(rows=8, cols=8, n_slices=3))
     out = tmp_path / "out"
-    argv = [command, str(tmp_path / "export"), *(["--out", str(out / "index.csv")] if command == "scan" else [str(out)]),
-            "--workers", "1"]
+    target = ["--out", str(out / "index.csv")] if command == "scan" else [str(out)]
+    argv = [command, str(tmp_path / "export"), *target, "--workers", "1"]
     exits = []
 
     def fake_exit(code):

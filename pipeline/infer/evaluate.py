@@ -157,7 +157,8 @@ def evaluate(run_dir: str | Path, manifest: str | Path, out: str | Path, split: 
     rows = [{**raw.iloc[i].to_dict(), **prediction_fields(labels.task, labels.classes, probs[int(i)], cut)}
             for i in index]
     write_csv_atomic(out, columns, rows)
-    log.info("evaluate: %d case(s) of split %s -> %s%s", len(rows), split_name, out, f" (TTA: {views})" if use_tta else "")
+    log.info("evaluate: %d case(s) of split %s -> %s%s", len(rows), split_name, out,
+             f" (TTA: {views})" if use_tta else "")
     return EvaluateSummary(Path(out), len(rows), split_name, use_tta, cut, point)
 
 

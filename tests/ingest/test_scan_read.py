@@ -145,7 +145,8 @@ def test_fields_json_text_is_the_cache_form_of_every_header(export):
     from transforms.dicom.scan_fields import read_fields_fast
 
     assert set(_per_file_fields({}, None)) == set(PER_FILE_FIELDS)
-    paths = [str(p) for p in sorted(export.rglob("*")) if p.is_file()] + sorted(str(p) for p in (Path(pydicom.__file__).parent / "data" / "test_files").glob("*.dcm"))
+    samples = Path(pydicom.__file__).parent / "data" / "test_files"
+    paths = [str(p) for p in sorted(export.rglob("*")) if p.is_file()] + sorted(str(p) for p in samples.glob("*.dcm"))
     memo: dict = {}
     checked = 0
     for path in paths:
