@@ -171,15 +171,20 @@ def _workers_count(text: str) -> int:
     return value
 
 
+def _tta_args(p: argparse.ArgumentParser) -> None:
+    """``--tta`` / ``--no-tta`` and ``--tta-views`` (evaluate and predict average alike)."""
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average over flipped copies of each image (default: the run's eval.tta)")
+    p.add_argument("--tta-views", choices=("flips", "dihedral"),
+                   help="flips: one along each axis; dihedral: every in-plane turn and flip (default: eval.tta_views)")
+
+
 def evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, metavar="RUN_DIR", help="run directory written by 'radpipe train'")
     p.add_argument("--manifest", required=True, metavar="M.csv", help="CSV manifest holding the cases")
     p.add_argument("--split", help="split evaluated (default: the run's eval.split; every row without a split column)")
     p.add_argument("--out", required=True, metavar="PREDICTIONS.csv", help="predictions CSV to write")
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="average over flipped copies of each image (default: the run's eval.tta)")
-    p.add_argument("--tta-views", choices=("flips", "dihedral"),
-                   help="flips: one along each axis; dihedral: every in-plane turn and flip (default: eval.tta_views)")
+    _tta_args(p)
     p.add_argument("--batch-size", type=_positive_int, metavar="B", help="cases per batch (default: train.batch_size)")
     p.add_argument("--workers", type=_workers_count, metavar="W", help="loader processes (default: CPUs - 1, at most 4)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where the model runs (default: train.device)")
@@ -206,10 +211,7 @@ def predict_args(p: argparse.ArgumentParser) -> None:
                    "(default: the run's selection.json, else the modality its intensity preset implies)")
     p.add_argument("--series", metavar="RULE", help="DICOM input: all, largest-series, first or description:REGEX "
                    "(one series per study; default: the run's selection.json, else all)")
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="average over flipped copies of each image, as evaluate does (default: the run's eval.tta)")
-    p.add_argument("--tta-views", choices=("flips", "dihedral"),
-                   help="flips: one along each axis; dihedral: every in-plane turn and flip (default: eval.tta_views)")
+    _tta_args(p)
     p.add_argument("--threshold", metavar="X|argmax", help=_THRESHOLD_HELP)
     p.add_argument("--dicom-out", metavar="DIR", help="DICOM input: one DICOM SR (TID 1500) per predicted series there, "
                    "referencing the source study, series and instances; with --cam, its Grad-CAM as a DICOM "

@@ -316,6 +316,13 @@ class Predictor:
         return probs.double().cpu().numpy()
 
 
+def resolve_tta(eval_cfg: Any, tta: bool | None, views: str | None) -> str:
+    """The TTA views a command uses: ``""`` (none), ``flips`` or ``dihedral``; None options take the run's
+    ``eval.tta`` and ``eval.tta_views`` (``evaluate`` and ``predict`` resolve them alike)."""
+    use = eval_cfg.tta if tta is None else tta
+    return (views or eval_cfg.tta_views) if use else ""
+
+
 def tta_views(images: torch.Tensor, kind: str) -> Iterator[torch.Tensor]:
     """The copies of a batch (B, C, x, y[, z]) that test-time augmentation averages over, the batch itself first.
 

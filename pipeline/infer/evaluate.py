@@ -35,6 +35,7 @@ from pipeline.infer.batching import (
     make_case_loader,
     prediction_columns,
     prediction_fields,
+    resolve_tta,
 )
 from pipeline.infer.prediction_file import write_csv_atomic
 from pipeline.manifest.labels import normalise_label
@@ -128,8 +129,7 @@ def evaluate(run_dir: str | Path, manifest: str | Path, out: str | Path, split: 
         raise ManifestError(f"manifest {manifest}: columns {clashes} clash with the output columns; rename them")
     index, split_name = split_rows(raw, split if split is not None else cfg.eval.split)
     cases = [_case(i, {c: str(df.iloc[i][c]) for c in cfg.data.image_columns}) for i in index]
-    use_tta = cfg.eval.tta if tta is None else tta
-    views = (tta_views or cfg.eval.tta_views) if use_tta else ""
+    views = resolve_tta(cfg.eval, tta, tta_views)
     predictor = Predictor(run.model, labels.task, run.device, amp=cfg.train.amp,
                           channels_last=cfg.train.channels_last, tta=views)
     dataset = CaseDataset(cases, run.infer_transform, expected_input_shape(run.model, cfg.transforms.size))
@@ -158,8 +158,8 @@ def evaluate(run_dir: str | Path, manifest: str | Path, out: str | Path, split: 
             for i in index]
     write_csv_atomic(out, columns, rows)
     log.info("evaluate: %d case(s) of split %s -> %s%s", len(rows), split_name, out,
-             f" (TTA: {views})" if use_tta else "")
-    return EvaluateSummary(Path(out), len(rows), split_name, use_tta, cut, point)
+             f" (TTA: {views})" if views else "")
+    return EvaluateSummary(Path(out), len(rows), split_name, bool(views), cut, point)
 
 
 def _case(row: int, inputs: dict[str, str]) -> Case:

@@ -43,6 +43,7 @@ from pipeline.infer.batching import (
     make_case_loader,
     prediction_columns,
     prediction_fields,
+    resolve_tta,
 )
 from pipeline.infer.cam import CamMaker, cam_class_index, save_cam
 from pipeline.infer.dicom_inputs import discover_dicom
@@ -161,8 +162,7 @@ def predict(run_dir: str | Path, input_path: str | Path, out: str | Path, *, bat
     shard = shard or shard_from_env()
     target = part_path(out, *shard) if shard else Path(out)
     n_workers = default_workers() if workers is None else workers
-    use_tta = run.cfg.eval.tta if tta is None else tta
-    views = (tta_views or run.cfg.eval.tta_views) if use_tta else ""
+    views = resolve_tta(run.cfg.eval, tta, tta_views)
     with output_lock(target, "predict"):
         return _predict_into(target, run, run_dir, input_path, shard, n_workers, batch_size, cam_dir, modality, rule,
                              cut, views)

@@ -52,15 +52,18 @@ def header_to_json(header: SliceHeader) -> dict[str, Any]:
     """The header as the cache stores it: the fields that differ from their defaults, without the path."""
     out = {name: value for (name, default), value in zip(_HEADER_DEFAULTS, _HEADER_VALUES(header))
            if value != default and name != "path"}
-    if "frames" in out:
-        out["frames"] = [dataclasses.asdict(f) for f in header.frames]
-    return out
+    return _frames_as_dicts(out)
 
 
 def fields_to_json(fields: dict[str, Any]) -> dict[str, Any]:
     """:func:`header_to_json` of ``SliceHeader(**fields)``, from the fields themselves."""
     out = {name: fields[name] for name, default in _HEADER_DEFAULTS
            if name != "path" and name in fields and fields[name] != default}
+    return _frames_as_dicts(out)
+
+
+def _frames_as_dicts(out: dict[str, Any]) -> dict[str, Any]:
+    """``out`` with its ``frames`` (when it has them) as plain dicts, as JSON holds them."""
     if "frames" in out:
         out["frames"] = [dataclasses.asdict(f) for f in out["frames"]]
     return out
@@ -84,9 +87,7 @@ def fields_json_text(fields: dict[str, Any], memo: dict[Any, Any]) -> str:
         return _JSON.encode(fields_to_json(fields))
     if shared is None:
         part = {name: value for name, value in zip(_SHARED_FIELDS, key[1]) if value != _DEFAULTS[name]}
-        if "frames" in part:
-            part["frames"] = [dataclasses.asdict(f) for f in part["frames"]]
-        shared = memo[key] = _JSON.encode(part)[1:-1]
+        shared = memo[key] = _JSON.encode(_frames_as_dicts(part))[1:-1]
     own = _JSON.encode({name: fields[name] for name in _OWN_FIELDS if fields[name] != _DEFAULTS[name]})[1:-1]
     return "{" + shared + ("," if shared and own else "") + own + "}"
 
