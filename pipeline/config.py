@@ -103,7 +103,10 @@ class TrainConfig:
         ema: decay of an exponential moving average of the weights, updated every iteration (0: off); validation,
             ``best.pt`` and ``last.pt``'s ``model`` then hold the averaged weights (see :mod:`pipeline.train.ema`).
         amp: mixed precision on CUDA (bf16 where supported, else fp16 with a scaler).
-        channels_last: channels-last memory format for 2D models on CUDA.
+        cpu_bf16: with ``amp``, bf16 autocast and channels-last on a CPU that computes bf16 natively (AVX512-BF16
+            or AMX; about 1.8x faster 2D training); ignored on other CPUs and on CUDA. ``evaluate`` and ``predict``
+            then run the model in bf16 too.
+        channels_last: channels-last memory format for 2D models on CUDA (and on the CPU with ``cpu_bf16``).
         compile: ``torch.compile`` the model.
         grad_accum: optimiser step every N batches.
         precise_bn: before each validation, recompute the running statistics of the training
@@ -135,6 +138,7 @@ class TrainConfig:
     mixup: float = field(default=0.0, metadata=_range(0.0, 10.0))
     ema: float = field(default=0.0, metadata=_range(0.0, 0.99999))
     amp: bool = True
+    cpu_bf16: bool = False
     channels_last: bool = True
     compile: bool = False
     grad_accum: int = field(default=1, metadata=_range(1))

@@ -269,25 +269,25 @@ class Predictor:
         model: the network (moved to ``device``, put in eval mode).
         task: the run's task.
         device: where to run.
-        amp: autocast on CUDA (bf16 where supported, else fp16).
-        channels_last: channels-last memory format on CUDA.
+        amp: autocast on CUDA (bf16 where supported, else fp16), and on a CPU with ``cpu_bf16``.
+        channels_last: channels-last memory format on CUDA (and on a CPU that autocasts).
+        cpu_bf16: the run's ``train.cpu_bf16`` (see :func:`~pipeline.train.precision.amp_dtype`).
         tta: average the probabilities over copies of each image (:func:`tta_views`): ``flips`` (or True),
             ``dihedral``; False or ``""``: none.
     """
 
     def __init__(self, model: nn.Module, task: str, device: torch.device | str = "cpu", amp: bool = True,
-                 channels_last: bool = True, tta: bool | str = False) -> None:
+                 channels_last: bool = True, tta: bool | str = False, cpu_bf16: bool = False) -> None:
         self.device = torch.device(device)
         self.task = task
         self.tta = "flips" if tta is True else (tta or "")
-        cuda = self.device.type == "cuda"
-        self.amp_dtype: torch.dtype | None = amp_dtype(self.device) if amp else None
+        self.amp_dtype: torch.dtype | None = amp_dtype(self.device, cpu_bf16) if amp else None
         self.memory_format: torch.memory_format | None = None
         self.model = model.to(self.device).eval()
-        self._channels_last = channels_last and cuda
+        self._channels_last = channels_last and (self.device.type == "cuda" or self.amp_dtype is not None)
 
     def _format(self, images: torch.Tensor) -> torch.Tensor:
-        if not self._channels_last or images.ndim not in (4, 5):
+        if not self._channels_last or images.ndim not in (4, 5) or (images.ndim == 5 and self.device.type == "cpu"):
             return images
         fmt = torch.channels_last if images.ndim == 4 else torch.channels_last_3d
         if self.memory_format != fmt:
@@ -299,7 +299,8 @@ class Predictor:
         autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
                     else nullcontext())
         with autocast:
-            return probabilities(self.model(images), self.task)
+            logits = self.model(images)
+        return probabilities(logits.float(), self.task)
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         """Probabilities (or regression values) of a batch, shape (B, K), as float64 numpy."""

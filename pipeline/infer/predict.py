@@ -198,7 +198,8 @@ def _predict_into(target: Path, run: Any, run_dir: str | Path, input_path: str |
     log.info("predict: %d series (%d already done), %d skipped input(s)", len(cases), len(cases) - len(todo),
              len(source.skipped))
     predictor = Predictor(run.model, labels.task, run.device, amp=cfg.train.amp,
-                          channels_last=cfg.train.channels_last, tta=views)
+                          channels_last=cfg.train.channels_last, tta=views,
+                          cpu_bf16=cfg.train.cpu_bf16)
     cams = None
     if cam_dir is not None:
         cams = CamMaker(run.model, run.device, layer=cfg.model.cam_layer)

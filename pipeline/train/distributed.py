@@ -20,6 +20,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, Sampler
 
+from transforms.seeding import Reseeder
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -172,15 +174,16 @@ class EpochSeededDataset(Dataset):
     def __init__(self, dataset: Any, seed: int) -> None:
         self.dataset = dataset
         self.seed = seed
+        transform = getattr(dataset, "transform", None)
+        self._reseed = Reseeder(transform) if hasattr(transform, "set_random_state") else None
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         epoch, index = key
-        transform = getattr(self.dataset, "transform", None)
-        if hasattr(transform, "set_random_state"):
-            transform.set_random_state(seed=epoch_seed(self.seed, epoch, stream=1_000_000 + int(index)))
+        if self._reseed is not None:
+            self._reseed(epoch_seed(self.seed, epoch, stream=1_000_000 + int(index)))
         return self.dataset[int(index)]
 
 

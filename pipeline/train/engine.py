@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from pipeline.config import Config
 from pipeline.train.handlers import seed_everything
 from pipeline.train.objectives import BestEpoch
-from pipeline.train.precision import amp_settings
+from pipeline.train.precision import CpuAutocast, amp_settings, uses_channels_last
 
 
 def make_optimizer(param_groups: list[dict[str, Any]], cfg: Config) -> torch.optim.Optimizer:
@@ -147,9 +147,9 @@ def resolve_train_device(cfg: Config, local_rank: int = 0) -> torch.device:
 def wrap_model(
     model: torch.nn.Module, cfg: Config, device: torch.device, dist_info: Any, find_unused: bool
 ) -> torch.nn.Module:
-    """Device, channels-last (2D on CUDA), SyncBatchNorm + DDP under torchrun, ``torch.compile``."""
+    """Device, channels-last (:func:`uses_channels_last`), SyncBatchNorm + DDP under torchrun, ``torch.compile``."""
     model.to(device)
-    if device.type == "cuda" and cfg.train.channels_last and cfg.transforms.spatial_dims == 2:
+    if uses_channels_last(cfg, device):
         model.to(memory_format=torch.channels_last)
     net: torch.nn.Module = model
     if dist_info.enabled:
@@ -178,8 +178,10 @@ def build_engines(
     ``num_outputs`` is the model's number of outputs (the classes that mixup's one-hot targets span).
     """
     amp, amp_kwargs = amp_settings(cfg, device)
-    channels_last = device.type == "cuda" and cfg.train.channels_last and cfg.transforms.spatial_dims == 2
-    prepare = BatchPreparer(cfg.data.task, channels_last=channels_last)
+    if amp and device.type == "cpu":  # MONAI's engines autocast for CUDA only
+        net, eval_net = CpuAutocast(net, amp_kwargs["dtype"]), CpuAutocast(eval_net, amp_kwargs["dtype"])
+        amp, amp_kwargs = False, {}
+    prepare = BatchPreparer(cfg.data.task, channels_last=uses_channels_last(cfg, device))
     train_prepare: Any = prepare
     if cfg.train.mixup > 0:
         train_prepare = MixupPreparer(prepare, cfg.train.mixup, num_outputs, cfg.train.seed)

@@ -137,10 +137,10 @@ def recompute_bn_stats(
         for m in model.modules():
             if isinstance(m, nn.modules.dropout._DropoutNd):
                 m.eval()
-        context = torch.autocast(**autocast) if autocast else contextlib.nullcontext()
-        with torch.no_grad(), context:
-            for x in inputs:
-                model(x)
+        with torch.no_grad():
+            for x in inputs:  # loading (augmentation) outside autocast: a CPU autocast would reach its matmuls
+                with torch.autocast(**autocast) if autocast else contextlib.nullcontext():
+                    model(x)
                 batches += 1
     finally:
         for h in hooks:
@@ -213,11 +213,14 @@ class PreciseBN:
         batches: at most this many batches (``train.precise_bn``; 0: the handler does nothing).
         val_every: validation interval in epochs; the last epoch always validates.
         dist_info: the run's process group.
+        autocast: ``torch.autocast`` kwargs of the training forward when the engine does not autocast itself (bf16
+            on a CPU, :class:`~pipeline.train.precision.CpuAutocast`); None: the engine's AMP settings.
     """
 
     def __init__(self, model: nn.Module, train_loader: DataLoader, batches: int, val_every: int,
-                 dist_info: DistInfo) -> None:
+                 dist_info: DistInfo, autocast: dict[str, Any] | None = None) -> None:
         self.model = model
+        self.autocast = autocast
         self.loader = head_loader(train_loader, batches) if batches > 0 else None
         self.val_every = val_every
         self.dist_info = dist_info
@@ -241,7 +244,9 @@ class PreciseBN:
             for batch in self.loader:
                 yield prepare(batch, device, engine.non_blocking, **engine.to_kwargs)[0]
 
-        autocast = {"device_type": torch.device(device).type, **engine.amp_kwargs} if engine.amp else None
+        autocast = self.autocast
+        if autocast is None and engine.amp:
+            autocast = {"device_type": torch.device(device).type, **engine.amp_kwargs}
         layers, count = recompute_bn_stats(self.model, images(), dist_info=self.dist_info, autocast=autocast)
         log.debug("precise BN: epoch %d, running statistics of %d BatchNorm layers recomputed from %d batches",
                   epoch, layers, count)
