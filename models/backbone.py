@@ -93,8 +93,16 @@ class Backbone(nn.Module, abc.ABC):
         return self.pool(self.forward_features(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, num_classes)``."""
-        return self.classifier(self.features(x))
+        """Logits ``(B, num_classes)``; the head runs in float32 under autocast.
+
+        A bf16 head would round the logits to 8 significant bits, so close cases would tie in probability (and in
+        AUC ranking); float32 costs one small matrix product.
+        """
+        feats = self.features(x)
+        if torch.is_autocast_enabled(feats.device.type):
+            with torch.autocast(feats.device.type, enabled=False):
+                return self.classifier(feats.float())
+        return self.classifier(feats)
 
     def reset_classifier(self, num_classes: int, dropout: float | None = None) -> None:
         """Replace the head by a new one for ``num_classes`` outputs (dropout kept unless given)."""

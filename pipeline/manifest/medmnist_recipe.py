@@ -47,7 +47,8 @@ class Recipe:
     evaluation: dict[str, Any] = field(default_factory=dict)
 
 
-_TRAIN = {"lr": 1e-3, "optimizer": "adamw", "weight_decay": 1e-4, "scheduler": "cosine", "key_metric": "auc"}
+_TRAIN = {"lr": 1e-3, "optimizer": "adamw", "weight_decay": 1e-4, "scheduler": "cosine", "key_metric": "auc",
+          "cpu_bf16": True}
 
 #: The recipe of each number of spatial dimensions (see the README's MedMNIST section for how it was chosen).
 #: 2D: images below 64 px are resized up to 64 and go through the standard stem (7x7 stride-2 conv + max-pool),
@@ -57,7 +58,8 @@ _TRAIN = {"lr": 1e-3, "optimizer": "adamw", "weight_decay": 1e-4, "scheduler": "
 #: cover them), which raised the validation AUC of the three seeds' best checkpoints on BreastMNIST (0.920 to 0.930)
 #: and PneumoniaMNIST (0.9967 to 0.9973). 3D: the standard stem at the files' 28^3 (the small stem runs at
 #: 0.4 volumes/s); flip TTA along all three axes, which raised AdrenalMNIST3D's validation AUC from 0.813 to 0.821
-#: though training never flips across the superior-inferior axis.
+#: though training never flips across the superior-inferior axis. Both train in bf16 on a CPU that has it natively
+#: (``train.cpu_bf16``: 1.8x the fp32 speed of a 64 px ResNet-10 step on a 2-core EPYC; fp32 elsewhere).
 RECIPES: dict[int, Recipe] = {
     2: Recipe(model={"name": "resnet10", "small_input": False}, transforms={"augment": "medium"},
               train={**_TRAIN, "batch_size": 64}, budget_images=85_000, max_epochs=100, validations=10, min_size=64,

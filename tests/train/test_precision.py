@@ -74,3 +74,18 @@ def test_predictor_follows_the_run_s_cpu_bf16(bf16_cpu):
     assert fast_predictor.amp_dtype == torch.bfloat16 and fast.dtype == plain.dtype
     assert abs(fast - plain).max() < 0.02 and abs(fast.sum(axis=1) - 1).max() < 1e-6
     assert Predictor(net, "binary", CPU, amp=False, cpu_bf16=True).amp_dtype is None
+
+
+def test_the_head_runs_in_float32_under_autocast_so_close_cases_do_not_tie():
+    from models.factory import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet10", spatial_dims=2, in_channels=1, num_classes=2, widen_factor=0.25).eval()
+    images = torch.rand(64, 1, 32, 32) * 0.01 + 0.5  # nearly identical images: logits within a narrow range
+    with torch.no_grad():
+        logits = CpuAutocast(model)(images)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            rounded = model.classifier(model.features(images))  # what a bf16 head gives
+    assert logits.dtype == torch.float32
+    assert len(torch.unique(logits[:, 1])) == 64
+    assert len(torch.unique(rounded[:, 1].float())) < 64
