@@ -19,8 +19,9 @@ the comparison is between arms with equal budgets.
    * ``linear-probe``: ``model.pretrained=run:SOURCE``, ``transfer.strategy=linear-probe``;
    * ``finetune``: ``model.pretrained=run:SOURCE``, ``transfer.strategy=finetune``.
 
-3. 2D -> 3D (default AdrenalMNIST3D): the same 2D source backbone inflated to the 3D ResNet-10
-   (``model.inflate=mean``) and fine-tuned, vs the 3D ResNet-10 from scratch.
+3. 2D -> 3D (default AdrenalMNIST3D): the same 2D source backbone inflated to 3D
+   (``model.inflate=mean``) and fine-tuned, vs the same 3D architecture from scratch (both 3D arms take the 2D
+   recipe's model, ResNet-18, not the 3D recipe's ResNet-10: inflation needs the same layers).
 
 Budget per run: ``--steps`` optimiser steps (2D, batch 32) and ``--steps3d`` (3D, batch 16),
 ``epochs = ceil(steps / steps per epoch)``, about 10 validations per run. Test AUC (MedMNIST's
@@ -102,6 +103,8 @@ def cell_overrides(cell: Cell, n_train: int, steps: int, batch: int, source_run:
     """``--set`` arguments of one run: the medmnist protocol, the step budget and the arm."""
     p = bench.protocol(cell.dims, n_train)
     p.update(small_input=False, batch_size=batch)
+    if cell.dims == 3:  # both 3D arms take the 2D source's architecture, which inflation needs
+        p["model"] = bench.protocol(2, n_train)["model"]
     p["epochs"] = max(1, math.ceil(steps / math.ceil(n_train / batch)))
     p["val_every"] = max(1, p["epochs"] // 10)
     args = bench.overrides(p) + ["--set", f"train.seed={cell.seed}"]

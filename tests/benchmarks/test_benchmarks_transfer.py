@@ -58,6 +58,9 @@ def test_cell_overrides_give_the_same_budget_to_every_arm(transfer, tmp_path):
     assert "transfer.strategy=linear-probe" in sets["linear-probe"]
     s3 = transfer.cell_overrides(transfer.Cell("t3", 3, 1.0, 2, "inflated-finetune"), 1188, 60, 16, src)
     assert "train.epochs=1" in s3 and "model.inflate=mean" in s3 and "model.small_input=false" in s3
+    scratch3 = transfer.cell_overrides(transfer.Cell("t3", 3, 1.0, 2, "scratch"), 1188, 60, 16, src)
+    model_2d = f"model.name={transfer.bench.protocol(2, 27)['model']}"
+    assert model_2d in s3 and model_2d in scratch3 and model_2d in sets["finetune"]  # inflation needs the same layers
     assert "model.small_input=false" in sets["finetune"]
 
 
