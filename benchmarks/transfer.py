@@ -103,8 +103,9 @@ def cell_overrides(cell: Cell, n_train: int, steps: int, batch: int, source_run:
     """``--set`` arguments of one run: the medmnist protocol, the step budget and the arm."""
     p = bench.protocol(cell.dims, n_train)
     p.update(small_input=False, batch_size=batch)
-    if cell.dims == 3:  # both 3D arms take the 2D source's architecture, which inflation needs
-        p["model"] = bench.protocol(2, n_train)["model"]
+    if cell.dims == 3:  # both 3D arms take the 2D source's architecture, which inflation needs, in fp32: the
+        p["model"] = bench.protocol(2, n_train)["model"]  # inflated fine-tune's loss went NaN in CPU bf16 (README)
+        p["cpu_bf16"] = False
     p["epochs"] = max(1, math.ceil(steps / math.ceil(n_train / batch)))
     p["val_every"] = max(1, p["epochs"] // 10)
     args = bench.overrides(p) + ["--set", f"train.seed={cell.seed}"]

@@ -61,6 +61,7 @@ def test_cell_overrides_give_the_same_budget_to_every_arm(transfer, tmp_path):
     scratch3 = transfer.cell_overrides(transfer.Cell("t3", 3, 1.0, 2, "scratch"), 1188, 60, 16, src)
     model_2d = f"model.name={transfer.bench.protocol(2, 27)['model']}"
     assert model_2d in s3 and model_2d in scratch3 and model_2d in sets["finetune"]  # inflation needs the same layers
+    assert "train.cpu_bf16=false" in s3 and "train.cpu_bf16=false" in scratch3
     assert "model.small_input=false" in sets["finetune"]
 
 
