@@ -1,10 +1,11 @@
 """Re-seeding a MONAI transform chain per case, with MONAI's draws but without building random states.
 
 ``Compose.set_random_state(seed)`` gives every randomizable transform (and the transforms it wraps) a new
-``numpy.random.RandomState``: about 160 us each, 14 of them per case for the ``medium`` set, which made
-per-case seeding (``pipeline.train.distributed.EpochSeededDataset``) cost 1.9 ms of the 6 ms a 64 x 64 training
+``numpy.random.RandomState``: about 110-160 us each, 13 of them per case for the ``medium`` training chain, so
+per-case seeding (``pipeline.train.distributed.EpochSeededDataset``) cost 1.5 ms of the 6 ms a 64 x 64 training
 image took on a CPU. :class:`Reseeder` seeds the random states the chain already holds (``RandomState.seed``,
-1.5 us) in MONAI's order, so every state, and so every draw, is the one ``set_random_state`` would give.
+1.5 us; 0.07 ms a case) in MONAI's order, so every state, and so every draw, is the one ``set_random_state`` would
+give.
 
 MONAI's rule, which :class:`Reseeder` follows: a ``Compose`` (``OneOf`` and ``RandomOrder`` too) seeds its own
 state with the seed, then each randomizable member with the next ``randint(MAX_SEED, dtype=uint32)`` of it; any
