@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from pipeline.config import Config
 from pipeline.train.handlers import seed_everything
 from pipeline.train.objectives import BestEpoch
-from pipeline.train.precision import CpuAutocast, amp_settings, uses_channels_last
+from pipeline.train.precision import CpuAutocast, amp_settings, cpu_autocast_kwargs, uses_channels_last
 
 
 def make_optimizer(param_groups: list[dict[str, Any]], cfg: Config) -> torch.optim.Optimizer:
@@ -178,8 +178,9 @@ def build_engines(
     ``num_outputs`` is the model's number of outputs (the classes that mixup's one-hot targets span).
     """
     amp, amp_kwargs = amp_settings(cfg, device)
-    if amp and device.type == "cpu":  # MONAI's engines autocast for CUDA only
-        net, eval_net = CpuAutocast(net, amp_kwargs["dtype"]), CpuAutocast(eval_net, amp_kwargs["dtype"])
+    cpu_autocast = cpu_autocast_kwargs(cfg, device)
+    if cpu_autocast is not None:  # MONAI's engines autocast for CUDA only
+        net, eval_net = CpuAutocast(net, cpu_autocast["dtype"]), CpuAutocast(eval_net, cpu_autocast["dtype"])
         amp, amp_kwargs = False, {}
     prepare = BatchPreparer(cfg.data.task, channels_last=uses_channels_last(cfg, device))
     train_prepare: Any = prepare

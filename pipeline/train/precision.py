@@ -40,6 +40,12 @@ def amp_settings(cfg: Config, device: torch.device) -> tuple[bool, dict[str, Any
     return (False, {}) if dtype is None else (True, {"dtype": dtype})
 
 
+def cpu_autocast_kwargs(cfg: Config, device: torch.device) -> dict[str, Any] | None:
+    """``torch.autocast`` kwargs of a CPU run that autocasts (:class:`CpuAutocast`, precise BN); None otherwise."""
+    amp, kwargs = amp_settings(cfg, device)
+    return {"device_type": "cpu", **kwargs} if amp and device.type == "cpu" else None
+
+
 def uses_channels_last(cfg: Config, device: torch.device) -> bool:
     """Channels-last layout for a 2D model: on CUDA with ``train.channels_last``, on a CPU with bf16 autocast."""
     if cfg.transforms.spatial_dims != 2 or not cfg.train.channels_last:

@@ -38,7 +38,7 @@ from pipeline.train.engine import (build_engines, configure_torch, make_optimize
 from pipeline.train.handlers import EpochSetup, EpochStats, RunRecorder, attach_progress_and_tracking, broadcast_buffers
 from pipeline.train.objectives import TaskLoss, ValidationMetrics, metric_names
 from pipeline.train.precise_bn import PreciseBN
-from pipeline.train.precision import amp_settings
+from pipeline.train.precision import cpu_autocast_kwargs
 from pipeline.train.run_dir import MetricsLog, env_info, write_run_files
 from transforms.chains import eval_chain, resolve_device, train_chain
 
@@ -144,10 +144,8 @@ def _train(s: _Session, extra_handlers: Sequence[Any]) -> TrainResult:
     LrScheduleHandler(scheduler, print_lr=False, epoch_level=False).attach(trainer)
     if average is not None:
         average.attach(trainer)
-    amp, amp_kwargs = amp_settings(s.cfg, s.device)
-    cpu_autocast = {"device_type": "cpu", **amp_kwargs} if amp and s.device.type == "cpu" else None
     PreciseBN(validated, train_loader, s.cfg.train.precise_bn, s.cfg.train.val_every, s.dist_info,
-              autocast=cpu_autocast).attach(trainer)
+              autocast=cpu_autocast_kwargs(s.cfg, s.device)).attach(trainer)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: broadcast_buffers(validated, s.dist_info))
     early_stop = _attach_validation(s.cfg, trainer, evaluator)
     names = metric_names(s.label_map.task)
