@@ -50,10 +50,10 @@ def _reseed(transform: Randomizable, seed: int) -> None:
 
 
 def _same_states(a: Any, b: Any) -> bool:
-    pairs = list(zip(_states(a), _states(b), strict=False))
-    if len(pairs) != sum(1 for _ in _states(a)) or len(pairs) != sum(1 for _ in _states(b)):
+    states_a, states_b = list(_states(a)), list(_states(b))
+    if len(states_a) != len(states_b):
         return False
-    for ra, rb in pairs:
+    for ra, rb in zip(states_a, states_b):
         sa, sb = ra.get_state(), rb.get_state()
         if sa[0] != sb[0] or not np.array_equal(sa[1], sb[1]) or sa[2:] != sb[2:]:
             return False
@@ -61,7 +61,7 @@ def _same_states(a: Any, b: Any) -> bool:
 
 
 class Reseeder:
-    """``reseeder(seed)`` does what ``transform.set_random_state(seed=seed)`` does, about 100 times faster.
+    """``reseeder(seed)`` does what ``transform.set_random_state(seed=seed)`` does, about 20 times faster.
 
     Args:
         transform: a MONAI ``Compose`` (or any randomizable transform).

@@ -50,7 +50,7 @@ def uses_channels_last(cfg: Config, device: torch.device) -> bool:
     """Channels-last layout for a 2D model: on CUDA with ``train.channels_last``, on a CPU with bf16 autocast."""
     if cfg.transforms.spatial_dims != 2 or not cfg.train.channels_last:
         return False
-    return device.type == "cuda" or (device.type == "cpu" and amp_settings(cfg, device)[0])
+    return device.type == "cuda" or cpu_autocast_kwargs(cfg, device) is not None
 
 
 class CpuAutocast(nn.Module):
