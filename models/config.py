@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 CHANNEL_MODES = ("sum", "mean")
 #: How 2D kernels become 3D.
 INFLATE_MODES = ("mean", "centre")
+#: The most networks ``model.members`` may average.
+MAX_MEMBERS = 16
 #: How pretrained weights are trained on the new task.
 STRATEGIES = ("finetune", "linear-probe", "gradual")
 
@@ -36,6 +38,8 @@ class ModelConfig:
         strict: a backbone key missing or shape-mismatched in the weights is an error.
         cam_layer: layer Grad-CAM hooks (a name of ``model.named_modules()``, e.g. ``net.layer2``); empty
             chooses the deepest layer whose feature map keeps about 8 voxels along each axis.
+        members: networks of this architecture trained side by side and averaged (a deep ensemble in one run,
+            :mod:`models.ensemble`); 1: a single network.
     """
 
     name: str = "resnet18"
@@ -46,6 +50,7 @@ class ModelConfig:
     inflate: str = field(default="mean", metadata={"choices": INFLATE_MODES})
     strict: bool = True
     cam_layer: str = ""
+    members: int = field(default=1, metadata={"range": (1, MAX_MEMBERS)})
 
 
 @dataclass(frozen=True)

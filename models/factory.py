@@ -16,7 +16,8 @@ from typing import Any
 
 from models import families
 from models.backbone import Backbone
-from models.config import ModelConfig
+from models.config import MAX_MEMBERS, ModelConfig
+from models.ensemble import MemberEnsemble
 from models.registry import ModelEntry, get_entry
 from models.sources import read_weights
 from models.weights import WeightsReport, load_pretrained
@@ -46,6 +47,9 @@ def _check_arguments(entry: ModelEntry, spatial_dims: int, in_channels: int, num
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             accepted = ", ".join(entry.options)
             problems.append(f"option {key!r} is not accepted by {entry.name}{hint}; accepted: {accepted}")
+    members = options.get("members", 1)
+    if not isinstance(members, int) or isinstance(members, bool) or not 1 <= members <= MAX_MEMBERS:
+        problems.append(f"members must be a whole number from 1 to {MAX_MEMBERS}, found {members!r}")
     dropout = options.get("dropout", 0.0)
     if not 0.0 <= float(dropout) < 1.0:
         problems.append(f"dropout must be in [0, 1), found {dropout}")
@@ -66,7 +70,7 @@ def create_model(
     inflate: str = "mean",
     strict: bool = True,
     **options: Any,
-) -> Backbone:
+) -> Backbone | MemberEnsemble:
     """Build a registered backbone with a new head, optionally starting from pretrained weights.
 
     Args:
@@ -82,7 +86,8 @@ def create_model(
         strict: a backbone key missing or of unfixable shape in the weights is an error.
         **options: family options: ``small_input``, ``dropout``; ResNet: ``shortcut_type``
             (default: taken from the weights file, else ``B``), ``widen_factor``; ViT: ``img_size``,
-            ``patch_size``.
+            ``patch_size``; any family: ``members`` (K > 1: a :class:`~models.ensemble.MemberEnsemble` of K
+            such networks, each with the pretrained weights and its own random head).
 
     Returns:
         The model, with ``model.weights_report`` (a :class:`~models.weights.WeightsReport`).
@@ -100,17 +105,21 @@ def create_model(
         shortcut = source.resnet_shortcut()
         if shortcut:
             options["shortcut_type"] = shortcut
+    members = int(options.pop("members", 1))
     cls = getattr(families, _FAMILY_CLASSES[entry.family])
-    model = cls(name, spatial_dims, in_channels, num_classes, **entry.fixed, **options)
-    if source is None:
-        model.weights_report = WeightsReport.untrained(model)
-    else:
-        load_pretrained(model, source, channel_adapt=channel_adapt, inflate=inflate, strict=strict)
-    return model
+    built = []
+    for _ in range(members):
+        model = cls(name, spatial_dims, in_channels, num_classes, **entry.fixed, **options)
+        if source is None:
+            model.weights_report = WeightsReport.untrained(model)
+        else:
+            load_pretrained(model, source, channel_adapt=channel_adapt, inflate=inflate, strict=strict)
+        built.append(model)
+    return built[0] if members == 1 else MemberEnsemble(built)
 
 
 def create_from_config(m: ModelConfig, spatial_dims: int, in_channels: int, num_classes: int,
-                       image_size: Sequence[int] = ()) -> Backbone:
+                       image_size: Sequence[int] = ()) -> Backbone | MemberEnsemble:
     """:func:`create_model` from the ``model`` section of a run config.
 
     Args:
@@ -121,6 +130,8 @@ def create_from_config(m: ModelConfig, spatial_dims: int, in_channels: int, num_
         image_size: the size the model sees (``transforms.size``): a ViT's ``img_size``.
     """
     options: dict[str, Any] = {"small_input": m.small_input, "dropout": m.dropout}
+    if m.members > 1:
+        options["members"] = m.members
     if get_entry(m.name).family == "vit" and image_size:
         options["img_size"] = tuple(image_size)
     return create_model(

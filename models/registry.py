@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 from pipeline.errors import UnknownModelError
 
-COMMON_OPTIONS = ("small_input", "dropout")
+COMMON_OPTIONS = ("small_input", "dropout", "members")
 OWN_SOURCES = ("bundle", "run", "file")
 
 

@@ -344,4 +344,9 @@ def read_weights(source: str, *, model_name: str | None = None) -> SourceWeights
         keys = ("model", "state_dict")
     obj = safe_load(path)
     state = _unwrap(obj, path, keys)
+    if kind == "run" and state and all(k.startswith("members.") for k in state):
+        state = {k[len("members.0."):]: v for k, v in state.items() if k.startswith("members.0.")}
+        meta["member"] = 0
+        log.warning(
+            "run %s is an ensemble (model.members); its first member's weights are the source", folder)
     return SourceWeights(source, kind, path, file_sha256(path), state, meta)

@@ -24,6 +24,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,6 +59,8 @@ def cam_layer_of(model: nn.Module, layer: str | None = None) -> str:
     """
     layer = layer or getattr(model, "cam_layer", None)
     names = dict(model.named_modules())
+    if layer and layer not in names and hasattr(model, "member_layers"):  # an ensemble: a member's own layer name
+        layer = model.member_layers(layer)[0]
     if not layer or layer not in names:
         convs = [n for n, m in names.items() if isinstance(m, (nn.Conv2d, nn.Conv3d))]
         raise RunError(
@@ -154,7 +157,7 @@ class CamMaker:
         self.model = copy.deepcopy(model).float().to(self.device).eval()
         for p in self.model.parameters():
             p.requires_grad_(True)
-        self._gradcam: object | None = None
+        self._gradcam: list[Any] | None = None
 
     def __call__(self, image: torch.Tensor, class_index: int) -> np.ndarray:
         """The map of one preprocessed image ``(C, *spatial)`` for output ``class_index``: shape ``spatial``."""
@@ -164,23 +167,34 @@ class CamMaker:
             cam = self._hirescam(x, int(class_index)) if self.method == "hirescam" else self._monai(x, class_index)
         return cam[0, 0].detach().cpu().numpy().astype(np.float32)
 
+    def _layers(self) -> list[str]:
+        """The hooked layers: ``self.layer``, or that layer in every member of an ensemble."""
+        expand = getattr(self.model, "member_layers", None)
+        return expand(self.layer) if expand is not None else [self.layer]
+
     def _monai(self, x: torch.Tensor, class_index: int) -> torch.Tensor:
+        """MONAI's Grad-CAM; for an ensemble the mean of its members' maps."""
         from monai.visualize import GradCAM
 
         if self._gradcam is None:
-            self._gradcam = GradCAM(nn_module=self.model, target_layers=self.layer, postprocessing=_unit_range)
-        return self._gradcam(x, class_idx=int(class_index))  # type: ignore[operator]
+            self._gradcam = [GradCAM(nn_module=self.model, target_layers=layer, postprocessing=_unit_range)
+                             for layer in self._layers()]
+        maps = [cam(x, class_idx=int(class_index)) for cam in self._gradcam]
+        return maps[0] if len(maps) == 1 else _unit_range(torch.stack(maps).mean(dim=0))
 
     def _hirescam(self, x: torch.Tensor, class_index: int) -> torch.Tensor:
-        seen: list[torch.Tensor] = []
-        hook = self.model.get_submodule(self.layer).register_forward_hook(lambda _m, _i, out: seen.append(out))
+        """HiResCAM; for an ensemble (mean of the members' logits) the members' ``G * A`` terms add up."""
+        seen: dict[str, torch.Tensor] = {}
+        hooks = [self.model.get_submodule(layer).register_forward_hook(
+            lambda _m, _i, out, layer=layer: seen.__setitem__(layer, out)) for layer in self._layers()]
         try:
             logits = self.model(x)
         finally:
-            hook.remove()
-        activation = seen[-1]
-        (gradient,) = torch.autograd.grad(logits[0, class_index], activation)
-        cam = torch.relu((gradient * activation).sum(dim=1, keepdim=True)).detach()
+            for hook in hooks:
+                hook.remove()
+        activations = list(seen.values())
+        gradients = torch.autograd.grad(logits[0, class_index], activations)
+        cam = torch.relu(sum((g * a).sum(dim=1, keepdim=True) for g, a in zip(gradients, activations))).detach()
         mode = ("linear", "bilinear", "trilinear")[x.ndim - 3]
         return _unit_range(nn.functional.interpolate(cam, size=x.shape[2:], mode=mode, align_corners=False))
 

@@ -20,6 +20,7 @@ import torch
 from ignite.metrics import Metric
 from monai.utils import CommonKeys as Keys
 
+from models.ensemble import member_loss
 from pipeline import statistics as m
 from pipeline.train.distributed import DistInfo, all_gather_rows
 from pipeline.train.outputs import probabilities
@@ -62,6 +63,13 @@ class TaskLoss(torch.nn.Module):
             self.criterion = torch.nn.L1Loss() if regression_loss == "l1" else torch.nn.MSELoss()
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The loss of logits ``(B, outputs)``, or of an ensemble's members ``(B, K, outputs)`` in training
+        (:func:`models.ensemble.member_loss`: the members' mean, each member trained on its own loss)."""
+        if pred.ndim == 3:
+            return member_loss(self._loss, pred, target)
+        return self._loss(pred, target)
+
+    def _loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         pred = pred.float()
         if self.task in ("binary", "multiclass"):
             if target.is_floating_point() and target.shape == pred.shape:  # class probabilities (mixup)

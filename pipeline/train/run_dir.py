@@ -273,7 +273,8 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str | tor
             "%s differs from the config %s was trained with (config_sha256); the preprocessing applied now may "
             "not be the trained one", run / CONFIG_FILE, ckpt_path)
     info = ckpt.get("model_info") or {}
-    head = ckpt["model"].get("classifier.fc.weight")
+    weights = ckpt["model"]
+    head = weights.get("classifier.fc.weight", weights.get("members.0.classifier.fc.weight"))
     outputs = int(head.shape[0]) if head is not None else info.get("num_outputs")
     if outputs is not None and outputs != label_map.num_outputs:
         raise RunError(
