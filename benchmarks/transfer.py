@@ -17,7 +17,12 @@ the comparison is between arms with equal budgets.
 
    * ``scratch``: random initialisation, all layers train;
    * ``linear-probe``: ``model.pretrained=run:SOURCE``, ``transfer.strategy=linear-probe``;
-   * ``finetune``: ``model.pretrained=run:SOURCE``, ``transfer.strategy=finetune``.
+   * ``finetune``: ``model.pretrained=run:SOURCE``, ``transfer.strategy=finetune``;
+   * ``union-finetune`` (with ``--union``): fine-tuned from a source trained on the union of the source
+     dataset (its ``train`` and ``val``) and the cell's labelled subsample of the target (with the target's
+     ``val``), one joint head over both datasets' classes (the two modalities are told apart trivially, so it
+     acts as one head per dataset); ``--source-epochs`` epochs, ``best.pt`` by validation AUC over the union.
+     A source per cell (fraction and seed): it sees only the labels the cell has.
 
 3. 2D -> 3D (default AdrenalMNIST3D): the same 2D source backbone inflated to 3D
    (``model.inflate=mean``) and fine-tuned, vs the same 3D architecture from scratch (both 3D arms take the 2D
@@ -65,6 +70,7 @@ _spec.loader.exec_module(bench)  # type: ignore[union-attr]
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the project
 ARMS_2D = ("scratch", "linear-probe", "finetune")
+UNION_ARM = "union-finetune"
 ARMS_3D = ("scratch", "inflated-finetune")
 
 
@@ -102,7 +108,7 @@ def subsample(manifest: pd.DataFrame, fraction: float, seed: int, patient_column
 def cell_overrides(cell: Cell, n_train: int, steps: int, batch: int, source_run: Path) -> list[str]:
     """``--set`` arguments of one run: the medmnist protocol, the step budget and the arm."""
     p = bench.protocol(cell.dims, n_train)
-    p.update(small_input=False, batch_size=batch)
+    p.update({"small_input": False, "batch_size": batch, "model.members": 1})  # single networks: what transfers
     if cell.dims == 3:  # both 3D arms take the 2D source's architecture, which inflation needs, in fp32: the
         p["model"] = bench.protocol(2, n_train)["model"]  # inflated fine-tune's loss went NaN in CPU bf16 (README)
         p["cpu_bf16"] = False
@@ -110,15 +116,48 @@ def cell_overrides(cell: Cell, n_train: int, steps: int, batch: int, source_run:
     p["val_every"] = max(1, p["epochs"] // 10)
     args = bench.overrides(p) + ["--set", f"train.seed={cell.seed}"]
     if cell.arm != "scratch":
-        args += ["--set", f"model.pretrained=run:{source_run}"]
+        args += ["--set", f"model.pretrained=run:{source_run}"]  # the union arm passes its own source
         args += ["--set", f"transfer.strategy={'linear-probe' if cell.arm == 'linear-probe' else 'finetune'}"]
         if cell.dims == 3:
             args += ["--set", "model.inflate=mean"]
     return args
 
 
+def union_source(target: pd.DataFrame, folder: Path, source_imported: Path, seed: int, epochs: int,
+                 log: Path, env: dict[str, str]) -> Path:
+    """Train the union source of a cell: the source dataset's train/val rows and the cell's target train/val
+    rows, labels ``<dataset>_<class>`` under one multi-class head; returns its run folder."""
+    run = folder / "run"
+    if (run / "checkpoints" / "best.pt").is_file():
+        return run
+    if run.exists():
+        import shutil
+
+        shutil.rmtree(run)
+    folder.mkdir(parents=True, exist_ok=True)
+    source = pd.read_csv(source_imported / "manifest.csv")
+    source["image"] = [str((source_imported / p).absolute()) for p in source["image"]]
+    parts = []
+    for name, df in (("source", source), ("target", target)):
+        df = df[df["split"].isin(["train", "val"])].copy()
+        df["label"] = name + "_" + df["label"].astype(str)
+        df["patient_id"] = name + "_" + df["patient_id"].astype(str)
+        parts.append(df)
+    union = pd.concat(parts, ignore_index=True)
+    manifest = folder / "manifest.csv"
+    union.to_csv(manifest, index=False)
+    classes = sorted(union["label"].unique())
+    n = int((union["split"] == "train").sum())
+    p = bench.protocol(2, n, epochs)
+    p.update({"small_input": False, "model.members": 1, "seed": seed})
+    bench.run_cli(["train", "--config", str(source_imported / "config.yaml"), "--manifest", str(manifest),
+                   "--out", str(run), *bench.overrides(p), "--set", "data.task=multiclass",
+                   "--set", f"data.classes=[{','.join(classes)}]"], log, env)
+    return run
+
+
 def run_cell(cell: Cell, imported: Path, work: Path, steps: int, batch: int, source_run: Path,
-             env: dict[str, str]) -> dict[str, Any]:
+             env: dict[str, str], source_imported: Path | None = None, source_epochs: int = 2) -> dict[str, Any]:
     """Subsample, train and evaluate one cell (skipped when its result exists); return its figures."""
     tag = f"{cell.arm}_f{cell.fraction:g}_s{cell.seed}"
     folder = work / "runs" / cell.target / tag
@@ -137,8 +176,10 @@ def run_cell(cell: Cell, imported: Path, work: Path, steps: int, batch: int, sou
         import shutil
 
         shutil.rmtree(run)
-    args = cell_overrides(cell, n_train, steps, batch, source_run)
     start = time.monotonic()
+    if cell.arm == UNION_ARM:
+        source_run = union_source(sub, folder / "union", source_imported, cell.seed, source_epochs, log, env)
+    args = cell_overrides(cell, n_train, steps, batch, source_run)
     train_s = bench.run_cli(["train", "--config", str(imported / "config.yaml"), "--manifest", str(manifest),
                              "--out", str(run), *args], log, env)
     eval_s = bench.run_cli(["evaluate", "--run", str(run), "--manifest", str(manifest), "--split", "test",
@@ -175,7 +216,7 @@ def aggregate(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "diff_vs_scratch_mean": None if diff is None or not len(diff) else float(diff.mean()),
             "diff_vs_scratch_wins": None if diff is None else f"{int((diff > 0).sum())}/{len(diff)}",
         })
-    order = {"scratch": 0, "linear-probe": 1, "finetune": 2, "inflated-finetune": 3}
+    order = {"scratch": 0, "linear-probe": 1, "finetune": 2, UNION_ARM: 3, "inflated-finetune": 4}
     return sorted(rows, key=lambda r: (r["target"], r["fraction"], order.get(r["arm"], 9)))
 
 
@@ -219,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3, help="seeds per cell (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=80, help="optimiser steps per 2D run (default: %(default)s)")
     parser.add_argument("--steps3d", type=int, default=40, help="optimiser steps per 3D run (default: %(default)s)")
+    parser.add_argument("--union", action="store_true", help="add the union-finetune arm to the 2D target (a "
+                        "source trained on the source dataset plus the cell's labelled target subsample)")
+    parser.add_argument("--arms", help="only these arms, comma-separated (default: all; scratch is kept for the "
+                        "paired differences)")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, one torch thread each when > 1 "
                         "(the source run too: on a busy machine one thread per process wastes least)")
     parser.add_argument("--limit", type=int, help="import only the first N cases per split (smoke tests)")
@@ -238,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
         start = time.monotonic()
         source_run = args.source_run.absolute() if args.source_run else work / "source" / "run"
         source_s = 0.0
-        if args.source_run is None and not (source_run / "checkpoints" / "best.pt").is_file():
+        chosen = set(args.arms.split(",")) | {"scratch"} if args.arms else None
+        need_source = chosen is None or bool(chosen & {"linear-probe", "finetune", "inflated-finetune"})
+        if need_source and args.source_run is None and not (source_run / "checkpoints" / "best.pt").is_file():
             imported = _import(args.source, work / "source" / "data", log, env, args.limit)
             n = int((pd.read_csv(imported / "manifest.csv")["split"] == "train").sum())
             if source_run.exists():
@@ -246,15 +293,20 @@ def main(argv: list[str] | None = None) -> int:
 
                 shutil.rmtree(source_run)
             p = bench.protocol(2, n, args.source_epochs)
-            p["small_input"] = False
+            p.update({"small_input": False, "model.members": 1})
             source_s = bench.run_cli(["train", "--config", str(imported / "config.yaml"), "--out", str(source_run),
                                       *bench.overrides(p)], log, env)
+        source_imported = _import(args.source, work / "source" / "data", log, env, args.limit) if args.union \
+            else None
+        arms_2d = ARMS_2D + ((UNION_ARM,) if args.union else ())
         targets: list[tuple[str, int, Path, list[float], tuple[str, ...], int, int]] = []
         t2 = _import(args.target, work / "targets" / "target2d", log, env, args.limit)
-        targets.append((dataset_name(args.target), 2, t2, fractions, ARMS_2D, args.steps, 32))
+        targets.append((dataset_name(args.target), 2, t2, fractions,
+                        tuple(a for a in arms_2d if chosen is None or a in chosen), args.steps, 32))
         if str(args.target3d) != "none":
             t3 = _import(args.target3d, work / "targets" / "target3d", log, env, args.limit)
-            targets.append((dataset_name(args.target3d), 3, t3, fractions3d, ARMS_3D, args.steps3d, 16))
+            targets.append((dataset_name(args.target3d), 3, t3, fractions3d,
+                            tuple(a for a in ARMS_3D if chosen is None or a in chosen), args.steps3d, 16))
         jobs = []
         for seed in range(args.seeds):  # seed by seed: a grid cut short keeps whole seeds
             for name, dims, imported, fracs, arms, steps, batch in targets:
@@ -263,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
                         jobs.append((Cell(name, dims, fraction, seed, arm), imported, steps, batch))
         results = []
         with ThreadPoolExecutor(max(1, args.jobs)) as pool:
-            futures = [pool.submit(run_cell, c, imp, work, s, b, source_run, env) for c, imp, s, b in jobs]
+            futures = [pool.submit(run_cell, c, imp, work, s, b, source_run, env, source_imported, args.source_epochs)
+                       for c, imp, s, b in jobs]
             for f in futures:
                 r = f.result()
                 results.append(r)
@@ -272,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         table = aggregate(results)
         total = time.monotonic() - start
         print()
-        print(f"source run: {source_run} ({'given' if args.source_run else f'trained in {source_s:.0f} s'})")
+        if need_source:
+            print(f"source run: {source_run} ({'given' if args.source_run else f'trained in {source_s:.0f} s'})")
         print(format_table(table))
         print(f"grid: 2D fractions {fractions}, 3D fractions {fractions3d}, {args.seeds} seed(s), {args.steps} steps "
               f"(2D) / {args.steps3d} (3D) per run; 3D arms scratch and inflated fine-tune only (no 3D linear probe)")

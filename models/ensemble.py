@@ -90,8 +90,6 @@ class MemberEnsemble(nn.Module):
     def train(self, mode: bool = True) -> MemberEnsemble:
         """Set train/eval mode; frozen stages stay in eval mode."""
         super().train(mode)
-        for m in self.members:
-            m.train(mode)
         if mode and self._frozen:
             for stage, modules in self.stages():
                 if stage in self._frozen:

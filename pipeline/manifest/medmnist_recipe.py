@@ -2,19 +2,14 @@
 
 One recipe per number of spatial dimensions, for any MedMNIST-like file (grey or RGB, binary, multi-class
 or multi-label, any size variant); nothing depends on the dataset except the number of training images,
-which sets the epochs and, for a small training split, the members of an ensemble. The run sees a fixed budget
-of training images sized to finish within 15 minutes on a 2-core CPU: ``E = round(budget / n_train)`` epochs of
-one network; when ``E`` reaches 2 x ``member_epochs`` the budget goes to ``members = min(E // member_epochs,
-max_members)`` networks trained side by side (``model.members``, a deep ensemble), each for ``E / members``
-epochs; epochs are then clipped to ``[min_epochs, max_epochs]``. ``data_manifests/medmnist_2d.yaml`` and
+which sets the epochs: ``epochs = clip(round(budget / n_train), min_epochs, max_epochs)``, a fixed budget of
+training images sized to finish within 15 minutes on a 2-core CPU. ``data_manifests/medmnist_2d.yaml`` and
 ``medmnist_3d.yaml`` show the same recipes for PneumoniaMNIST and AdrenalMNIST3D (a test keeps them equal),
 and ``benchmarks/medmnist.py`` measures them, as written, against the MedMNIST v2 paper.
 
 Example:
-    >>> recipe(2, 4708)["train"]["epochs"], recipe_members(2, 4708)
-    (18, 1)
-    >>> recipe(2, 546)["train"]["epochs"], recipe(2, 546)["model"]["members"]  # BreastMNIST: 3 x 52 epochs
-    (52, 3)
+    >>> recipe(2, 4708)["train"]["epochs"]
+    18
 """
 from __future__ import annotations
 
@@ -35,8 +30,6 @@ class Recipe:
         min_epochs: fewest epochs, however large the training split.
         max_epochs: most epochs, however small the training split.
         validations: validations per run, about (``val_every = max(1, round(epochs / validations))``).
-        member_epochs: epochs each member of an ensemble gets at least (the budget buys members beyond that).
-        max_members: most members of an ensemble.
         warmup_from: runs of at least this many epochs warm up for one epoch.
         min_size: images smaller than this along an axis are resized up to it (0: the files' size).
         evaluation: settings of the ``eval`` section.
@@ -49,8 +42,6 @@ class Recipe:
     min_epochs: int = 2
     max_epochs: int = 40
     validations: int = 20
-    member_epochs: int = 50
-    max_members: int = 3
     warmup_from: int = 10
     min_size: int = 0
     evaluation: dict[str, Any] = field(default_factory=dict)
@@ -80,18 +71,10 @@ RECIPES: dict[int, Recipe] = {
 }
 
 
-def recipe_members(spatial_dims: int, n_train: int) -> int:
-    """Networks of the recipe's ensemble on a training split of ``n_train`` cases (1: a single network)."""
-    r = RECIPES[spatial_dims]
-    budget_epochs = round(r.budget_images / max(1, n_train))
-    return int(min(max(budget_epochs // r.member_epochs, 1), r.max_members))
-
-
 def recipe_epochs(spatial_dims: int, n_train: int) -> int:
-    """Epochs of the recipe for ``spatial_dims`` on a training split of ``n_train`` cases (each member's)."""
+    """Epochs of the recipe for ``spatial_dims`` on a training split of ``n_train`` cases."""
     r = RECIPES[spatial_dims]
-    budget_epochs = round(r.budget_images / max(1, n_train)) / recipe_members(spatial_dims, n_train)
-    return int(min(max(round(budget_epochs), r.min_epochs), r.max_epochs))
+    return int(min(max(round(r.budget_images / max(1, n_train)), r.min_epochs), r.max_epochs))
 
 
 def recipe(spatial_dims: int, n_train: int, size: tuple[int, ...] = (), epochs: int | None = None
@@ -112,7 +95,7 @@ def recipe(spatial_dims: int, n_train: int, size: tuple[int, ...] = (), epochs: 
     epochs = recipe_epochs(spatial_dims, n_train) if epochs is None else epochs
     train = {**r.train, "epochs": epochs, "warmup_epochs": 1 if epochs >= r.warmup_from else 0,
              "val_every": max(1, round(epochs / r.validations))}
-    model = {**r.model, "members": recipe_members(spatial_dims, n_train)}
+    model = dict(r.model)
     model["small_input"] = bool(model.get("small_input")) and max(size, default=0) <= 64
     transforms = dict(r.transforms)
     if size:
@@ -129,7 +112,6 @@ def describe_recipe(spatial_dims: int, n_train: int, size: tuple[int, ...] = ())
     at = f" at {'x'.join(map(str, s['transforms']['size']))}" if "size" in s["transforms"] else ""
     tta = ", flip TTA" if s["eval"].get("tta") else ""
     augment = s["transforms"].get("augment", "light")
-    members = f"ensemble of {m['members']} x " if m["members"] > 1 else ""
-    return (f"{members}{m['name']} ({stem}){at}, augment {augment}, {t['optimizer']} lr {t['lr']:g} "
+    return (f"{m['name']} ({stem}){at}, augment {augment}, {t['optimizer']} lr {t['lr']:g} "
             f"{t['scheduler']}, batch {t['batch_size']}, {t['epochs']} epochs of {n_train} "
             f"(budget {r.budget_images:,} images){tta}")

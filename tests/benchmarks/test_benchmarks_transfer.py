@@ -63,6 +63,30 @@ def test_cell_overrides_give_the_same_budget_to_every_arm(transfer, tmp_path):
     assert model_2d in s3 and model_2d in scratch3 and model_2d in sets["finetune"]  # inflation needs the same layers
     assert "train.cpu_bf16=false" in s3 and "train.cpu_bf16=false" in scratch3
     assert "model.small_input=false" in sets["finetune"]
+    assert all("model.members=1" in s for s in (*sets.values(), s3))  # single networks, whatever the recipe's rule
+
+
+def test_union_source_joins_both_datasets_train_and_val_under_one_head(transfer, tmp_path, monkeypatch):
+    source_dir = tmp_path / "source"
+    source_dir.mkdir()
+    source = _manifest().assign(label=lambda d: d["label"].map({"pos": "sick", "neg": "well"}))
+    source.to_csv(source_dir / "manifest.csv", index=False)
+    target = transfer.subsample(_manifest(), 0.25, seed=1)
+    calls = []
+    monkeypatch.setattr(transfer.bench, "run_cli", lambda args, log, env: calls.append(args) or 1.0)
+    run = transfer.union_source(target, tmp_path / "cell" / "union", source_dir, 2, 3, tmp_path / "log", {})
+    assert run == tmp_path / "cell" / "union" / "run"
+    union = pd.read_csv(tmp_path / "cell" / "union" / "manifest.csv")
+    assert "test" not in set(union["split"])
+    assert set(union["label"]) == {"source_sick", "source_well", "target_pos", "target_neg"}
+    n_source = int(source["split"].isin(["train", "val"]).sum())
+    n_target = int(target["split"].isin(["train", "val"]).sum())
+    assert len(union) == n_source + n_target
+    assert union["patient_id"].str.startswith(("source_", "target_")).all()
+    assert str(source_dir.absolute()) in union["image"].iloc[0]
+    args = calls[0]
+    assert "data.classes=[source_sick,source_well,target_neg,target_pos]" in args and "data.task=multiclass" in args
+    assert "train.seed=2" in args and "train.epochs=3" in args and "model.members=1" in args
 
 
 def test_aggregate_means_spread_and_paired_difference(transfer):

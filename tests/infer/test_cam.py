@@ -161,3 +161,24 @@ def test_cam_layer_is_a_model_config_key(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("model:\n  name: resnet10\n  cam_layer: net.layer2\n")
     assert load_config(path).model.cam_layer == "net.layer2"
+
+
+@pytest.mark.parametrize("method", ["hirescam", "gradcam"])
+def test_ensemble_cam_adds_up_its_members(method):
+    """A member whose head outputs nothing adds nothing: the ensemble's map is the other member's map."""
+    from models.factory import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet10", 2, 1, 2, small_input=True, widen_factor=0.25, members=2).eval()
+    with torch.no_grad():
+        model.members[1].classifier.fc.weight.zero_()
+    image = torch.zeros(1, 24, 24)
+    image[0, 4:9, 14:19] = 3.0
+    together = CamMaker(model, layer="net.layer2", method=method)
+    alone = CamMaker(model.members[0], layer="net.layer2", method=method)
+    assert together._layers() == ["members.0.net.layer2", "members.1.net.layer2"]
+    ensemble_map, member_map = together(image, 1), alone(image, 1)
+    assert member_map.max() == pytest.approx(1.0)
+    # hirescam: the members' G * A terms add up before the ReLU; gradcam: the members' maps are averaged and
+    # rescaled to [0, 1]; either way member 1 (no gradient) adds nothing
+    np.testing.assert_allclose(ensemble_map, member_map, atol=1e-5)
