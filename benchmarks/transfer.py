@@ -42,6 +42,7 @@ seed by seed, so a grid cut short still has whole seeds; ``--work`` reuses finis
 Usage::
 
     python benchmarks/transfer.py --json transfer.json --work /tmp/bench/transfer --jobs 2
+    python benchmarks/transfer.py --union --arms union-finetune --work /tmp/bench/transfer --jobs 2  # add the union arm
     python benchmarks/transfer.py --source-run /tmp/bench/src/run --seeds 2 --json transfer.json
 """
 from __future__ import annotations

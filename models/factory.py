@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,8 @@ from models.registry import ModelEntry, get_entry
 from models.sources import read_weights
 from models.weights import WeightsReport, load_pretrained
 from pipeline.errors import ConfigError
+
+log = logging.getLogger("radpipe")
 
 _FAMILY_CLASSES = {
     "resnet": "ResNetBackbone",
@@ -106,14 +109,17 @@ def create_model(
         if shortcut:
             options["shortcut_type"] = shortcut
     members = int(options.pop("members", 1))
+    if source is not None and source.meta.get("members", 1) > members:
+        log.warning("%s is an ensemble of %d; the model takes the first %d member(s)", source.source,
+                    source.meta["members"], members)
     cls = getattr(families, _FAMILY_CLASSES[entry.family])
     built = []
-    for _ in range(members):
+    for k in range(members):
         model = cls(name, spatial_dims, in_channels, num_classes, **entry.fixed, **options)
         if source is None:
             model.weights_report = WeightsReport.untrained(model)
         else:
-            load_pretrained(model, source, channel_adapt=channel_adapt, inflate=inflate, strict=strict)
+            load_pretrained(model, source.member(k), channel_adapt=channel_adapt, inflate=inflate, strict=strict)
         built.append(model)
     return built[0] if members == 1 else MemberEnsemble(built)
 

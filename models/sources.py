@@ -10,7 +10,8 @@ A source string is ``KIND:VALUE``:
                  path, or ``resnet_18`` / ``resnet_10_23dataset`` (plain ``medicalnet``: the model's depth).
 ``bundle``       a MONAI bundle folder: ``DIR/models/model.pt`` (state dict), network from ``DIR/configs/``.
 ``run``          one of our runs: ``DIR/checkpoints/best.pt`` (``{"model": state_dict, ...}``) and
-                 ``DIR/config.yaml`` (model name checked).
+                 ``DIR/config.yaml`` (model name checked); of an ensemble run (``model.members``), the
+                 first member (:meth:`SourceWeights.member` gives the others).
 ``file``         a state dict of our model (or of the bare MONAI network); a plain path ending in
                  ``.pt``, ``.pth``, ``.bin`` or ``.ckpt`` means the same.
 ==============  ==========================================================================
@@ -74,6 +75,16 @@ class SourceWeights:
     sha256: str
     state: dict[str, torch.Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def member(self, k: int) -> SourceWeights:
+        """The weights member ``k`` of a new ensemble starts from: the source's member ``k mod K`` when the source
+        is an ensemble run of ``K`` members (``meta["members"]``), else the source itself."""
+        states = self.meta.get("member_states")
+        if not states:
+            return self
+        index = k % len(states)
+        meta = {key: v for key, v in self.meta.items() if key != "member_states"} | {"member": index}
+        return SourceWeights(self.source, self.kind, self.path, self.sha256, states[index], meta)
 
     def resnet_shortcut(self) -> str | None:
         """``A`` or ``B`` for a ResNet file (downsample weights or not); None for other files."""
@@ -345,8 +356,10 @@ def read_weights(source: str, *, model_name: str | None = None) -> SourceWeights
     obj = safe_load(path)
     state = _unwrap(obj, path, keys)
     if kind == "run" and state and all(k.startswith("members.") for k in state):
-        state = {k[len("members.0."):]: v for k, v in state.items() if k.startswith("members.0.")}
+        count = 1 + max(int(k.split(".", 2)[1]) for k in state)
+        meta["members"] = count
+        meta["member_states"] = [{k.split(".", 2)[2]: v for k, v in state.items() if k.startswith(f"members.{i}.")}
+                                 for i in range(count)]
         meta["member"] = 0
-        log.warning(
-            "run %s is an ensemble (model.members); its first member's weights are the source", folder)
+        state = meta["member_states"][0]
     return SourceWeights(source, kind, path, file_sha256(path), state, meta)

@@ -101,7 +101,14 @@ def test_a_run_trains_saves_and_reloads_an_ensemble(tmp_path, monkeypatch):
     assert {k.split(".")[1] for k in best["model"]} == {"0", "1"}
     run = load_run(tmp_path / "run")
     assert isinstance(run.model, MemberEnsemble) and not run.model.training
-    # a later run may start from it: the first member's weights are the source
+    # a later run may start from it: an ensemble takes member k from member k, a single network the first member
     source = read_weights(f"run:{tmp_path / 'run'}", model_name="resnet10")
-    assert source.meta["member"] == 0
+    assert (source.meta["members"], source.meta["member"]) == (2, 0)
     assert torch.equal(source.state["net.conv1.weight"], best["model"]["members.0.net.conv1.weight"])
+    again = create_model("resnet10", 2, 1, 2, f"run:{tmp_path / 'run'}", small_input=True, widen_factor=0.125,
+                         members=3)
+    for k, member in enumerate(again.members):
+        assert torch.equal(member.net.conv1.weight, best["model"][f"members.{k % 2}.net.conv1.weight"])
+    assert again.weights_report.meta["member"] == 0 and "member_states" not in again.weights_report.meta
+    single = create_model("resnet10", 2, 1, 2, f"run:{tmp_path / 'run'}", small_input=True, widen_factor=0.125)
+    assert torch.equal(single.net.conv1.weight, best["model"]["members.0.net.conv1.weight"])
