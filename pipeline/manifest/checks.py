@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from pipeline.manifest.image_files import image_file_problem
+from pipeline.manifest.image_files import image_file_problems
 from pipeline.manifest.labels import (
     normalise_label,
     numeric_aware_key,
@@ -79,7 +78,8 @@ def check_images(
         columns: its image columns.
         check_files: open each image: recognised by name and content, header and first slice decoded
             (:func:`~pipeline.manifest.image_files.image_file_problem`).
-        workers: threads opening images.
+        workers: threads opening images when opening them waits on storage
+            (:func:`~pipeline.manifest.image_files.image_file_problems`).
         deep: decode every voxel of every image instead of the first slice.
         strict: absolute paths and paths outside the manifest's folder are errors, not warnings.
     """
@@ -105,8 +105,7 @@ def check_images(
                 first_row[value] = int(row)
         if check_files and first_row:
             paths = list(first_row)
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                results = list(pool.map(lambda path: image_file_problem(path, deep=deep), paths))
+            results = image_file_problems(paths, deep=deep, workers=workers)
             for path, message in zip(paths, results):
                 if message:
                     problems.append(

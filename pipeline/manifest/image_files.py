@@ -24,6 +24,9 @@ import math
 import os
 import re
 import struct
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +190,38 @@ def image_file_problem(path: str, deep: bool = False) -> str | None:
             return _not_an_image(p, _head(p))
         return f"{what} {path} cannot be read: {_reason(e, p)}"
     return problem
+
+
+#: Files checked one after the other before :func:`image_file_problems` decides whether threads would pay.
+PROBE_FILES = 32
+#: Mean seconds per file from which the remaining files are checked by a thread pool: a file that takes longer
+#: than this waits on storage (a network share), not on the CPU; local files take about 0.6 ms.
+SLOW_FILE_S = 0.004
+
+
+def image_file_problems(paths: Sequence[str], deep: bool = False, workers: int = 8) -> list[str | None]:
+    """:func:`image_file_problem` of every path, in order.
+
+    The first :data:`PROBE_FILES` are checked in this thread; the rest go to ``workers`` threads only when those
+    took a median of :data:`SLOW_FILE_S` or more (the median: the first file also pays for importing its reader).
+    Decoding local files is CPU work that holds the GIL, so threads cost more than they save there
+    (PneumoniaMNIST's 5,232 files: 1.7x the CPU time with 8 threads); reading from a slow share is waiting, which
+    threads overlap.
+    """
+    found: list[str | None] = []
+    seconds = []
+    for path in paths[:PROBE_FILES]:
+        start = time.perf_counter()
+        found.append(image_file_problem(path, deep))
+        seconds.append(time.perf_counter() - start)
+    rest = paths[PROBE_FILES:]
+    slow = bool(seconds) and sorted(seconds)[len(seconds) // 2] >= SLOW_FILE_S
+    if rest and slow and workers > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            found += list(pool.map(lambda path: image_file_problem(path, deep), rest))
+    else:
+        found += [image_file_problem(path, deep) for path in rest]
+    return found
 
 
 def _decode_first_slice(p: Path, kind: str) -> str | None:

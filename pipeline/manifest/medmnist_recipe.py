@@ -3,7 +3,9 @@
 One recipe per number of spatial dimensions, for any MedMNIST-like file (grey or RGB, binary, multi-class
 or multi-label, any size variant); nothing depends on the dataset except the number of training images,
 which sets the epochs: ``epochs = clip(round(budget / n_train), min_epochs, max_epochs)``, a fixed budget of
-training images sized to finish within 15 minutes on a 2-core CPU. ``data_manifests/medmnist_2d.yaml`` and
+training images sized to finish within 15 minutes on a 2-core CPU. A run of up to ``fp32_images`` training
+images trains in float32; a longer one in bf16 on a CPU that computes it natively (``train.cpu_bf16``), the
+speed it needs to stay within the budget (bf16 cost accuracy over 100 epochs of a small set: README). ``data_manifests/medmnist_2d.yaml`` and
 ``medmnist_3d.yaml`` show the same recipes for PneumoniaMNIST and AdrenalMNIST3D (a test keeps them equal),
 and ``benchmarks/medmnist.py`` measures them, as written, against the MedMNIST v2 paper.
 
@@ -33,6 +35,8 @@ class Recipe:
         warmup_from: runs of at least this many epochs warm up for one epoch.
         min_size: images smaller than this along an axis are resized up to it (0: the files' size).
         evaluation: settings of the ``eval`` section.
+        fp32_images: runs of at most this many training images (epochs x cases) train in float32, longer ones in
+            bf16 where the CPU has it (``train.cpu_bf16``).
     """
 
     model: dict[str, Any]
@@ -45,10 +49,10 @@ class Recipe:
     warmup_from: int = 10
     min_size: int = 0
     evaluation: dict[str, Any] = field(default_factory=dict)
+    fp32_images: int = 0
 
 
-_TRAIN = {"lr": 1e-3, "optimizer": "adamw", "weight_decay": 1e-4, "scheduler": "cosine", "key_metric": "auc",
-          "cpu_bf16": True}
+_TRAIN = {"lr": 1e-3, "optimizer": "adamw", "weight_decay": 1e-4, "scheduler": "cosine", "key_metric": "auc"}
 
 #: The recipe of each number of spatial dimensions (see the README's MedMNIST section for how it was chosen).
 #: 2D: ResNet-18 (chosen over ResNet-10 on validation once bf16 made it affordable: BreastMNIST 0.930 -> 0.942,
@@ -60,14 +64,17 @@ _TRAIN = {"lr": 1e-3, "optimizer": "adamw", "weight_decay": 1e-4, "scheduler": "
 #: cover them), which raised the validation AUC of the three seeds' best checkpoints on BreastMNIST (0.920 to 0.930)
 #: and PneumoniaMNIST (0.9967 to 0.9973). 3D: the standard stem at the files' 28^3 (the small stem runs at
 #: 0.4 volumes/s); flip TTA along all three axes, which raised AdrenalMNIST3D's validation AUC from 0.813 to 0.821
-#: though training never flips across the superior-inferior axis. Both train in bf16 on a CPU that has it natively
-#: (``train.cpu_bf16``: 1.8x the fp32 speed of a 64 px ResNet-10 step on a 2-core EPYC; fp32 elsewhere).
+#: though training never flips across the superior-inferior axis. Precision: float32 up to ``fp32_images`` training
+#: images (2D: 60,000, about 7.6 min of ResNet-18 steps at 64 px in fp32 on a 2-core EPYC, 131 img/s, half the
+#: budget; 3D: its whole budget); beyond, bf16 on a CPU that has it natively (``train.cpu_bf16``: 1.8x the fp32
+#: speed of a 64 px ResNet-10 step), as PneumoniaMNIST's 85,000 images need. In bf16 BreastMNIST's 100-epoch runs
+#: lost accuracy (ResNet-10: validation AUC 0.930 -> 0.919, test 0.900 -> 0.872).
 RECIPES: dict[int, Recipe] = {
     2: Recipe(model={"name": "resnet18", "small_input": False}, transforms={"augment": "medium"},
               train={**_TRAIN, "batch_size": 64}, budget_images=85_000, max_epochs=100, validations=10, min_size=64,
-              evaluation={"tta": True}),
+              evaluation={"tta": True}, fp32_images=60_000),
     3: Recipe(model={"name": "resnet10", "small_input": False}, transforms={"augment": "light"},
-              train={**_TRAIN, "batch_size": 32}, budget_images=9_600, evaluation={"tta": True}),
+              train={**_TRAIN, "batch_size": 32}, budget_images=9_600, evaluation={"tta": True}, fp32_images=12_000),
 }
 
 
@@ -94,7 +101,7 @@ def recipe(spatial_dims: int, n_train: int, size: tuple[int, ...] = (), epochs: 
     r = RECIPES[spatial_dims]
     epochs = recipe_epochs(spatial_dims, n_train) if epochs is None else epochs
     train = {**r.train, "epochs": epochs, "warmup_epochs": 1 if epochs >= r.warmup_from else 0,
-             "val_every": max(1, round(epochs / r.validations))}
+             "val_every": max(1, round(epochs / r.validations)), "cpu_bf16": epochs * n_train > r.fp32_images}
     model = dict(r.model)
     model["small_input"] = bool(model.get("small_input")) and max(size, default=0) <= 64
     transforms = dict(r.transforms)
@@ -111,7 +118,8 @@ def describe_recipe(spatial_dims: int, n_train: int, size: tuple[int, ...] = ())
     stem = "small-input stem" if m.get("small_input") else "standard stem"
     at = f" at {'x'.join(map(str, s['transforms']['size']))}" if "size" in s["transforms"] else ""
     tta = ", flip TTA" if s["eval"].get("tta") else ""
+    precision = "bf16 where the CPU has it" if t["cpu_bf16"] else "float32"
     augment = s["transforms"].get("augment", "light")
     return (f"{m['name']} ({stem}){at}, augment {augment}, {t['optimizer']} lr {t['lr']:g} "
             f"{t['scheduler']}, batch {t['batch_size']}, {t['epochs']} epochs of {n_train} "
-            f"(budget {r.budget_images:,} images){tta}")
+            f"(budget {r.budget_images:,} images), {precision}{tta}")

@@ -18,7 +18,6 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from pipeline.config import Config, config_to_dict, load_config, with_changes
 from pipeline.errors import ConfigError, ManifestError, PipelineError, RunError, format_problems
 from pipeline.files import TEMP_PREFIX
 from pipeline.locks import output_lock
-from pipeline.manifest.image_files import image_file_problem
+from pipeline.manifest.image_files import image_file_problems
 from pipeline.manifest.labels import LabelMap
 from pipeline.manifest.reading import image_columns, load_manifest
 from pipeline.manifest.schema import Problem, normalised_split
@@ -220,8 +219,7 @@ def validate_inputs(cfg: Config) -> tuple[Any, Any]:
         used = df[df["split"].isin(("train", "val"))]
         cells = [(int(r), c, v) for c in image_columns(df, cfg.data) if c in used.columns
                  for r, v in zip(used["row"], used[c]) if v]
-        with ThreadPoolExecutor(8) as pool:
-            found = list(pool.map(lambda cell: image_file_problem(cell[2]), cells))
+        found = image_file_problems([cell[2] for cell in cells])
         problems += [
             Problem("error", row, column, problem, "fix the path or the file, or drop the row")
             for (row, column, _), problem in zip(cells, found) if problem

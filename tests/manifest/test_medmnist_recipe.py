@@ -28,6 +28,20 @@ def test_epochs_follow_the_budget_between_floor_and_cap(dims):
     assert train["val_every"] == max(1, round(train["epochs"] / r.validations))
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_float32_up_to_fp32_images_then_bf16(dims):
+    assert recipe(dims, 1)["train"]["cpu_bf16"] is False
+    if dims == 2:
+        assert recipe(2, 600)["train"]["cpu_bf16"] is False  # 100 x 600 = 60,000 images: the last fp32 run
+        assert recipe(2, 601)["train"]["cpu_bf16"] is True
+        assert recipe(2, 546)["train"]["cpu_bf16"] is False  # BreastMNIST: 100 x 546 = 54,600 images
+        assert recipe(2, 4708)["train"]["cpu_bf16"] is True  # PneumoniaMNIST: 18 x 4,708 = 84,744 images
+        assert "float32" in describe_recipe(2, 546) and "bf16" in describe_recipe(2, 4708)
+    else:
+        assert recipe(3, 1188)["train"]["cpu_bf16"] is False  # AdrenalMNIST3D: 8 x 1,188 = 9,504 volumes
+        assert recipe(3, 7000)["train"]["cpu_bf16"] is True  # the 2-epoch floor: 14,000 volumes
+
+
 def test_small_input_stem_only_up_to_64_px():
     small = RECIPES[2].model.get("small_input", False)
     assert recipe(2, 1000, (28, 28))["model"]["small_input"] is small
