@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(paths)} files of {args.manifest} (train + val), {args.repeats} rounds, delay {args.delay_ms:g} ms")
     print(f"{'contender':<20} {'wall s (median)':>16} {'CPU s (median)':>15}")
     for name, rows in times.items():
-        print(f"{name:<20} {statistics.median(w for w, _ in rows):>16.2f} {statistics.median(c for _, c in rows):>15.2f}")
+        wall, cpu = statistics.median(w for w, _ in rows), statistics.median(c for _, c in rows)
+        print(f"{name:<20} {wall:>16.2f} {cpu:>15.2f}")
     return 0
 
 

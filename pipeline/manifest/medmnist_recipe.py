@@ -5,9 +5,10 @@ or multi-label, any size variant); nothing depends on the dataset except the num
 which sets the epochs: ``epochs = clip(round(budget / n_train), min_epochs, max_epochs)``, a fixed budget of
 training images sized to finish within 15 minutes on a 2-core CPU. A run of up to ``fp32_images`` training
 images trains in float32; a longer one in bf16 on a CPU that computes it natively (``train.cpu_bf16``), the
-speed it needs to stay within the budget (bf16 cost accuracy over 100 epochs of a small set: README). ``data_manifests/medmnist_2d.yaml`` and
-``medmnist_3d.yaml`` show the same recipes for PneumoniaMNIST and AdrenalMNIST3D (a test keeps them equal),
-and ``benchmarks/medmnist.py`` measures them, as written, against the MedMNIST v2 paper.
+speed it needs to stay within the budget (bf16 cost accuracy over 100 epochs of a small set: README).
+``data_manifests/medmnist_2d.yaml`` and ``medmnist_3d.yaml`` show the same recipes for PneumoniaMNIST and
+AdrenalMNIST3D (a test keeps them equal), and ``benchmarks/medmnist.py`` measures them, as written, against the
+MedMNIST v2 paper.
 
 Example:
     >>> recipe(2, 4708)["train"]["epochs"]
@@ -66,9 +67,10 @@ _TRAIN = {"lr": 1e-3, "optimizer": "adamw", "weight_decay": 1e-4, "scheduler": "
 #: 0.4 volumes/s); flip TTA along all three axes, which raised AdrenalMNIST3D's validation AUC from 0.813 to 0.821
 #: though training never flips across the superior-inferior axis. Precision: float32 up to ``fp32_images`` training
 #: images (2D: 60,000, about 7.6 min of ResNet-18 steps at 64 px in fp32 on a 2-core EPYC, 131 img/s, half the
-#: budget; 3D: its whole budget); beyond, bf16 on a CPU that has it natively (``train.cpu_bf16``: 1.8x the fp32
-#: speed of a 64 px ResNet-10 step), as PneumoniaMNIST's 85,000 images need. In bf16 BreastMNIST's 100-epoch runs
-#: lost accuracy (ResNet-10: validation AUC 0.930 -> 0.919, test 0.900 -> 0.872).
+#: budget; 3D: 12,000 volumes, more than its budget); beyond, bf16 on a CPU that has it natively
+#: (``train.cpu_bf16``: 1.8x the fp32 speed of a 64 px ResNet-10 step), as PneumoniaMNIST's 85,000 images need.
+#: In bf16 BreastMNIST's 100-epoch runs lost accuracy (ResNet-10: validation AUC 0.930 -> 0.919, test 0.900 ->
+#: 0.872).
 RECIPES: dict[int, Recipe] = {
     2: Recipe(model={"name": "resnet18", "small_input": False}, transforms={"augment": "medium"},
               train={**_TRAIN, "batch_size": 64}, budget_images=85_000, max_epochs=100, validations=10, min_size=64,
