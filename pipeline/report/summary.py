@@ -19,7 +19,7 @@ from pipeline.report.training import training_summary
 _CONFIG_KEYS = (
     "data.task", "data.classes", "data.label_columns", "data.patient_column", "transforms.spatial_dims",
     "transforms.size", "transforms.spacing", "transforms.intensity", "transforms.augment", "model.name",
-    "model.pretrained", "transfer.strategy", "train.epochs", "train.batch_size", "train.lr", "train.optimizer",
+    "model.members", "model.pretrained", "transfer.strategy", "train.epochs", "train.batch_size", "train.lr", "train.optimizer",
     "train.scheduler", "train.seed", "train.key_metric", "eval.threshold", "eval.target_sensitivity",
     "eval.bootstrap", "eval.min_cases",
 )
