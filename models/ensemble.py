@@ -36,8 +36,8 @@ class MemberEnsemble(nn.Module):
         members: the networks (same registry name, dimensions, channels and outputs).
 
     Attributes:
-        name, spatial_dims, in_channels, num_classes, feature_dim, cam_layer, stem_conv: those of a member
-            (``cam_layer`` of the first member: ``members.0.<layer>``).
+        name, spatial_dims, in_channels, num_classes, cam_layer: those of a member (``cam_layer`` of the first
+            member: ``members.0.<layer>``).
         options: the members' options plus ``members``.
         weights_report: the first member's (every member read the same source).
     """
@@ -56,10 +56,8 @@ class MemberEnsemble(nn.Module):
         self.spatial_dims = first.spatial_dims
         self.in_channels = first.in_channels
         self.num_classes = first.num_classes
-        self.feature_dim = first.feature_dim
         self.options = {**first.options, "members": len(members)}
         self.cam_layer = f"members.0.{first.cam_layer}" if first.cam_layer else ""
-        self.stem_conv = f"members.0.{first.stem_conv}" if first.stem_conv else ""
         self.weights_report: Any = first.weights_report
         self._frozen: frozenset[str] = frozenset()
 
@@ -97,16 +95,6 @@ class MemberEnsemble(nn.Module):
                         mod.eval()
         return self
 
-    def reset_classifier(self, num_classes: int, dropout: float | None = None) -> None:
-        """A new head on every member."""
-        for m in self.members:
-            m.reset_classifier(num_classes, dropout)
-        self.num_classes = num_classes
-
-    def backbone_keys(self) -> list[str]:
-        """State-dict keys of every member's backbone (heads excluded)."""
-        return [k for k in self.state_dict() if ".classifier." not in k]
-
     def member_layers(self, layer: str) -> list[str]:
         """The layer ``layer`` names, in every member: ``members.<k>.X`` or a member's own name ``X``."""
         parts = layer.split(".", 2)
@@ -115,12 +103,6 @@ class MemberEnsemble(nn.Module):
 
     def extra_repr(self) -> str:
         return f"members={len(self.members)}"
-
-
-def member_count(model: nn.Module) -> int:
-    """How many members ``model`` averages (1 for a single network)."""
-    members = getattr(model, "members", None)
-    return len(members) if isinstance(members, nn.ModuleList) else 1
 
 
 def member_loss(criterion: Any, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
