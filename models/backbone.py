@@ -179,8 +179,12 @@ class Backbone(nn.Module, abc.ABC):
         self.train(self.training)
 
     def train(self, mode: bool = True) -> Backbone:
-        """Set train/eval mode; frozen stages stay in eval mode."""
-        super().train(mode)
+        """Set train/eval mode; frozen stages stay in eval mode.
+
+        :class:`~models.ensemble.MemberEnsemble` uses this method too, hence ``nn.Module.train`` by name, not
+        ``super()``.
+        """
+        nn.Module.train(self, mode)
         if mode and self._frozen:
             for stage, modules in self.stages():
                 if stage in self._frozen:

@@ -84,16 +84,7 @@ class MemberEnsemble(nn.Module):
     stage_names = Backbone.stage_names
     frozen_stages = Backbone.frozen_stages
     set_frozen = Backbone.set_frozen
-
-    def train(self, mode: bool = True) -> MemberEnsemble:
-        """Set train/eval mode; frozen stages stay in eval mode."""
-        super().train(mode)
-        if mode and self._frozen:
-            for stage, modules in self.stages():
-                if stage in self._frozen:
-                    for mod in modules:
-                        mod.eval()
-        return self
+    train = Backbone.train
 
     def member_layers(self, layer: str) -> list[str]:
         """The layer ``layer`` names, in every member: ``members.<k>.X`` or a member's own name ``X``."""

@@ -66,7 +66,9 @@ class SourceWeights:
         path: the file read.
         sha256: hex digest of the file.
         state: its state dict (tensors only, keys as in the file).
-        meta: what else was learnt (bundle network, run model name and dims).
+        meta: what else was learnt (bundle network, run model name and dims; of an ensemble run ``members``, its
+            member count, and ``member``, the member ``state`` holds).
+        member_states: of an ensemble run, every member's state dict (keys as a single model's).
     """
 
     source: str
@@ -75,16 +77,16 @@ class SourceWeights:
     sha256: str
     state: dict[str, torch.Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
+    member_states: list[dict[str, torch.Tensor]] = field(default_factory=list)
 
     def member(self, k: int) -> SourceWeights:
         """The weights member ``k`` of a new ensemble starts from: the source's member ``k mod K`` when the source
-        is an ensemble run of ``K`` members (``meta["members"]``), else the source itself."""
-        states = self.meta.get("member_states")
-        if not states:
+        is an ensemble run of ``K`` members, else the source itself."""
+        if not self.member_states:
             return self
-        index = k % len(states)
-        meta = {key: v for key, v in self.meta.items() if key != "member_states"} | {"member": index}
-        return SourceWeights(self.source, self.kind, self.path, self.sha256, states[index], meta)
+        index = k % len(self.member_states)
+        return SourceWeights(self.source, self.kind, self.path, self.sha256, self.member_states[index],
+                             self.meta | {"member": index}, self.member_states)
 
     def resnet_shortcut(self) -> str | None:
         """``A`` or ``B`` for a ResNet file (downsample weights or not); None for other files."""
@@ -355,11 +357,11 @@ def read_weights(source: str, *, model_name: str | None = None) -> SourceWeights
         keys = ("model", "state_dict")
     obj = safe_load(path)
     state = _unwrap(obj, path, keys)
+    members: list[dict[str, torch.Tensor]] = []
     if kind == "run" and state and all(k.startswith("members.") for k in state):
         count = 1 + max(int(k.split(".", 2)[1]) for k in state)
-        meta["members"] = count
-        meta["member_states"] = [{k.split(".", 2)[2]: v for k, v in state.items() if k.startswith(f"members.{i}.")}
-                                 for i in range(count)]
-        meta["member"] = 0
-        state = meta["member_states"][0]
-    return SourceWeights(source, kind, path, file_sha256(path), state, meta)
+        members = [{k.split(".", 2)[2]: v for k, v in state.items() if k.startswith(f"members.{i}.")}
+                   for i in range(count)]
+        meta.update(members=count, member=0)
+        state = members[0]
+    return SourceWeights(source, kind, path, file_sha256(path), state, meta, members)

@@ -19,9 +19,9 @@ from pipeline.report.training import training_summary
 _CONFIG_KEYS = (
     "data.task", "data.classes", "data.label_columns", "data.patient_column", "transforms.spatial_dims",
     "transforms.size", "transforms.spacing", "transforms.intensity", "transforms.augment", "model.name",
-    "model.members", "model.pretrained", "transfer.strategy", "train.epochs", "train.batch_size", "train.lr", "train.optimizer",
-    "train.scheduler", "train.seed", "train.key_metric", "eval.threshold", "eval.target_sensitivity",
-    "eval.bootstrap", "eval.min_cases",
+    "model.members", "model.pretrained", "transfer.strategy", "train.epochs", "train.batch_size", "train.lr",
+    "train.optimizer", "train.scheduler", "train.seed", "train.key_metric", "eval.threshold",
+    "eval.target_sensitivity", "eval.bootstrap", "eval.min_cases",
 )
 #: Weights-report entries shown in the short table (the rest is folded).
 _WEIGHTS_SHORT = ("model", "source", "kind", "sha256", "loaded_fraction", "strict")
