@@ -175,8 +175,9 @@ def _tta_args(p: argparse.ArgumentParser) -> None:
     """``--tta`` / ``--no-tta`` and ``--tta-views`` (evaluate and predict average alike)."""
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="average over flipped copies of each image (default: the run's eval.tta)")
-    p.add_argument("--tta-views", choices=("flips", "dihedral"),
-                   help="flips: one along each axis; dihedral: every in-plane turn and flip (default: eval.tta_views)")
+    p.add_argument("--tta-views", choices=("flips", "dihedral", "train-flips"),
+                   help="flips: one along each axis; dihedral: every in-plane turn and flip; train-flips: one along "
+                        "each of transforms.flip_axes (default: eval.tta_views)")
 
 
 def evaluate_args(p: argparse.ArgumentParser) -> None:

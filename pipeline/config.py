@@ -157,9 +157,10 @@ class EvalConfig:
     Attributes:
         split: manifest split evaluated by ``radpipe evaluate``.
         tta: average predictions over flipped (and turned) copies of each image (test-time augmentation).
-        tta_views: which copies: ``flips`` (the image and one flip along each spatial axis) or ``dihedral``
-            (every in-plane turn and flip the training augmentation makes: 8 views in 2D for square images, 4
-            otherwise; in 3D each of those also flipped along the third axis).
+        tta_views: which copies: ``flips`` (the image and one flip along each spatial axis), ``train-flips``
+            (the image and one flip along each of ``transforms.flip_axes``: the flips training makes) or
+            ``dihedral`` (every in-plane turn and flip the default training augmentation makes: 8 views in 2D
+            for square images, 4 otherwise; in 3D each of those also flipped along the third axis).
         threshold: operating point rule fixed on validation predictions: ``youden`` or ``sensitivity``.
         target_sensitivity: with ``threshold: sensitivity``, the sensitivity to reach.
         bootstrap: number of bootstrap resamples of the confidence intervals.
@@ -169,7 +170,7 @@ class EvalConfig:
 
     split: str = field(default="test", metadata=_choices("train", "val", "test"))
     tta: bool = False
-    tta_views: str = field(default="flips", metadata=_choices("flips", "dihedral"))
+    tta_views: str = field(default="flips", metadata=_choices("flips", "dihedral", "train-flips"))
     threshold: str = field(default="youden", metadata=_choices("youden", "sensitivity"))
     target_sensitivity: float = field(default=0.9, metadata=_range(0.0, 1.0))
     bootstrap: int = field(default=1000, metadata=_range(0))

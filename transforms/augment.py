@@ -4,7 +4,8 @@
 set        transforms (each applied with probability ``transforms.augment_prob``)
 =========  ==================================================================================
 ``none``   nothing
-``light``  flips along each in-plane axis, 90-degree in-plane rotations (square in-plane size only:
+``light``  flips along each axis of ``transforms.flip_axes`` (default: the two in-plane axes),
+           90-degree in-plane rotations with ``transforms.turns`` (square in-plane size only:
            otherwise the shape would change; the two flips already give the 180-degree turn)
 ``medium`` light + affine (in-plane rotation +-15 deg, +-5 deg out of plane in 3D, scale +-10 %),
            Gaussian noise (std up to 0.03), gamma 0.8..1.25, intensity scale +-10 %
@@ -14,7 +15,10 @@ set        transforms (each applied with probability ``transforms.augment_prob``
 =========  ==================================================================================
 
 In-plane means the first two spatial axes (x, y); in 3D after ``RAS`` reorientation that is
-the axial plane and no flip or 90-degree turn crosses the superior-inferior axis. Intensity
+the axial plane and no flip or 90-degree turn crosses the superior-inferior axis. An oriented image (a
+radiograph, an ultrasound: anatomy mirrors left-right, but up is up) takes ``flip_axes`` of its left-right axis
+alone and ``turns: false``: a turn or an up-down flip would, on a breast ultrasound, swap a taller-than-wide
+mass for a wider-than-tall one and put its acoustic shadow above it. Intensity
 magnitudes assume the unit range the intensity presets produce. Affine resampling fills with 0,
 the background value of every preset. All transforms accept tensors on a CUDA device.
 
@@ -138,12 +142,10 @@ def _rot90_xform(img: torch.Tensor, axes: tuple[int, int], k: int) -> Any:
     return to_affine_nd(r, create_translate(sp_r, [float(d - 1) / 2 for d in ori_shape])) @ xform
 
 
-def _light(keys: KeysCollection, prob: float, size: Sequence[int]) -> list[MapTransform]:
-    transforms: list[MapTransform] = [
-        LightFlipd(keys, prob=prob, spatial_axis=0),
-        LightFlipd(keys, prob=prob, spatial_axis=1),
-    ]
-    if len(size) >= 2 and size[0] == size[1]:
+def _light(keys: KeysCollection, prob: float, size: Sequence[int], flip_axes: Sequence[int],
+           turns: bool) -> list[MapTransform]:
+    transforms: list[MapTransform] = [LightFlipd(keys, prob=prob, spatial_axis=a) for a in flip_axes]
+    if turns and len(size) >= 2 and size[0] == size[1]:
         transforms.append(LightRotate90d(keys, prob=prob, max_k=3, spatial_axes=(0, 1)))
     return transforms
 
@@ -179,6 +181,8 @@ def augment_transforms(
     size: Sequence[int],
     modality: str = "any",
     device: torch.device | None = None,
+    flip_axes: Sequence[int] = (0, 1),
+    turns: bool = True,
 ) -> list[MapTransform]:
     """The random transforms of augmentation set ``name``.
 
@@ -189,6 +193,8 @@ def augment_transforms(
         size: spatial size of the images they receive (2 or 3 values: 2D or 3D).
         modality: ``mr`` adds the bias field to ``heavy``.
         device: where the affine grids are made (the images' device).
+        flip_axes: the spatial axes flipped (``transforms.flip_axes``).
+        turns: 90-degree turns in the plane of axes 0 and 1 (``transforms.turns``).
 
     Raises:
         ConfigError: unknown set name or a size that is neither 2D nor 3D.
@@ -199,7 +205,7 @@ def augment_transforms(
         return []
     if len(size) not in (2, 3):
         raise ConfigError(f"config key 'transforms.size': augmentation needs 2 or 3 values, found {list(size)}")
-    transforms = _light(keys, prob, size)
+    transforms = _light(keys, prob, size, flip_axes, turns)
     if name == "light":
         return transforms
     _, _, _, _, noise, gamma, factor = _STRENGTH[name]

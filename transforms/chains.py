@@ -261,7 +261,8 @@ def random_part(t: TransformsConfig, device: torch.device | str | None = None) -
     if dev.type == "cuda":
         steps.append(ToDeviced(["image"], dev))
     aug_device = dev if dev.type == "cuda" else None
-    steps += augment_transforms(["image"], t.augment, t.augment_prob, t.size, modality_of(t), aug_device)
+    steps += augment_transforms(["image"], t.augment, t.augment_prob, t.size, modality_of(t), aug_device,
+                                flip_axes=t.flip_axes, turns=t.turns)
     return Compose(steps)
 
 

@@ -34,7 +34,7 @@ CHANNEL_RULES: dict[str, str] = {
 #: Augmentation sets: name -> what it does.
 AUGMENT_SETS: dict[str, str] = {
     "none": "no augmentation",
-    "light": "in-plane flips and 90-degree rotations",
+    "light": "flips along transforms.flip_axes and 90-degree in-plane turns (transforms.turns)",
     "medium": "light + small affine, Gaussian noise, gamma and intensity scaling",
     "heavy": "light + strong affine, noise, gamma, bias field (MR), smoothing or sharpening",
 }
@@ -63,6 +63,12 @@ class TransformsConfig:
         slab: number of slices of a slab (odd).
         augment: augmentation set: ``none``, ``light``, ``medium`` or ``heavy``.
         augment_prob: probability of each random transform of the set.
+        flip_axes: the spatial axes the augmentation flips (each with ``augment_prob``): ``[0, 1]`` (both
+            in-plane axes) suits images with no up or down (microscopy, dermoscopy); an oriented image (a
+            radiograph, an ultrasound or an axial slice: anatomy mirrors left-right only) flips only its
+            left-right axis (``[1]`` for a picture or a MedMNIST image, stored rows x columns; ``[0]`` after
+            ``RAS`` reorientation); ``[]`` flips nothing.
+        turns: 90-degree turns in the plane of axes 0 and 1 (square planes only); ``false`` for oriented images.
         device: where random augmentation runs: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
 
     Raises:
@@ -83,6 +89,8 @@ class TransformsConfig:
     slab: int = field(default=3, metadata={"range": (1, None)})
     augment: str = field(default="light", metadata={"choices": tuple(AUGMENT_SETS)})
     augment_prob: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
+    flip_axes: tuple[int, ...] = (0, 1)
+    turns: bool = True
     device: str = field(default="auto", metadata={"choices": AUGMENT_DEVICES})
 
     def __post_init__(self) -> None:
@@ -97,6 +105,12 @@ class TransformsConfig:
                 f"config key 'transforms.size': {list(self.size)} has {len(self.size)} values but "
                 f"transforms.spatial_dims is {self.spatial_dims}; give {self.spatial_dims} values"
             )
+        if len(set(self.flip_axes)) != len(self.flip_axes) or any(
+                not 0 <= a < self.spatial_dims for a in self.flip_axes):
+            raise ConfigError(
+                f"config key 'transforms.flip_axes': {list(self.flip_axes)} is not a list of distinct spatial axes "
+                f"of a {self.spatial_dims}D image; give axes from 0 to {self.spatial_dims - 1}, e.g. [1] for the "
+                "left-right axis of a picture, or [] for no flips")
         if self.spacing and len(self.spacing) not in (2, 3):
             raise ConfigError(f"config key 'transforms.spacing': expected 2 or 3 values, found {list(self.spacing)}")
         if self.window and len(self.window) != 2:

@@ -273,14 +273,17 @@ class Predictor:
         channels_last: channels-last memory format on CUDA (and on a CPU that autocasts).
         cpu_bf16: the run's ``train.cpu_bf16`` (see :func:`~pipeline.train.precision.amp_dtype`).
         tta: average the probabilities over copies of each image (:func:`tta_views`): ``flips`` (or True),
-            ``dihedral``; False or ``""``: none.
+            ``dihedral``, ``train-flips``; False or ``""``: none.
+        flip_axes: the axes ``train-flips`` flips (the run's ``transforms.flip_axes``).
     """
 
     def __init__(self, model: nn.Module, task: str, device: torch.device | str = "cpu", amp: bool = True,
-                 channels_last: bool = True, tta: bool | str = False, cpu_bf16: bool = False) -> None:
+                 channels_last: bool = True, tta: bool | str = False, cpu_bf16: bool = False,
+                 flip_axes: Sequence[int] = (0, 1)) -> None:
         self.device = torch.device(device)
         self.task = task
         self.tta = "flips" if tta is True else (tta or "")
+        self.flip_axes = tuple(flip_axes)
         self.amp_dtype: torch.dtype | None = amp_dtype(self.device, cpu_bf16) if amp else None
         self.memory_format: torch.memory_format | None = None
         self.model = model.to(self.device).eval()
@@ -310,7 +313,7 @@ class Predictor:
                 probs = self._forward(images)
             else:
                 views = 0
-                for view in tta_views(images, self.tta):
+                for view in tta_views(images, self.tta, self.flip_axes):
                     probs = self._forward(view) if views == 0 else probs + self._forward(view)
                     views += 1
                 probs = probs / views
@@ -318,27 +321,29 @@ class Predictor:
 
 
 def resolve_tta(eval_cfg: Any, tta: bool | None, views: str | None) -> str:
-    """The TTA views a command uses: ``""`` (none), ``flips`` or ``dihedral``; None options take the run's
+    """The TTA views a command uses: ``""`` (none), ``flips``, ``dihedral`` or ``train-flips``; None options take the run's
     ``eval.tta`` and ``eval.tta_views`` (``evaluate`` and ``predict`` resolve them alike)."""
     use = eval_cfg.tta if tta is None else tta
     return (views or eval_cfg.tta_views) if use else ""
 
 
-def tta_views(images: torch.Tensor, kind: str) -> Iterator[torch.Tensor]:
+def tta_views(images: torch.Tensor, kind: str, flip_axes: Sequence[int] = (0, 1)) -> Iterator[torch.Tensor]:
     """The copies of a batch (B, C, x, y[, z]) that test-time augmentation averages over, the batch itself first.
 
-    ``flips``: one flip along each spatial axis (2D: 3 views, 3D: 4). ``dihedral``: the turns and flips of the
-    (x, y) plane the training augmentation makes (``transforms.augment``: flips along x and y, 90-degree turns
-    of square planes): the 8 of the dihedral group for a square plane, else the 4 of flips and the half turn; in
-    3D each of those also flipped along z.
+    ``flips``: one flip along each spatial axis (2D: 3 views, 3D: 4). ``train-flips``: one flip along each of
+    ``flip_axes``, the flips the training augmentation makes (``transforms.flip_axes``; an oriented image's
+    left-right axis alone: 2 views). ``dihedral``: the turns and flips of the (x, y) plane the default training
+    augmentation makes (flips along x and y, 90-degree turns of square planes): the 8 of the dihedral group for a
+    square plane, else the 4 of flips and the half turn; in 3D each of those also flipped along z.
     """
-    if kind == "flips":
+    if kind in ("flips", "train-flips"):
         yield images
-        for axis in range(2, images.ndim):
-            yield torch.flip(images, dims=(axis,))
+        axes = range(images.ndim - 2) if kind == "flips" else flip_axes
+        for axis in axes:
+            yield torch.flip(images, dims=(axis + 2,))
         return
     if kind != "dihedral":
-        raise ValueError(f"unknown TTA views {kind!r}; expected flips or dihedral")
+        raise ValueError(f"unknown TTA views {kind!r}; expected flips, train-flips or dihedral")
     turns = (0, 1, 2, 3) if images.shape[2] == images.shape[3] else (0, 2)
     for k in turns:
         turned = torch.rot90(images, k, dims=(2, 3)) if k else images
