@@ -143,3 +143,19 @@ def test_dihedral_tta_is_the_mean_over_its_views():
     ramp = torch.arange(64.0).view(1, 1, 8, 8) / 64
     views = [torch.rot90(r, k, (2, 3)) for r in (ramp, ramp.flip(3)) for k in range(4)]
     np.testing.assert_allclose(tta(ramp), np.mean([plain(v) for v in views], axis=0), atol=1e-6)
+
+
+def test_train_flips_views_are_the_flips_training_makes():
+    from pipeline.infer.batching import tta_views
+
+    image = torch.arange(12.0).view(1, 1, 3, 4)
+    views = list(tta_views(image, "train-flips", (1,)))
+    assert len(views) == 2 and torch.equal(views[0], image) and torch.equal(views[1], image.flip(3))
+    assert _distinct(tta_views(image, "train-flips", (0, 1))) == _distinct(tta_views(image, "flips"))
+    assert len(list(tta_views(image, "train-flips", ()))) == 1
+    volume = torch.arange(27.0).view(1, 1, 3, 3, 3)
+    assert [v.tolist() for v in tta_views(volume, "train-flips", (2,))][1] == volume.flip(4).tolist()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 1 * 2, 2))
+    plain, tta = Predictor(model, "binary"), Predictor(model, "binary", tta="train-flips", flip_axes=(1,))
+    np.testing.assert_allclose(tta(image), (plain(image) + plain(image.flip(3))) / 2, atol=1e-6)

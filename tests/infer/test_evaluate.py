@@ -138,3 +138,29 @@ def test_predict_averages_as_evaluate_does_with_the_runs_tta(study, tmp_path):
     for row in evaluated:
         assert float(predicted[row["image"]]["prob_yes"]) == pytest.approx(float(row["prob_yes"]), abs=1e-6)
     assert any(abs(float(plain[r["image"]]["prob_yes"]) - float(r["prob_yes"])) > 1e-5 for r in evaluated)
+
+
+def test_train_flips_tta_averages_over_the_runs_flip_axes_only(study, tmp_path):
+    """A run trained with ``transforms.flip_axes: [1]`` averages each case with its flip along axis 1 alone."""
+    import shutil
+
+    import yaml
+
+    root, run, _ = study
+    tta_run = tmp_path / "run"
+    shutil.copytree(run, tta_run)
+    config = yaml.safe_load((tta_run / "config.yaml").read_text())
+    config["transforms"]["flip_axes"] = [1]
+    config.setdefault("eval", {}).update(tta=True, tta_views="train-flips")
+    (tta_run / "config.yaml").write_text(yaml.safe_dump(config))
+    data = volume(3)
+    sheet = tmp_path / "flips.csv"
+    with open(sheet, "w", newline="") as f:
+        f.write("image,label\n")
+        for name, array in (("orig", data), ("flip1", np.flip(data, 1).copy()), ("flip0", np.flip(data, 0).copy())):
+            write_nifti(tmp_path / "flips" / f"{name}.nii.gz", array)
+            f.write(f"flips/{name}.nii.gz,no\n")
+    plain = [float(r["prob_yes"]) for r in _read(evaluate(tta_run, sheet, tmp_path / "p.csv", tta=False, workers=0).out)]
+    tta = [float(r["prob_yes"]) for r in _read(evaluate(tta_run, sheet, tmp_path / "t.csv", workers=0).out)]
+    assert tta[0] == pytest.approx((plain[0] + plain[1]) / 2, abs=3e-6)
+    assert abs(tta[0] - (plain[0] + plain[2]) / 2) > 1e-6  # axis 0 is not one of the run's flips

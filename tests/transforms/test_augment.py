@@ -105,3 +105,29 @@ def test_light_flips_and_turns_equal_monai(shape, axes):
             assert torch.equal(given.affine, affine) and given.meta["pixdim"].tolist() == pixdim.tolist()
             changed += not torch.equal(got.as_tensor(), values)
         assert 0 < changed < 12  # prob 0.5: some calls turned or flipped, some not
+
+
+def test_flip_axes_and_turns_choose_the_symmetries():
+    """An oriented image (flip_axes [1], no turns) is only ever mirrored along axis 1, never turned or upended."""
+    ramp = (torch.arange(16.0).view(1, 4, 4) + 100 * torch.arange(4.0).view(1, 4, 1))  # rows and columns differ
+    seen = set()
+    chain = Compose(augment_transforms(["image"], "light", 0.5, (4, 4), flip_axes=(1,), turns=False))
+    chain.set_random_state(seed=0)
+    for _ in range(40):
+        out = torch.as_tensor(chain({"image": ramp.clone()})["image"])
+        seen.add("same" if torch.equal(out, ramp) else "mirrored" if torch.equal(out, ramp.flip(2)) else "other")
+    assert seen == {"same", "mirrored"}
+    kinds = [type(t).__name__ for t in augment_transforms(["image"], "medium", 0.5, (8, 8), flip_axes=(), turns=False)]
+    assert not any(k.startswith("Light") for k in kinds)
+    default = augment_transforms(["image"], "light", 0.5, (8, 8, 8))
+    assert [getattr(t, "flipper", None) and t.flipper.spatial_axis for t in default[:2]] == [0, 1]
+
+
+@pytest.mark.parametrize("axes, dims", [((2,), 2), ((0, 0), 2), ((-1,), 3), ((3,), 3)])
+def test_flip_axes_outside_the_image_are_a_config_error(axes, dims):
+    from transforms.config import TransformsConfig
+
+    size = (8,) * dims
+    with pytest.raises(ConfigError, match=r"transforms.flip_axes.*give axes from 0 to"):
+        TransformsConfig(spatial_dims=dims, size=size, flip_axes=axes)
+    assert TransformsConfig(spatial_dims=dims, size=size, flip_axes=()).flip_axes == ()
