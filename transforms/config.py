@@ -66,8 +66,8 @@ class TransformsConfig:
         flip_axes: the spatial axes the augmentation flips (each with ``augment_prob``): ``[0, 1]`` (both
             in-plane axes) suits images with no up or down (microscopy, dermoscopy); an oriented image (a
             radiograph, an ultrasound or an axial slice: anatomy mirrors left-right only) flips only its
-            left-right axis (``[1]`` for a picture or a MedMNIST image, stored rows x columns; ``[0]`` after
-            ``RAS`` reorientation); ``[]`` flips nothing.
+            left-right axis: ``[0]`` (x) for pictures, DICOM and NIfTI files, ``[1]`` for ``import-medmnist``
+            images (stored rows x columns); ``[]`` flips nothing.
         turns: 90-degree turns in the plane of axes 0 and 1 (square planes only); ``false`` for oriented images.
         device: where random augmentation runs: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
 
@@ -109,8 +109,8 @@ class TransformsConfig:
                 not 0 <= a < self.spatial_dims for a in self.flip_axes):
             raise ConfigError(
                 f"config key 'transforms.flip_axes': {list(self.flip_axes)} is not a list of distinct spatial axes "
-                f"of a {self.spatial_dims}D image; give axes from 0 to {self.spatial_dims - 1}, e.g. [1] for the "
-                "left-right axis of a picture, or [] for no flips")
+                f"of a {self.spatial_dims}D image; give axes from 0 to {self.spatial_dims - 1}, e.g. [0] for the "
+                "left-right axis (x) of a picture, or [] for no flips")
         if self.spacing and len(self.spacing) not in (2, 3):
             raise ConfigError(f"config key 'transforms.spacing': expected 2 or 3 values, found {list(self.spacing)}")
         if self.window and len(self.window) != 2:

@@ -74,3 +74,22 @@ def test_imagenet_intensity_matches_torchvision_normalize(tmp_path):
     grey = chain({"image": str(tmp_path / "g.png"), "label": 0})["image"]
     assert tuple(grey.shape) == (3, 224, 224)  # channels: rgb repeats a grey picture
     assert float(grey[2].mean()) == pytest.approx((0.2 - IMAGENET_MEAN[2]) / IMAGENET_STD[2], abs=1e-4)
+
+
+def test_imagenet_transfer_flips_as_random_horizontal_flip(tmp_path):
+    """The preset's augmentation gives the picture or its left-right mirror (as PIL draws it), nothing else."""
+    from transforms.chains import train_chain
+
+    cfg = load_config(PRESETS / "imagenet_transfer_2d.yaml")
+    picture = np.random.default_rng(0).integers(0, 255, (224, 224, 3), dtype=np.uint8)
+    Image.fromarray(picture).save(tmp_path / "p.png")
+    Image.fromarray(picture).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(tmp_path / "m.png")
+    plain = eval_chain(cfg.transforms)
+    as_is, mirrored = (plain({"image": str(tmp_path / n), "label": 0})["image"] for n in ("p.png", "m.png"))
+    chain = train_chain(cfg.transforms)
+    chain.set_random_state(seed=1)
+    seen = []
+    for _ in range(12):
+        out = chain({"image": str(tmp_path / "p.png"), "label": 0})["image"]
+        seen.append("as-is" if torch.equal(out, as_is) else "mirror" if torch.equal(out, mirrored) else "other")
+    assert set(seen) == {"as-is", "mirror"}
