@@ -321,8 +321,8 @@ class Predictor:
 
 
 def resolve_tta(eval_cfg: Any, tta: bool | None, views: str | None) -> str:
-    """The TTA views a command uses: ``""`` (none), ``flips``, ``dihedral`` or ``train-flips``; None options take the run's
-    ``eval.tta`` and ``eval.tta_views`` (``evaluate`` and ``predict`` resolve them alike)."""
+    """The TTA views a command uses: ``""`` (none), ``flips``, ``dihedral`` or ``train-flips``; None options take
+    the run's ``eval.tta`` and ``eval.tta_views`` (``evaluate`` and ``predict`` resolve them alike)."""
     use = eval_cfg.tta if tta is None else tta
     return (views or eval_cfg.tta_views) if use else ""
 

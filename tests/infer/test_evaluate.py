@@ -160,7 +160,9 @@ def test_train_flips_tta_averages_over_the_runs_flip_axes_only(study, tmp_path):
         for name, array in (("orig", data), ("flip1", np.flip(data, 1).copy()), ("flip0", np.flip(data, 0).copy())):
             write_nifti(tmp_path / "flips" / f"{name}.nii.gz", array)
             f.write(f"flips/{name}.nii.gz,no\n")
-    plain = [float(r["prob_yes"]) for r in _read(evaluate(tta_run, sheet, tmp_path / "p.csv", tta=False, workers=0).out)]
-    tta = [float(r["prob_yes"]) for r in _read(evaluate(tta_run, sheet, tmp_path / "t.csv", workers=0).out)]
+    def probs(name, **options):
+        return [float(r["prob_yes"]) for r in _read(evaluate(tta_run, sheet, tmp_path / name, workers=0, **options).out)]
+
+    plain, tta = probs("p.csv", tta=False), probs("t.csv")
     assert tta[0] == pytest.approx((plain[0] + plain[1]) / 2, abs=3e-6)
     assert abs(tta[0] - (plain[0] + plain[2]) / 2) > 1e-6  # axis 0 is not one of the run's flips
