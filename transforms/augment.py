@@ -17,7 +17,7 @@ set        transforms (each applied with probability ``transforms.augment_prob``
 In-plane means the first two spatial axes (x, y); in 3D after ``RAS`` reorientation that is
 the axial plane and no flip or 90-degree turn crosses the superior-inferior axis. An oriented image (a
 radiograph, an ultrasound: anatomy mirrors left-right, but up is up) can take ``flip_axes`` of its left-right
-axis alone (x, axis 0, for pictures, DICOM and NIfTI; axis 1 for ``import-medmnist`` images) and ``turns: false``,
+axis alone (x, axis 0: a picture's columns; DICOM and NIfTI in ``RAS``) and ``turns: false``,
 so that no training image is one a scanner could not produce (on BreastMNIST this measured no gain: README). Intensity
 magnitudes assume the unit range the intensity presets produce. Affine resampling fills with 0,
 the background value of every preset. All transforms accept tensors on a CUDA device.

@@ -66,8 +66,7 @@ class TransformsConfig:
         flip_axes: the spatial axes the augmentation flips (each with ``augment_prob``): ``[0, 1]`` (both
             in-plane axes) suits images with no up or down (microscopy, dermoscopy); an oriented image (a
             radiograph, an ultrasound or an axial slice: anatomy mirrors left-right only) flips only its
-            left-right axis: ``[0]`` (x) for pictures, DICOM and NIfTI files, ``[1]`` for ``import-medmnist``
-            images (stored rows x columns); ``[]`` flips nothing.
+            left-right axis, ``[0]`` (x: a picture's columns; DICOM and NIfTI in ``RAS``); ``[]`` flips nothing.
         turns: 90-degree turns in the plane of axes 0 and 1 (square planes only); ``false`` for oriented images.
         device: where random augmentation runs: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
 

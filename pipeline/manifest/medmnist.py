@@ -3,10 +3,11 @@
 ``radpipe import-medmnist pneumoniamnist.npz --out DIR`` writes:
 
 * ``DIR/images/<split>_<index>.nii.gz``: one image per case, pixels unchanged (uint8 kept),
-  identity affine (1 mm voxels). A grey 2D image is a 2D NIfTI (H, W) and loads as
-  (1, H, W); an RGB 2D image is stored (H, W, 1, 3) and loads through
-  ``LoadImaged(ensure_channel_first=True)`` as 3 channels, shape (3, H, W, 1); a 3D
-  volume (D, H, W) loads as (1, D, H, W).
+  identity affine (1 mm voxels). A 2D image is stored with x along its columns, as radpipe reads
+  pictures, so that a NIfTI viewer and ``radpipe preview`` show it upright: a grey image is a 2D
+  NIfTI (W, H) and loads as (1, W, H); an RGB image is stored (W, H, 1, 3) and loads through
+  ``LoadImaged(ensure_channel_first=True)`` as 3 channels, shape (3, W, H, 1); a 3D
+  volume (D, H, W) is stored as it is and loads as (1, D, H, W).
 * ``DIR/manifest.csv``: ``image, label, patient_id, split`` (multi-label files: one 0/1
   column per class instead of ``label``). MedMNIST has no patient ids: ``patient_id`` is
   the case id (e.g. ``train_00012``), so grouping by patient is a no-op here.
@@ -132,9 +133,12 @@ def _layout(images: np.ndarray) -> tuple[int, int]:
     return images.ndim - 1, 1
 
 
-def to_file_array(image: np.ndarray, rgb: bool) -> np.ndarray:
-    """The array written to NIfTI: (H, W), (D, H, W), or (H, W, 1, 3) for RGB."""
-    return image[:, :, None, :] if rgb else image
+def to_file_array(image: np.ndarray, rgb: bool, spatial_dims: int = 2) -> np.ndarray:
+    """The array written to NIfTI: a 2D (H, W) image as (W, H) (x along the columns), RGB as (W, H, 1, 3);
+    a 3D (D, H, W) volume as it is."""
+    if spatial_dims == 3:
+        return image
+    return image.swapaxes(0, 1)[:, :, None, :] if rgb else image.T
 
 
 def write_nifti(path: Path, array: np.ndarray) -> None:
@@ -188,7 +192,7 @@ def import_medmnist(
         for i in range(n):
             case = f"{split}_{i:0{width}d}"
             relative = f"images/{case}{suffix}"
-            jobs.append((out / relative, to_file_array(images[i], channels == 3)))
+            jobs.append((out / relative, to_file_array(images[i], channels == 3, spatial_dims)))
             row = {"image": relative}
             if multilabel:
                 row.update({c: int(v) for c, v in zip(classes, labels[i])})
@@ -202,6 +206,8 @@ def import_medmnist(
         pd.DataFrame(rows).to_csv(f, index=False)
     LabelMap(task, classes, label_columns).save(out / "labels.json")
     size = tuple(int(s) for s in first_images.shape[1 : 1 + spatial_dims])
+    if spatial_dims == 2:
+        size = size[::-1]  # (x, y) = (W, H), as the files are written
     sections = recipe(spatial_dims, counts.get("train", 0), size)
     cfg = config_from_dict(
         {

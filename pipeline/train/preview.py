@@ -4,8 +4,10 @@ One column per case: the top row is the eval chain's output (no augmentation), t
 row the same case through the random part of the train chain. 3D inputs show their middle
 axial slice (last spatial axis); several channels (multi-window, slabs, image columns) are
 tiled in a grid (at most :data:`MAX_CHANNELS`, first channel top left). Tiles show the first
-spatial axis left to right and the second bottom to top, so RAS-oriented slices have
-anterior up and the patient's right on the viewer's right. Both rows of a case share one grey scale (the eval
+spatial axis left to right. The second runs bottom to top when the config reorients
+(``transforms.orientation``, e.g. ``RAS``), so slices have anterior up and the patient's right on the viewer's
+right; without reorientation (pictures, ``import-medmnist`` images: row 0 is the top row) it runs top to bottom,
+so a picture looks as it does in an image viewer. Both rows of a case share one grey scale (the eval
 image's range), so intensity augmentation is visible.
 
 Titles name the case by its pseudonymised patient key (a patient column value that is not
@@ -86,8 +88,8 @@ def _label_text(row: pd.Series, cfg: Config) -> str:
     return " ".join(f"{c}={row[c]}" for c in cols)
 
 
-def _tile(img: Any) -> np.ndarray:
-    """A 2D array to draw from a channel-first 2D or 3D image."""
+def _tile(img: Any, y_up: bool = True) -> np.ndarray:
+    """A 2D array to draw from a channel-first 2D or 3D image (``y_up``: drawn with ``origin="lower"``)."""
     a = np.asarray(img.detach().cpu().float() if hasattr(img, "detach") else img, dtype=np.float32)
     if a.ndim == 4:
         a = a[..., a.shape[-1] // 2]
@@ -99,9 +101,9 @@ def _tile(img: Any) -> np.ndarray:
     rows = math.ceil(len(channels) / per_row)
     grid = np.full((rows * (h + 1) - 1, per_row * (w + 1) - 1), np.nan, np.float32)
     for k, c in enumerate(channels):
-        bottom = (rows - 1 - k // per_row) * (h + 1)  # drawn with origin="lower": channel 0 at the top left
+        first = (rows - 1 - k // per_row if y_up else k // per_row) * (h + 1)  # channel 0 at the top left
         left = (k % per_row) * (w + 1)
-        grid[bottom : bottom + h, left : left + w] = c
+        grid[first : first + h, left : left + w] = c
     return grid
 
 
@@ -141,6 +143,7 @@ def write_preview(cfg: Config, manifest: str | Path, out: str | Path, n: int = 1
         )
     before_chain, after_chain = infer_chain(cfg.transforms, cfg.data.image_columns), random_part(cfg.transforms, device="cpu")
     after_chain.set_random_state(seed=seed)
+    y_up = bool(cfg.transforms.orientation)
     width, height = figure_size_px(len(df))
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
     FigureCanvasAgg(fig)
@@ -153,11 +156,12 @@ def write_preview(cfg: Config, manifest: str | Path, out: str | Path, n: int = 1
             if cause is None:
                 raise
             raise type(cause)(f"manifest row {row.get('row', i)}: {cause}") from e
-        tiles = _tile(before["image"]), _tile(after["image"])
+        tiles = _tile(before["image"], y_up), _tile(after["image"], y_up)
         low, high = float(np.nanmin(tiles[0])), float(np.nanmax(tiles[0]))
         for r, tile in enumerate(tiles):
             ax = fig.add_axes((i / len(df), (1 - r) / 2, 1 / len(df), TILE_PX / height))
-            ax.imshow(tile, cmap="gray", vmin=low, vmax=high if high > low else low + 1, origin="lower")
+            ax.imshow(tile, cmap="gray", vmin=low, vmax=high if high > low else low + 1,
+                      origin="lower" if y_up else "upper")
             ax.set_xticks([])
             ax.set_yticks([])
             title = f"{name}\n{_label_text(row, cfg)}" if r == 0 else "augmented"

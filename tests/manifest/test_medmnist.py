@@ -28,6 +28,16 @@ def _npz(path, image_shape, n_labels=1, n_classes=2, seed=0):
     return arrays
 
 
+def _loaded_picture(path):
+    """What the eval chain makes of an image file: (x, y), x along the picture's columns."""
+    from transforms.chains import eval_chain
+    from transforms.config import TransformsConfig
+
+    t = TransformsConfig(spatial_dims=2, size=(28, 28), orientation="", intensity="none", channels="grey",
+                         resize="crop-pad")
+    return np.asarray(eval_chain(t)({"image": str(path), "label": 0})["image"][0]).astype(np.uint8)
+
+
 def _check_round_trip(out, arrays, classes, rgb=False):
     manifest = pd.read_csv(out / "manifest.csv", dtype=str)
     assert len(manifest) == sum(SIZES.values())
@@ -38,7 +48,10 @@ def _check_round_trip(out, arrays, classes, rgb=False):
         data = np.asarray(img.dataobj)
         assert data.dtype == np.uint8 and np.allclose(img.affine, np.eye(4))
         expected = arrays[f"{split}_images"][int(index)]
-        assert np.array_equal(data[:, :, 0, :] if rgb else data, expected)
+        if expected.ndim == 3 and not rgb:
+            assert np.array_equal(data, expected)  # a 3D volume as it is
+        else:  # 2D: x along the columns (a picture's layout), so viewers show the image upright
+            assert np.array_equal(data[:, :, 0, :].swapaxes(0, 1) if rgb else data.T, expected)
         label = int(arrays[f"{split}_labels"][int(index), 0])
         assert row["label"] == classes[label]
 
@@ -50,6 +63,8 @@ def test_2d_grey_round_trip_with_known_classes(tmp_path):
         "binary", ("normal", "pneumonia"), 2, 1)
     assert result.counts == SIZES
     _check_round_trip(tmp_path / "out", arrays, result.classes)
+    upright = _loaded_picture(tmp_path / "out" / "images" / "train_00000.nii.gz")
+    assert np.array_equal(upright, arrays["train_images"][0].T)  # (x, y) as a PNG of the same image loads
     labels = json.loads((tmp_path / "out" / "labels.json").read_text())
     assert labels == {"task": "binary", "classes": ["normal", "pneumonia"], "label_columns": ["label"]}
     cfg = load_config(tmp_path / "out" / "config.yaml")
@@ -65,13 +80,13 @@ def test_2d_rgb_round_trip_and_loads_as_three_channels(tmp_path):
 
     arrays = _npz(tmp_path / "bloodmnist_64.npz", (10, 12, 3), n_classes=8)
     result = import_medmnist(tmp_path / "bloodmnist_64.npz", tmp_path / "out")
-    assert result.name == "bloodmnist" and result.channels == 3 and result.size == (10, 12)
+    assert result.name == "bloodmnist" and result.channels == 3 and result.size == (12, 10)  # (x, y): W, H
     assert result.classes[0] == "basophil" and len(result.classes) == 8
     _check_round_trip(tmp_path / "out", arrays, result.classes, rgb=True)
     loaded = LoadImaged("image", ensure_channel_first=True, image_only=True)(
         {"image": str(tmp_path / "out" / "images" / "val_00001.nii.gz")})["image"]
-    assert tuple(loaded.shape) == (3, 10, 12, 1)
-    assert np.array_equal(loaded[..., 0].permute(1, 2, 0).numpy(), arrays["val_images"][1])
+    assert tuple(loaded.shape) == (3, 12, 10, 1)
+    assert np.array_equal(loaded[..., 0].permute(2, 1, 0).numpy(), arrays["val_images"][1])
 
 
 def test_3d_round_trip_loads_channel_first(tmp_path):

@@ -62,3 +62,21 @@ def test_cli_writes_preview_and_reports_empty_split(tmp_path, manifest, capsys):
     assert "no rows in split 'val'" in capsys.readouterr().err
     with pytest.raises(ManifestError):
         write_preview(config_from_dict({}), manifest, out, split="val")
+
+
+@pytest.mark.parametrize("orientation, white_on_top", [("", True), ("RAS", False)])
+def test_pictures_are_drawn_upright_unless_reoriented(tmp_path, monkeypatch, orientation, white_on_top):
+    """A picture (row 0 at the top) is drawn as a viewer shows it; a reoriented image has its y axis going up."""
+    from PIL import Image
+
+    monkeypatch.setenv("RADPIPE_SECRET_FILE", str(tmp_path / "secret.key"))
+    picture = np.zeros((32, 32), np.uint8)
+    picture[:8] = 255  # a white band along the top
+    Image.fromarray(picture).save(tmp_path / "p.png")
+    (tmp_path / "m.csv").write_text("image,label,split\np.png,a,train\n")
+    cfg = config_from_dict({"transforms": {"spatial_dims": 2, "size": [32, 32], "orientation": orientation,
+                                           "intensity": "minmax", "augment": "none"}})
+    grey = imread(write_preview(cfg, tmp_path / "m.csv", tmp_path / "out.png", n=1))[..., :3].mean(axis=2)
+    tile = grey[40:200, :]  # the eval row: below the title, 160 px
+    top, bottom = tile[5:40].mean(), tile[-40:-5].mean()
+    assert (top > bottom + 0.5) if white_on_top else (bottom > top + 0.5)
