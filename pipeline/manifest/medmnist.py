@@ -133,12 +133,12 @@ def _layout(images: np.ndarray) -> tuple[int, int]:
     return images.ndim - 1, 1
 
 
-def to_file_array(image: np.ndarray, rgb: bool, spatial_dims: int = 2) -> np.ndarray:
-    """The array written to NIfTI: a 2D (H, W) image as (W, H) (x along the columns), RGB as (W, H, 1, 3);
-    a 3D (D, H, W) volume as it is."""
-    if spatial_dims == 3:
-        return image
-    return image.swapaxes(0, 1)[:, :, None, :] if rgb else image.T
+def to_file_array(image: np.ndarray, rgb: bool) -> np.ndarray:
+    """The array written to NIfTI: a 2D (H, W) image as (W, H) (x along the columns), RGB (H, W, 3) as
+    (W, H, 1, 3); a 3D (D, H, W) volume as it is."""
+    if rgb:
+        return image.swapaxes(0, 1)[:, :, None, :]
+    return image.T if image.ndim == 2 else image
 
 
 def write_nifti(path: Path, array: np.ndarray) -> None:
@@ -192,7 +192,7 @@ def import_medmnist(
         for i in range(n):
             case = f"{split}_{i:0{width}d}"
             relative = f"images/{case}{suffix}"
-            jobs.append((out / relative, to_file_array(images[i], channels == 3, spatial_dims)))
+            jobs.append((out / relative, to_file_array(images[i], channels == 3)))
             row = {"image": relative}
             if multilabel:
                 row.update({c: int(v) for c, v in zip(classes, labels[i])})
