@@ -289,6 +289,14 @@ class Predictor:
         self.model = model.to(self.device).eval()
         self._channels_last = channels_last and (self.device.type == "cuda" or self.amp_dtype is not None)
 
+    @classmethod
+    def for_run(cls, run: Any, tta: str = "") -> Predictor:
+        """The predictor of a loaded run (``run.model``, ``run.label_map``, ``run.device``, ``run.cfg``): its AMP,
+        channels-last and CPU bf16 settings, and ``tta`` views over its ``transforms.flip_axes``."""
+        cfg = run.cfg
+        return cls(run.model, run.label_map.task, run.device, amp=cfg.train.amp, channels_last=cfg.train.channels_last,
+                   tta=tta, cpu_bf16=cfg.train.cpu_bf16, flip_axes=cfg.transforms.flip_axes)
+
     def _format(self, images: torch.Tensor) -> torch.Tensor:
         if not self._channels_last or images.ndim not in (4, 5) or (images.ndim == 5 and self.device.type == "cpu"):
             return images

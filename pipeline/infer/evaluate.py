@@ -130,9 +130,7 @@ def evaluate(run_dir: str | Path, manifest: str | Path, out: str | Path, split: 
     index, split_name = split_rows(raw, split if split is not None else cfg.eval.split)
     cases = [_case(i, {c: str(df.iloc[i][c]) for c in cfg.data.image_columns}) for i in index]
     views = resolve_tta(cfg.eval, tta, tta_views)
-    predictor = Predictor(run.model, labels.task, run.device, amp=cfg.train.amp,
-                          channels_last=cfg.train.channels_last, tta=views,
-                          cpu_bf16=cfg.train.cpu_bf16, flip_axes=cfg.transforms.flip_axes)
+    predictor = Predictor.for_run(run, views)
     dataset = CaseDataset(cases, run.infer_transform, expected_input_shape(run.model, cfg.transforms.size))
     size = batch_size or cfg.train.batch_size
     loader = make_case_loader(dataset, size, default_workers() if workers is None else workers,

@@ -197,9 +197,7 @@ def _predict_into(target: Path, run: Any, run_dir: str | Path, input_path: str |
     todo = [c for c in cases if c.id not in writer.done]
     log.info("predict: %d series (%d already done), %d skipped input(s)", len(cases), len(cases) - len(todo),
              len(source.skipped))
-    predictor = Predictor(run.model, labels.task, run.device, amp=cfg.train.amp,
-                          channels_last=cfg.train.channels_last, tta=views,
-                          cpu_bf16=cfg.train.cpu_bf16, flip_axes=cfg.transforms.flip_axes)
+    predictor = Predictor.for_run(run, views)
     cams = None
     if cam_dir is not None:
         cams = CamMaker(run.model, run.device, layer=cfg.model.cam_layer)

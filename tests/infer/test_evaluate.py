@@ -117,19 +117,25 @@ def test_a_missing_image_file_is_named_with_its_row_not_a_reader_advice(study, t
     assert "object at 0x" not in err and "reader" not in err.lower() and "install" not in err
 
 
-def test_predict_averages_as_evaluate_does_with_the_runs_tta(study, tmp_path):
+def _run_copy(run, dest, **sections):
+    """A copy of ``run`` whose config sections are updated with ``sections`` (``eval={"tta": True}``, ...)."""
     import shutil
 
     import yaml
 
+    shutil.copytree(run, dest)
+    config = yaml.safe_load((dest / "config.yaml").read_text())
+    for name, values in sections.items():
+        config.setdefault(name, {}).update(values)
+    (dest / "config.yaml").write_text(yaml.safe_dump(config))
+    return dest
+
+
+def test_predict_averages_as_evaluate_does_with_the_runs_tta(study, tmp_path):
     from pipeline.infer.predict import predict
 
     root, run, _ = study
-    tta_run = tmp_path / "run"
-    shutil.copytree(run, tta_run)
-    config = yaml.safe_load((tta_run / "config.yaml").read_text())
-    config.setdefault("eval", {}).update(tta=True, tta_views="dihedral")
-    (tta_run / "config.yaml").write_text(yaml.safe_dump(config))
+    tta_run = _run_copy(run, tmp_path / "run", eval={"tta": True, "tta_views": "dihedral"})
     flat = tmp_path / "cases.csv"
     flat.write_text("image\n" + "".join(f"{root / 'data' / 'imgs' / f'c{i}.nii.gz'}\n" for i in range(3)))
     evaluated = _read(evaluate(tta_run, flat, tmp_path / "ev.csv", workers=0).out)
@@ -142,17 +148,9 @@ def test_predict_averages_as_evaluate_does_with_the_runs_tta(study, tmp_path):
 
 def test_train_flips_tta_averages_over_the_runs_flip_axes_only(study, tmp_path):
     """A run trained with ``transforms.flip_axes: [1]`` averages each case with its flip along axis 1 alone."""
-    import shutil
-
-    import yaml
-
     root, run, _ = study
-    tta_run = tmp_path / "run"
-    shutil.copytree(run, tta_run)
-    config = yaml.safe_load((tta_run / "config.yaml").read_text())
-    config["transforms"]["flip_axes"] = [1]
-    config.setdefault("eval", {}).update(tta=True, tta_views="train-flips")
-    (tta_run / "config.yaml").write_text(yaml.safe_dump(config))
+    tta_run = _run_copy(run, tmp_path / "run", transforms={"flip_axes": [1]},
+                        eval={"tta": True, "tta_views": "train-flips"})
     data = volume(3)
     sheet = tmp_path / "flips.csv"
     with open(sheet, "w", newline="") as f:
